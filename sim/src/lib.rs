@@ -1,0 +1,1 @@
+//! layers-sim: a local, faithful simulator of the Layers Partner API.

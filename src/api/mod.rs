@@ -1,0 +1,1 @@
+//! CRD types: CustomerOrg, OrgProvider and their conditions.

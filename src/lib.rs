@@ -1,0 +1,5 @@
+//! orgops: a Kubernetes operator for SaaS partner customer organizations.
+
+pub mod api;
+pub mod provider;
+pub mod reconcile;

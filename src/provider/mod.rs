@@ -1,0 +1,99 @@
+//! Provider layer: the provider-neutral trait and the Layers implementation.
+//!
+//! The controller talks only to [`Provider`]; a later partner API (see
+//! `other-providers.md`) implements the same trait and declares what it lacks in
+//! [`Capabilities`].
+
+pub mod types;
+
+use async_trait::async_trait;
+
+pub use types::*;
+
+/// Result alias for provider calls. `ProviderError` lives in `error.rs` (provider engineer).
+pub type ProviderResult<T> = Result<T, crate::provider::error::ProviderError>;
+
+pub mod error;
+
+/// Everything the controller needs from a partner API. Every write that is not
+/// idempotent by state takes an [`IdempotencyKey`]; implementations retry only
+/// requests that are safe to retry (idempotent by method or state, or keyed).
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    /// whoami: who the credential is, its scopes and rate-limit tier.
+    async fn whoami(&self) -> ProviderResult<Identity>;
+
+    /// One child with its summary (balance, credit config). `Ok(None)` on 404.
+    async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>>;
+    /// Live (not archived) direct children whose `metadata.externalId` equals `external_id`.
+    async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>>;
+    async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org>;
+    async fn update_org(
+        &self,
+        org_id: &str,
+        patch: &OrgPatch,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Org>;
+    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org>;
+    async fn resume_org(&self, org_id: &str) -> ProviderResult<Org>;
+    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult>;
+
+    async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig>;
+    async fn set_credit_config(
+        &self,
+        org_id: &str,
+        config: &CreditConfig,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<CreditConfig>;
+    /// Moves credits from the parent into the child. `metadata` is written to both ledgers.
+    async fn allocate_credits(
+        &self,
+        org_id: &str,
+        credits: u64,
+        metadata: &std::collections::BTreeMap<String, String>,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Transfer>;
+    /// Every allocation event in the child's ledger (all pages).
+    async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>>;
+
+    async fn mint_key(
+        &self,
+        org_id: &str,
+        new: &NewApiKey,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<MintedKey>;
+    /// Every key of the child, revoked ones included (all pages).
+    async fn list_keys(&self, org_id: &str) -> ProviderResult<Vec<ApiKey>>;
+    async fn rotate_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<MintedKey>;
+    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()>;
+
+    /// Webhook endpoints inside the child (Layers: parent key + `X-Layers-Organization`).
+    async fn list_webhooks(&self, org_id: &str) -> ProviderResult<Vec<WebhookEndpoint>>;
+    async fn create_webhook(
+        &self,
+        org_id: &str,
+        new: &NewWebhook,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<CreatedWebhook>;
+    async fn update_webhook(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        patch: &WebhookPatch,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<WebhookEndpoint>;
+    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()>;
+    async fn rotate_webhook_secret(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Secret>;
+}

@@ -1,0 +1,222 @@
+//! Provider-neutral objects: what the controller needs to know about a partner API's
+//! child organizations, wallets, keys and webhook endpoints.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// A string that must never be shown: parent keys, minted key secrets, signing secrets.
+/// `Debug` and `Display` print `[REDACTED]`; only `expose()` gives the value.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(SecretString::from(value.into()))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+/// Idempotency key sent with a write; derived deterministically by the controller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrgStatus {
+    Active,
+    Suspended,
+    Archived,
+}
+
+/// A child organization as the provider reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub status: OrgStatus,
+    pub metadata: BTreeMap<String, String>,
+    pub billing_email: Option<String>,
+    /// Present when the org was read with its summary (GET one).
+    pub summary: Option<OrgSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrgSummary {
+    pub balance: i64,
+    pub available: i64,
+    pub credit_config: CreditConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refill {
+    pub threshold: u64,
+    pub amount: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreditConfig {
+    pub monthly_cap: Option<u64>,
+    pub refill: Option<Refill>,
+}
+
+/// Fields to create a child org with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOrg {
+    pub name: String,
+    pub metadata: BTreeMap<String, String>,
+    pub billing_email: Option<String>,
+}
+
+/// A partial update: `None` leaves a field unchanged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrgPatch {
+    pub name: Option<String>,
+    /// Keys to set; a value of `""` removes the key (merge semantics).
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// `Some(None)` clears the billing email.
+    pub billing_email: Option<Option<String>>,
+}
+
+/// Result of archiving (offboarding) a child.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiveResult {
+    pub reclaimed_credits: i64,
+    pub revoked_api_keys: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    pub id: String,
+    pub credits: u64,
+    pub replayed: bool,
+    pub balance: i64,
+    pub available: i64,
+}
+
+/// One allocation into the child, read back from its ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerAllocation {
+    pub event_id: String,
+    pub credits: i64,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyEnv {
+    Live,
+    Test,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+/// A child API key, masked (never the secret).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub env: KeyEnv,
+    pub scopes: Vec<String>,
+    pub status: KeyStatus,
+    /// Set on a key that was rotated: the id of its replacement.
+    pub superseded_by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewApiKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub env: KeyEnv,
+}
+
+/// A key with its one-time secret (mint or rotate).
+#[derive(Clone, Debug)]
+pub struct MintedKey {
+    pub key: ApiKey,
+    pub secret: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CreatedWebhook {
+    pub endpoint: WebhookEndpoint,
+    pub signing_secret: Secret,
+}
+
+/// Who the provider credential is (whoami).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub organization_id: String,
+    pub organization_name: String,
+    pub parent_organization_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub rate_limit_tier: String,
+    pub api_key_id: String,
+}
+
+/// What a provider can do; the controller skips (and reports) what is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    pub find_by_external_id: bool,
+    pub credit_config: bool,
+    pub allocation_ledger: bool,
+    pub child_api_keys: bool,
+    pub key_rotation: bool,
+    pub webhooks: bool,
+    pub suspend: bool,
+}

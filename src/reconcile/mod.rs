@@ -1,0 +1,1 @@
+//! Reconcile pipeline: observe -> plan -> apply -> status.

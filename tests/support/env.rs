@@ -1,0 +1,84 @@
+//! One fresh namespace per test.
+use super::{ControlPlane, kubectl, kubectl_ok, random_suffix};
+use std::process::Output;
+
+/// A unique namespace `t-<name>-<rand>`; deleted by `cleanup().await` or, best effort,
+/// on drop. Set `ORGOPS_E2E_KEEP=1` to keep namespaces for debugging.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub ns: String,
+    cleaned: bool,
+}
+
+impl TestEnv {
+    pub async fn new(name: &str) -> TestEnv {
+        ControlPlane::ensure();
+        let ns = namespace_name(name);
+        kubectl_ok(&["create", "namespace", &ns]);
+        TestEnv { ns, cleaned: false }
+    }
+
+    /// A kube client with admin credentials.
+    pub async fn client(&self) -> kube::Client {
+        ControlPlane::ensure().client().await
+    }
+
+    /// `kubectl -n <ns> ...`
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&all)
+    }
+
+    /// `kubectl -n <ns> ...` returning stdout; panics with stderr on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        kubectl_ok(&all)
+    }
+
+    /// Deletes the namespace without waiting. CustomerOrgs left with the operator's
+    /// finalizer after the operator is gone would pin it in Terminating, so their
+    /// finalizers are dropped first.
+    pub async fn cleanup(mut self) {
+        self.delete_namespace();
+    }
+
+    fn delete_namespace(&mut self) {
+        if self.cleaned || std::env::var("ORGOPS_E2E_KEEP").is_ok_and(|v| v == "1") {
+            self.cleaned = true;
+            return;
+        }
+        self.cleaned = true;
+        let names = self.kubectl(&["get", "customerorgs.orgops.dev", "-o", "name"]);
+        if names.status.success() {
+            for name in String::from_utf8_lossy(&names.stdout).lines() {
+                let _ = self.kubectl(&[
+                    "patch",
+                    name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
+        }
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false", "--ignore-not-found"]);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.delete_namespace();
+    }
+}
+
+/// `t-<name>-<rand>` made DNS-1123 safe and at most 63 characters.
+fn namespace_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let clean = clean.trim_matches('-');
+    let clean = &clean[..clean.len().min(48)];
+    format!("t-{}-{}", clean.trim_end_matches('-'), random_suffix())
+}

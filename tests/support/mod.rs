@@ -1,0 +1,133 @@
+//! End-to-end fixture shared by every integration test (`mod support;`).
+//!
+//! Real things only: a kube-apiserver on loopback (or an existing cluster when
+//! `ORGOPS_USE_EXISTING_CLUSTER=1`), the real `kubectl`, the `layers-sim` binary and the
+//! `orgops` binary authenticating as a ServiceAccount bound to `deploy/rbac.yaml`.
+// Each test binary uses a different part of the fixture.
+#![allow(dead_code)]
+
+mod control_plane;
+mod env;
+mod operator;
+mod sim;
+
+pub use control_plane::ControlPlane;
+pub use env::TestEnv;
+pub use operator::Operator;
+pub use sim::Sim;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (where Cargo.toml, crds/ and deploy/ live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Directory for process logs that tests read back (and CI keeps on failure).
+pub fn log_dir() -> PathBuf {
+    let dir = workspace_root().join("target/e2e-logs");
+    std::fs::create_dir_all(&dir).expect("create target/e2e-logs");
+    dir
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Short random lowercase suffix for unique names.
+pub fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_string()
+}
+
+/// Runs the real `kubectl` against the test control plane; never panics.
+pub fn kubectl(args: &[&str]) -> Output {
+    kubectl_with_stdin(args, None)
+}
+
+/// Runs `kubectl` and returns its stdout; panics with stderr when it fails.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` (client-side, as a GitOps user would); returns the output even
+/// when the apiserver rejects the object, so tests can assert on the message.
+pub fn apply_yaml(yaml: &str) -> Output {
+    kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))
+}
+
+/// `apply_yaml` that panics with kubectl's stderr when the apply fails.
+pub fn apply_yaml_ok(yaml: &str) {
+    let out = apply_yaml(yaml);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n--- yaml ---\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    let kubeconfig = ControlPlane::ensure().kubeconfig.clone();
+    run_kubectl(&kubeconfig, args, stdin)
+}
+
+/// Runs kubectl with an explicit kubeconfig (used before the control plane is cached).
+pub(crate) fn run_kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kubectl (is it installed?)");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("kubectl stdin");
+        pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("wait for kubectl")
+}
+
+/// Polls `check` every 250 ms until it returns true; panics after `timeout` saying what
+/// it waited for.
+pub async fn wait_for<F, Fut>(desc: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for_some(desc, timeout, || {
+        let fut = check();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Like `wait_for`, but returns the value once `check` yields `Some`.
+pub async fn wait_for_some<T, F, Fut>(desc: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {desc}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
