@@ -3,3 +3,4 @@
 pub mod api;
 pub mod provider;
 pub mod reconcile;
+pub mod runtime;

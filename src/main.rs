@@ -1,1 +1,57 @@
-fn main() {}
+//! The `orgops` binary: `orgops crds` prints the CRDs, `orgops run` runs the operator.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "orgops",
+    version,
+    about = "Kubernetes operator for SaaS partner customer organizations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print every CRD as multi-document YAML.
+    Crds,
+    /// Run the operator.
+    Run(orgops::runtime::RunArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => match orgops::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: cannot render CRDs: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: orgops::runtime::RunArgs) -> std::process::ExitCode {
+    orgops::runtime::telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(orgops::runtime::run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "orgops stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,8 +2,9 @@
 # Every port can be overridden from the environment.
 cp_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cp_root=$(cd "$cp_here/../.." && pwd)
-CP_DIR="$cp_root/target/control-plane"
-CP_BIN="$CP_DIR/bin"
+CP_BIN="$cp_root/target/control-plane/bin"
+# State (keys, data, PIDs, logs); overridable to run a second, separate instance.
+CP_DIR=${ORGOPS_CP_DIR:-"$cp_root/target/control-plane"}
 CP_RUN="$CP_DIR/run"
 CP_LOGS="$CP_DIR/logs"
 CP_PKI="$CP_DIR/pki"
@@ -45,4 +46,17 @@ cp_port_owner() {
   if command -v ss >/dev/null 2>&1; then
     ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n1
   fi
+}
+
+# PID of the process listening on a port (needs ss from iproute2).
+cp_port_pid() {
+  command -v ss >/dev/null 2>&1 || return 1
+  ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1
+}
+
+# True when a PID is our component for this state dir (its PID file was lost).
+cp_is_ours() { # name pid
+  local exe
+  exe=$(readlink "/proc/$2/exe" 2>/dev/null || true)
+  [ "${exe% (deleted)}" = "$CP_BIN/$1" ] && tr '\0' ' ' <"/proc/$2/cmdline" | grep -qF "$CP_DIR/"
 }

@@ -81,7 +81,10 @@ impl FaultConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let mut all = vec![("", self.rates(Class::Read)), ("", self.rates(Class::Write))];
+        let mut all = vec![
+            ("", self.rates(Class::Read)),
+            ("", self.rates(Class::Write)),
+        ];
         all.push((
             "",
             FaultRates {
@@ -112,11 +115,12 @@ impl FaultConfig {
     }
 
     pub fn is_quiet(&self) -> bool {
-        *self == FaultConfig {
-            latency_ms: self.latency_ms,
-            lose_response_mode: self.lose_response_mode,
-            ..FaultConfig::default()
-        }
+        *self
+            == FaultConfig {
+                latency_ms: self.latency_ms,
+                lose_response_mode: self.lose_response_mode,
+                ..FaultConfig::default()
+            }
     }
 
     /// Rolls the dice for one request. The kinds are tried in a fixed order so each

@@ -1,1 +1,163 @@
-fn main() {}
+//! `layers-sim`: run the Layers Partner API simulator.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use layers_sim::{FaultConfig, LoseMode, SimConfig, Tier};
+
+/// A faithful, stateful, fault-injecting simulator of the Layers Partner API.
+#[derive(Parser, Debug)]
+#[command(name = "layers-sim", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "LAYERS_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The partner (org:admin) API key; generated and printed when absent.
+    #[arg(long, env = "LAYERS_SIM_PARENT_KEY", hide_env_values = true)]
+    parent_key: Option<String>,
+    /// Credits in the partner's prepaid wallet at start and after /_sim/reset.
+    #[arg(long, env = "LAYERS_SIM_PARENT_CREDITS", default_value_t = 1_000_000)]
+    parent_credits: u64,
+    /// Rate-limit tier for every key.
+    #[arg(long, env = "LAYERS_SIM_TIER", value_enum, default_value = "standard")]
+    tier: Tier,
+    /// Serve the /_sim/ control API.
+    #[arg(long, env = "LAYERS_SIM_CONTROL")]
+    control: bool,
+    /// Persist state to this file (atomic writes) and load it on start.
+    #[arg(long, env = "LAYERS_SIM_STATE_FILE")]
+    state_file: Option<PathBuf>,
+    /// Idempotency replay window, e.g. 24h, 90s, 15m.
+    #[arg(long, env = "LAYERS_SIM_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    idempotency_window: Duration,
+    /// Probability of a 500/502/503 before executing.
+    #[arg(
+        long = "fault-5xx",
+        env = "LAYERS_SIM_FAULT_5XX",
+        default_value_t = 0.0
+    )]
+    fault_5xx: f64,
+    /// Probability of an injected 429.
+    #[arg(
+        long = "fault-429",
+        env = "LAYERS_SIM_FAULT_429",
+        default_value_t = 0.0
+    )]
+    fault_429: f64,
+    /// Probability of committing and then losing the response (502 or dropped connection).
+    #[arg(long, env = "LAYERS_SIM_FAULT_LOSE_RESPONSE", default_value_t = 0.0)]
+    fault_lose_response: f64,
+    /// How a lost response shows: mixed, bad-gateway or drop.
+    #[arg(long, env = "LAYERS_SIM_FAULT_LOSE_MODE", default_value = "mixed", value_parser = parse_lose_mode)]
+    fault_lose_mode: LoseMode,
+    /// Probability of dropping the connection before executing.
+    #[arg(long, env = "LAYERS_SIM_FAULT_RESET", default_value_t = 0.0)]
+    fault_reset: f64,
+    /// Added latency in milliseconds (applied with --fault-latency-prob).
+    #[arg(long, env = "LAYERS_SIM_FAULT_LATENCY_MS", default_value_t = 0)]
+    fault_latency_ms: u64,
+    /// Probability of adding the latency.
+    #[arg(long, env = "LAYERS_SIM_FAULT_LATENCY_PROB", default_value_t = 0.0)]
+    fault_latency_prob: f64,
+    /// Log as JSON lines.
+    #[arg(long, env = "LAYERS_SIM_LOG_JSON")]
+    log_json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m, h, d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn parse_lose_mode(s: &str) -> Result<LoseMode, String> {
+    match s {
+        "mixed" => Ok(LoseMode::Mixed),
+        "bad-gateway" | "502" => Ok(LoseMode::BadGateway),
+        "drop" => Ok(LoseMode::Drop),
+        _ => Err(format!(
+            "unknown lose mode {s:?} (mixed, bad-gateway, drop)"
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let cfg = SimConfig {
+        listen: args.listen,
+        parent_key: args.parent_key,
+        parent_credits: args.parent_credits,
+        tier: args.tier,
+        control: args.control,
+        state_file: args.state_file,
+        idempotency_window: args.idempotency_window,
+        faults: FaultConfig {
+            error5xx: args.fault_5xx,
+            rate_limit429: args.fault_429,
+            lose_response: args.fault_lose_response,
+            lose_response_mode: args.fault_lose_mode,
+            reset: args.fault_reset,
+            latency: args.fault_latency_prob,
+            latency_ms: args.fault_latency_ms,
+            read: None,
+            write: None,
+        },
+    };
+    let sim = match layers_sim::spawn(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("layers-sim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Tests and scripts parse these two lines; the key is the simulator's own credential.
+    println!("parent key: {}", sim.parent_key);
+    println!("listening on {}", sim.base_url());
+    tracing::info!(parent_org = %sim.parent_org_id, tier = ?args.tier, control = args.control, "layers-sim started");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    sim.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+/// SIGINT or SIGTERM, so the state file gets its final write either way.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -145,9 +145,19 @@ mod tests {
         assert_eq!(v.retry_after, Some(1));
         assert_eq!(v.remaining, 0);
         // reads have their own bucket
-        assert!(l.take(Tier::Standard, k, Class::Read, t0).unwrap().retry_after.is_none());
+        assert!(
+            l.take(Tier::Standard, k, Class::Read, t0)
+                .unwrap()
+                .retry_after
+                .is_none()
+        );
         let later = t0 + Duration::from_secs(1);
-        assert!(l.take(Tier::Standard, k, Class::Write, later).unwrap().retry_after.is_none());
+        assert!(
+            l.take(Tier::Standard, k, Class::Write, later)
+                .unwrap()
+                .retry_after
+                .is_none()
+        );
         assert!(l.take(Tier::Unlimited, k, Class::Write, t0).is_none());
     }
 }

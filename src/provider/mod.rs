@@ -14,6 +14,8 @@ pub use types::*;
 pub type ProviderResult<T> = Result<T, crate::provider::error::ProviderError>;
 
 pub mod error;
+pub mod layers;
+pub mod metrics;
 
 /// Everything the controller needs from a partner API. Every write that is not
 /// idempotent by state takes an [`IdempotencyKey`]; implementations retry only

@@ -70,7 +70,9 @@ fn find_or_start() -> PathBuf {
     // Another test binary may have started it while we waited for the lock.
     if !readyz_ok(&local) {
         let up = workspace_root().join("hack/control-plane/up");
-        let out = Command::new(&up).output().expect("run hack/control-plane/up");
+        let out = Command::new(&up)
+            .output()
+            .expect("run hack/control-plane/up");
         assert!(
             out.status.success(),
             "hack/control-plane/up failed:\n{}",
@@ -78,7 +80,10 @@ fn find_or_start() -> PathBuf {
         );
     }
     drop(lock);
-    assert!(readyz_ok(&local), "control plane is up but /readyz is not ok");
+    assert!(
+        readyz_ok(&local),
+        "control plane is up but /readyz is not ok"
+    );
     local
 }
 
@@ -86,7 +91,11 @@ fn readyz_ok(kubeconfig: &Path) -> bool {
     if !kubeconfig.exists() {
         return false;
     }
-    let out = run_kubectl(kubeconfig, &["get", "--raw", "/readyz", "--request-timeout=5s"], None);
+    let out = run_kubectl(
+        kubeconfig,
+        &["get", "--raw", "/readyz", "--request-timeout=5s"],
+        None,
+    );
     out.status.success() && out.stdout == b"ok"
 }
 
@@ -111,24 +120,50 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
     let crds = crds.to_string_lossy().into_owned();
     if has_crds {
         ok(
-            &["apply", "--server-side", "--force-conflicts", "--field-manager=orgops-e2e", "-f", &crds],
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=orgops-e2e",
+                "-f",
+                &crds,
+            ],
             "applying crds/",
         );
         ok(
-            &["wait", "--for=condition=Established", "--timeout=60s", "-f", &crds],
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                &crds,
+            ],
             "waiting for the CRDs to be Established",
         );
     }
     // The RBAC file holds namespaced objects in orgops-system.
     let ns = run_kubectl(
         kubeconfig,
-        &["create", "namespace", "orgops-system", "--dry-run=client", "-o", "yaml"],
+        &[
+            "create",
+            "namespace",
+            "orgops-system",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
         None,
     );
     assert!(ns.status.success(), "render orgops-system namespace");
     let out = run_kubectl(
         kubeconfig,
-        &["apply", "--server-side", "--field-manager=orgops-e2e", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=orgops-e2e",
+            "-f",
+            "-",
+        ],
         Some(&String::from_utf8_lossy(&ns.stdout)),
     );
     assert!(
@@ -138,7 +173,14 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
     );
     let rbac = root.join("deploy/rbac.yaml").to_string_lossy().into_owned();
     ok(
-        &["apply", "--server-side", "--force-conflicts", "--field-manager=orgops-e2e", "-f", &rbac],
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=orgops-e2e",
+            "-f",
+            &rbac,
+        ],
         "applying deploy/rbac.yaml",
     );
 }

@@ -37,7 +37,7 @@ impl TestEnv {
         kubectl_ok(&all)
     }
 
-    /// Deletes the namespace without waiting. CustomerOrgs left with the operator's
+    /// Deletes the namespace (without waiting) and the ServiceAccount's bindings. CustomerOrgs left with the operator's
     /// finalizer after the operator is gone would pin it in Terminating, so their
     /// finalizers are dropped first.
     pub async fn cleanup(mut self) {
@@ -62,7 +62,29 @@ impl TestEnv {
                 ]);
             }
         }
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false", "--ignore-not-found"]);
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.ns,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+        // Bindings made by bind_service_account live outside the namespace.
+        let binding = format!("orgops-e2e-{}", self.ns);
+        let _ = kubectl(&[
+            "delete",
+            "clusterrolebinding",
+            &binding,
+            "--ignore-not-found",
+        ]);
+        let _ = kubectl(&[
+            "delete",
+            "rolebinding",
+            &binding,
+            "-n",
+            "orgops-system",
+            "--ignore-not-found",
+        ]);
     }
 }
 
@@ -76,7 +98,13 @@ impl Drop for TestEnv {
 fn namespace_name(name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches('-');
     let clean = &clean[..clean.len().min(48)];

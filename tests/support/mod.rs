@@ -4,16 +4,16 @@
 //! `ORGOPS_USE_EXISTING_CLUSTER=1`), the real `kubectl`, the `layers-sim` binary and the
 //! `orgops` binary authenticating as a ServiceAccount bound to `deploy/rbac.yaml`.
 // Each test binary uses a different part of the fixture.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod control_plane;
 mod env;
 mod operator;
 mod sim;
 
-pub use control_plane::ControlPlane;
+pub use control_plane::{ControlPlane, client_for};
 pub use env::TestEnv;
-pub use operator::Operator;
+pub use operator::{OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig};
 pub use sim::Sim;
 
 use std::future::Future;
@@ -85,17 +85,26 @@ fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// Runs kubectl with an explicit kubeconfig (used before the control plane is cached).
-pub(crate) fn run_kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn run_kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
     let mut cmd = Command::new("kubectl");
     cmd.env("KUBECONFIG", kubeconfig)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn kubectl (is it installed?)");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("kubectl stdin");
-        pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+        pipe.write_all(input.as_bytes())
+            .expect("write kubectl stdin");
     }
     child.wait_with_output().expect("wait for kubectl")
 }

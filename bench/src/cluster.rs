@@ -1,0 +1,386 @@
+//! The local control plane: objects the benchmark creates, readiness, apiserver write counts.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+use crate::error::{BenchError, Result, failed};
+
+const MANAGER: &str = "orgops-bench";
+
+pub fn customer_org() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "CustomerOrg"),
+        "customerorgs",
+    )
+}
+
+pub fn org_provider() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "OrgProvider"),
+        "orgproviders",
+    )
+}
+
+pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    let raw = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| BenchError::Kubeconfig(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| BenchError::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `kubectl apply --server-side -f crds/` and wait until Established.
+pub fn install_crds(kubeconfig: &Path, root: &Path) -> Result<()> {
+    let crds = root.join("crds").to_string_lossy().into_owned();
+    for args in [
+        vec![
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=orgops-bench",
+            "-f",
+            &crds,
+        ],
+        vec![
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &crds,
+        ],
+    ] {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(&args)
+            .output()?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_namespace(client: &kube::Client, ns: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    api.patch(ns, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await?;
+    Ok(())
+}
+
+/// Drops the operator's finalizers (the operator is stopped by now) and deletes the namespace.
+pub async fn delete_namespace(client: &kube::Client, ns: &str) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    let clear = json!({"metadata": {"finalizers": null}});
+    stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            let clear = clear.clone();
+            async move {
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(clear))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.delete(ns, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// The parent key Secret and an OrgProvider named `provider` that points at the simulator.
+pub async fn create_provider(
+    client: &kube::Client,
+    ns: &str,
+    provider: &str,
+    base_url: &str,
+    parent_key: &str,
+) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret_name = format!("{provider}-parent-key");
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret_name, "namespace": ns},
+        "stringData": {"apiKey": parent_key},
+    });
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await?;
+    let providers: Api<DynamicObject> = Api::all_with(client.clone(), &org_provider());
+    let obj = json!({
+        "apiVersion": "orgops.dev/v1alpha1", "kind": "OrgProvider",
+        "metadata": {"name": provider},
+        "spec": {
+            "type": "layers",
+            "baseUrl": base_url,
+            "credentialsSecretRef": {"namespace": ns, "name": secret_name, "key": "apiKey"},
+            "rateLimit": {"tier": "auto"},
+        },
+    });
+    providers
+        .patch(
+            provider,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_provider(client: &kube::Client, provider: &str) -> Result<()> {
+    let providers: Api<DynamicObject> = Api::all_with(client.clone(), &org_provider());
+    providers.delete(provider, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// One benchmark customer: a key, a webhook, credits and a cap (the issue's shape).
+pub fn bench_org(ns: &str, provider: &str, run: &str, i: usize) -> Value {
+    json!({
+        "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        "metadata": {"name": format!("c-{i:05}"), "namespace": ns},
+        "spec": {
+            "providerRef": {"name": provider},
+            "displayName": format!("Customer {i:05}"),
+            "externalId": format!("{run}-{i:05}"),
+            "credits": {"allocated": 10, "monthlyCap": 100},
+            "apiKeys": [{"name": "integration", "scopes": ["content:read", "content:write"]}],
+            "webhooks": [{
+                "name": "crm",
+                "url": "https://crm.example.com/layers/webhooks",
+                "events": ["content.generated", "post.published"],
+            }],
+        },
+    })
+}
+
+/// Server-side applies every object, `parallel` at a time.
+pub async fn apply_all(
+    client: &kube::Client,
+    ns: &str,
+    objs: Vec<Value>,
+    parallel: usize,
+) -> Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
+    stream::iter(objs)
+        .map(|obj| {
+            let api = api.clone();
+            async move {
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                api.patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(obj),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Ready=True for the object's current generation (condition or status observedGeneration).
+pub fn is_ready(obj: &DynamicObject) -> bool {
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let status = &obj.data["status"];
+    let Some(conds) = status["conditions"].as_array() else {
+        return false;
+    };
+    conds.iter().any(|c| {
+        c["type"] == "Ready"
+            && c["status"] == "True"
+            && c["observedGeneration"]
+                .as_i64()
+                .or_else(|| status["observedGeneration"].as_i64())
+                == Some(generation)
+    })
+}
+
+/// Watches the namespace until `expected` objects are Ready; calls `tick` about every second
+/// with the number Ready so far (so the caller can check the operator is alive).
+pub async fn wait_all_ready(
+    client: &kube::Client,
+    ns: &str,
+    expected: usize,
+    timeout: Duration,
+    mut tick: impl FnMut(usize) -> Result<()>,
+) -> Result<Duration> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
+    let start = Instant::now();
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    let mut last_tick = Instant::now();
+    loop {
+        let count = ready.values().filter(|r| **r).count();
+        if count >= expected {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return Err(BenchError::Timeout {
+                what: format!("{expected} CustomerOrgs Ready ({count} were)"),
+                after: timeout,
+            });
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            tick(count)?;
+            last_tick = Instant::now();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
+        match next {
+            Ok(Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)))) => {
+                ready.insert(o.metadata.name.clone().unwrap_or_default(), is_ready(&o));
+            }
+            Ok(Some(Ok(watcher::Event::Delete(o)))) => {
+                ready.remove(&o.metadata.name.clone().unwrap_or_default());
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(Some(Err(e))) => {
+                // The watcher re-lists by itself; a short pause avoids a hot loop.
+                eprintln!("watch error (retrying): {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(None) => return Err(failed("watch stream ended")),
+        }
+    }
+}
+
+/// apiserver_request_total for writes, summed by "resource[/subresource] VERB".
+pub async fn apiserver_writes(client: &kube::Client) -> Result<BTreeMap<String, u64>> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| failed(format!("build /metrics request: {e}")))?;
+    let text = client.request_text(req).await?;
+    Ok(parse_writes(&text))
+}
+
+fn parse_writes(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            let pat = format!("{name}=\"");
+            labels
+                .find(&pat)
+                .map(|i| &labels[i + pat.len()..])
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let verb = label("verb");
+        if !matches!(
+            verb.as_str(),
+            "APPLY" | "PATCH" | "POST" | "PUT" | "DELETE" | "DELETECOLLECTION"
+        ) {
+            continue;
+        }
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *out.entry(format!("{resource} {verb}")).or_insert(0) += n;
+    }
+    out
+}
+
+/// `after - before` per key, dropping zeros.
+pub fn diff(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// Writes the operator makes for its objects (leases of other components excluded).
+pub fn operator_writes(d: &BTreeMap<String, u64>) -> u64 {
+    d.iter()
+        .filter(|(k, _)| {
+            ["customerorgs", "secrets", "events"]
+                .iter()
+                .any(|r| k.starts_with(r))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+pub fn status_patches(d: &BTreeMap<String, u64>) -> u64 {
+    d.iter()
+        .filter(|(k, _)| k.starts_with("customerorgs/status "))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+pub fn default_kubeconfig(root: &Path) -> PathBuf {
+    std::env::var_os("ORGOPS_BENCH_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/control-plane/kubeconfig"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_writes_by_resource_and_verb() {
+        let text = r#"# HELP apiserver_request_total x
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="orgops.dev",resource="customerorgs",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 40
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 1
+"#;
+        let w = parse_writes(text);
+        assert_eq!(w.get("secrets POST"), Some(&4));
+        assert_eq!(w.get("customerorgs/status APPLY"), Some(&2));
+        assert_eq!(w.len(), 2);
+        assert_eq!(status_patches(&w), 2);
+        assert_eq!(operator_writes(&w), 6);
+    }
+}

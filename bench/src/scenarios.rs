@@ -1,0 +1,366 @@
+//! The benchmark scenarios. Each prints its figures; none asserts on time.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::cluster;
+use crate::error::Result;
+use crate::machine;
+use crate::naive;
+use crate::procs::{OperatorProc, SimProc, workspace_root};
+use crate::simapi::{Counters, SimApi};
+
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub kubeconfig: PathBuf,
+    pub concurrency: u16,
+    pub apply_parallel: usize,
+    pub timeout: Duration,
+    pub operator_args: Vec<String>,
+    pub keep: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvergeOpts {
+    pub orgs: usize,
+    pub tier: String,
+    pub naive: bool,
+    pub restart: bool,
+    pub steady: bool,
+    /// Resync interval for the restart and steady-state phases.
+    pub resync: Duration,
+    pub steady_periods: u32,
+    /// Latency the simulator adds to every request (a stand-in for the network).
+    pub latency_ms: u64,
+}
+
+/// Simulator flags that add a fixed latency to every request.
+fn latency_args(ms: u64) -> Vec<String> {
+    if ms == 0 {
+        return Vec::new();
+    }
+    [
+        "--fault-latency-ms",
+        &ms.to_string(),
+        "--fault-latency-prob",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// An isolated run: its own simulator, namespace and OrgProvider.
+struct Run {
+    client: kube::Client,
+    ns: String,
+    provider: String,
+    sim: SimProc,
+    api: SimApi,
+}
+
+impl Run {
+    async fn setup(common: &Common, tier: &str, orgs: usize, sim_args: &[String]) -> Result<Run> {
+        let root = workspace_root();
+        let client = cluster::client(&common.kubeconfig).await?;
+        cluster::install_crds(&common.kubeconfig, &root)?;
+        let sim = SimProc::start(tier, sim_args)?;
+        let api = SimApi::new(&sim.base_url);
+        let id = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+        let ns = format!("bench-{id}");
+        let provider = ns.clone();
+        cluster::create_namespace(&client, &ns).await?;
+        cluster::create_provider(&client, &ns, &provider, &sim.base_url, &sim.parent_key).await?;
+        let objs = (0..orgs)
+            .map(|i| cluster::bench_org(&ns, &provider, &ns, i))
+            .collect();
+        let t = Instant::now();
+        cluster::apply_all(&client, &ns, objs, common.apply_parallel).await?;
+        println!(
+            "created {orgs} CustomerOrgs in namespace {ns} in {:.1}s (server-side apply, {} in parallel)",
+            t.elapsed().as_secs_f64(),
+            common.apply_parallel
+        );
+        Ok(Run {
+            client,
+            ns,
+            provider,
+            sim,
+            api,
+        })
+    }
+
+    async fn teardown(self, keep: bool) {
+        if keep {
+            println!(
+                "kept namespace {} and OrgProvider {}",
+                self.ns, self.provider
+            );
+            return;
+        }
+        if let Err(e) = cluster::delete_namespace(&self.client, &self.ns).await {
+            eprintln!("cleanup of namespace {}: {e}", self.ns);
+        }
+        if let Err(e) = cluster::delete_provider(&self.client, &self.provider).await {
+            eprintln!("cleanup of OrgProvider {}: {e}", self.provider);
+        }
+        drop(self.sim);
+    }
+}
+
+/// Converges N objects from a standing start; then (optionally) restart and steady state.
+pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
+    println!("machine: {}", machine::describe());
+    let n = opts.orgs;
+    let naive_wall = if opts.naive {
+        Some(naive_baseline(n).await?)
+    } else {
+        None
+    };
+
+    let run = Run::setup(common, &opts.tier, n).await?;
+    let writes_before = cluster::apiserver_writes(&run.client).await?;
+    let calls_before = run.api.counters().await?;
+    // Converge with the default (long) resync so resyncs do not add load while converging.
+    let mut op = OperatorProc::start(
+        &common.kubeconfig,
+        &run.ns,
+        "10m",
+        common.concurrency,
+        &common.operator_args,
+    )?;
+    let pid = op.pid();
+    let mut last_print = Instant::now();
+    let wall = cluster::wait_all_ready(&run.client, &run.ns, n, common.timeout, |ready| {
+        op.check_alive()?;
+        if last_print.elapsed() >= Duration::from_secs(15) {
+            println!("  ... {ready}/{n} Ready");
+            last_print = Instant::now();
+        }
+        Ok(())
+    })
+    .await?;
+    let cpu = pid.and_then(machine::cpu_seconds);
+    let rss = pid.and_then(machine::peak_rss_mib);
+    let calls = run.api.counters().await?.since(&calls_before);
+    let writes = cluster::diff(
+        &writes_before,
+        &cluster::apiserver_writes(&run.client).await?,
+    );
+
+    println!(
+        "== converge {n} CustomerOrgs (tier {}, concurrency {}) ==",
+        opts.tier, common.concurrency
+    );
+    println!(
+        "wall time to all Ready: {:.1}s ({:.1} orgs/s)",
+        wall.as_secs_f64(),
+        n as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "operator CPU: {}",
+        cpu.map_or("n/a".into(), |c| format!("{c:.1}s"))
+    );
+    println!(
+        "operator peak RSS (VmHWM): {}",
+        rss.map_or("n/a".into(), |r| format!("{r:.1} MiB"))
+    );
+    print_calls(&calls, n);
+    print_writes(&writes, n);
+    if let Some(naive) = naive_wall {
+        println!(
+            "naive sequence: {:.1}s for {n}; operator is {:.1}x faster",
+            naive.as_secs_f64(),
+            naive.as_secs_f64() / wall.as_secs_f64()
+        );
+    }
+
+    if opts.restart || opts.steady {
+        restart_and_steady(common, opts, &run, &mut op).await?;
+    }
+    op.kill();
+    run.teardown(common.keep).await;
+    Ok(())
+}
+
+async fn naive_baseline(n: usize, sim_args: &[String]) -> Result<Duration> {
+    let sim = SimProc::start("unlimited", sim_args)?;
+    let r = naive::run(&sim.base_url, &sim.parent_key, n).await?;
+    println!(
+        "== naive baseline (seed 002, six calls per customer, sequential) ==\n{} customers, {} calls in {:.1}s ({:.2} ms per customer)",
+        r.orgs,
+        r.calls,
+        r.wall.as_secs_f64(),
+        r.wall.as_secs_f64() * 1000.0 / r.orgs as f64
+    );
+    Ok(r.wall)
+}
+
+async fn restart_and_steady(
+    common: &Common,
+    opts: &ConvergeOpts,
+    run: &Run,
+    op: &mut OperatorProc,
+) -> Result<()> {
+    let n = opts.orgs;
+    let resync = opts.resync;
+    let resync_arg = format!("{}s", resync.as_secs().max(1));
+    op.kill();
+    let before = run.api.counters().await?;
+    let writes_before = cluster::apiserver_writes(&run.client).await?;
+    *op = OperatorProc::start(
+        &common.kubeconfig,
+        &run.ns,
+        &resync_arg,
+        common.concurrency,
+        &common.operator_args,
+    )?;
+    let window = resync + Duration::from_secs(10);
+    let mut per_second = Vec::new();
+    let mut prev = before.clone();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        op.check_alive()?;
+        let now = run.api.counters().await?;
+        per_second.push(now.since(&prev).total());
+        prev = now;
+    }
+    let total = prev.since(&before);
+    let writes = cluster::diff(
+        &writes_before,
+        &cluster::apiserver_writes(&run.client).await?,
+    );
+    if opts.restart {
+        let peak = per_second.iter().copied().max().unwrap_or(0);
+        let mean = total.total() as f64 / per_second.len().max(1) as f64;
+        println!(
+            "== restart with {n} converged objects (resync {resync_arg}, first {}s) ==",
+            window.as_secs()
+        );
+        println!(
+            "API requests: {} total, {:.2} per org; peak {peak}/s, mean {mean:.1}/s",
+            total.total(),
+            total.total() as f64 / n as f64
+        );
+        println!("per-second series: {per_second:?}");
+        println!(
+            "Kubernetes writes in the window: {} ({:?})",
+            cluster::operator_writes(&writes),
+            writes
+        );
+    }
+    if opts.steady {
+        // One more period lets the restart's work finish before measuring.
+        tokio::time::sleep(resync).await;
+        let calls_before = run.api.counters().await?;
+        let writes_before = cluster::apiserver_writes(&run.client).await?;
+        let window = resync * opts.steady_periods;
+        let start = Instant::now();
+        while start.elapsed() < window {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            op.check_alive()?;
+        }
+        let calls = run.api.counters().await?.since(&calls_before);
+        let writes = cluster::diff(
+            &writes_before,
+            &cluster::apiserver_writes(&run.client).await?,
+        );
+        let periods = f64::from(opts.steady_periods);
+        println!(
+            "== steady state: {n} objects, {} resync periods of {resync_arg} ==",
+            opts.steady_periods
+        );
+        println!(
+            "API calls per org per resync: {:.2} (by route: {:?})",
+            calls.total() as f64 / n as f64 / periods,
+            calls.by_route()
+        );
+        println!(
+            "Kubernetes writes: {} (status patches {}); all writes in window: {:?}",
+            cluster::operator_writes(&writes),
+            cluster::status_patches(&writes),
+            writes
+        );
+    }
+    Ok(())
+}
+
+/// At the standard tier: 429s seen and converge time against the tier's theoretical minimum.
+pub async fn standard(common: &Common, orgs: usize) -> Result<()> {
+    println!("machine: {}", machine::describe());
+    let run = Run::setup(common, "standard", orgs, &[]).await?;
+    let calls_before = run.api.counters().await?;
+    let mut op = OperatorProc::start(
+        &common.kubeconfig,
+        &run.ns,
+        "10m",
+        common.concurrency,
+        &common.operator_args,
+    )?;
+    let wall = cluster::wait_all_ready(&run.client, &run.ns, orgs, common.timeout, |_| {
+        op.check_alive()
+    })
+    .await?;
+    let calls = run.api.counters().await?.since(&calls_before);
+    let (reads, _) = calls.reads_writes();
+    let writes = calls.ok_writes();
+    // Buckets start full (capacity = per-minute limit) and refill limit/60 per second.
+    let floor =
+        |used: u64, per_min: u64| used.saturating_sub(per_min) as f64 / (per_min as f64 / 60.0);
+    let minimum = floor(writes, 60).max(floor(reads, 120));
+    println!("== standard tier: {orgs} CustomerOrgs ==");
+    println!("wall time to all Ready: {:.1}s", wall.as_secs_f64());
+    println!("429 responses: {}", calls.with_status(429));
+    println!(
+        "requests: {reads} reads, {writes} successful writes ({} total)",
+        calls.total()
+    );
+    println!(
+        "theoretical minimum for these requests (write bucket 60 + 1/s, read bucket 120 + 2/s): {minimum:.1}s; measured/minimum = {}",
+        if minimum > 0.0 {
+            format!("{:.2}", wall.as_secs_f64() / minimum)
+        } else {
+            "n/a (fits in the initial burst)".into()
+        }
+    );
+    print_calls(&calls, orgs);
+    op.kill();
+    run.teardown(common.keep).await;
+    Ok(())
+}
+
+/// Only the naive sequence (for a quick comparison without a cluster).
+pub async fn naive_only(orgs: usize, latency_ms: u64) -> Result<()> {
+    println!("machine: {}", machine::describe());
+    println!("simulator latency per request: {latency_ms} ms");
+    naive_baseline(orgs, &latency_args(latency_ms))
+        .await
+        .map(|_| ())
+}
+
+fn print_calls(calls: &Counters, n: usize) {
+    println!(
+        "API calls: {} total, {:.2} per org; 429s {}",
+        calls.total(),
+        calls.total() as f64 / n as f64,
+        calls.with_status(429)
+    );
+    for (route, count) in calls.by_route() {
+        println!(
+            "  {route:<60} {count:>8}  {:.2}/org",
+            count as f64 / n as f64
+        );
+    }
+}
+
+fn print_writes(writes: &BTreeMap<String, u64>, n: usize) {
+    let total = cluster::operator_writes(writes);
+    println!(
+        "Kubernetes writes (customerorgs, secrets, events): {total}, {:.2} per org",
+        total as f64 / n as f64
+    );
+    for (k, v) in writes {
+        println!("  {k:<40} {v:>8}  {:.2}/org", *v as f64 / n as f64);
+    }
+}

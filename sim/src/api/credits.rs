@@ -1,0 +1,233 @@
+//! Child wallet, credit events, allocation and credit config (rows 9–13).
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Ctx, Out, child, page};
+use crate::error::ApiError;
+use crate::ids::{org_id, txn_id};
+use crate::model::{CreditEvent, Metadata, OrgStatus, State};
+use crate::time::{fmt_z, parse_z};
+use crate::validate::{self, decode_cursor, object};
+
+const EVENT_TYPES: [&str; 6] = [
+    "usage",
+    "refund",
+    "grant",
+    "purchase",
+    "adjustment",
+    "allocation",
+];
+const MAX_CREDITS: i64 = 1_000_000_000_000;
+
+pub fn wallet(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    ctx.require_admin()?;
+    let id = child(st, ctx, ctx.param(0))?;
+    Ok(Out::ok(st.orgs[&id].wallet_json()))
+}
+
+pub fn events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    ctx.require_admin()?;
+    let id = child(st, ctx, ctx.param(0))?;
+    let event_type = match ctx.q("eventType") {
+        Some(t) if !EVENT_TYPES.contains(&t) => {
+            return Err(ApiError::validation(format!(
+                "eventType: {t:?} is not one of {}",
+                EVENT_TYPES.join(", ")
+            )));
+        }
+        other => other,
+    };
+    let ts = |name: &str| -> Result<Option<i64>, ApiError> {
+        match ctx.q(name) {
+            None => Ok(None),
+            Some(raw) => parse_z(raw).map(Some).ok_or_else(|| {
+                ApiError::validation(format!(
+                    "{name}: {raw:?} must be an ISO-8601 timestamp in UTC with a Z suffix"
+                ))
+            }),
+        }
+    };
+    let (since, until) = (ts("since")?, ts("until")?);
+    let limit = validate::limit(ctx.q("limit"), 25, 100)?;
+    let before = decode_cursor(ctx.q("cursor"))?;
+    // Every simulated event is org-level, so a projectId filter matches nothing.
+    let by_project = ctx.q("projectId").is_some();
+    let org = &st.orgs[&id];
+    let body = page(
+        org.ledger.iter(),
+        |e| e.seq,
+        |e| {
+            !by_project
+                && event_type.is_none_or(|t| e.event_type == t)
+                && since.is_none_or(|s| e.created_us >= s)
+                && until.is_none_or(|u| e.created_us < u)
+        },
+        before,
+        limit,
+        CreditEvent::json,
+    );
+    Ok(Out::ok(body))
+}
+
+pub fn allocate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    ctx.require_admin()?;
+    if ctx.idem.is_none() {
+        return Err(ApiError::new(
+            400,
+            "IDEMPOTENCY_REQUIRED",
+            "POST .../credits/allocate requires an Idempotency-Key header",
+        ));
+    }
+    let id = child(st, ctx, ctx.param(0))?;
+    let map = object(ctx.body, &["credits", "description", "metadata"], false)?;
+    let credits = validate::integer(
+        map.get("credits")
+            .ok_or_else(|| ApiError::validation("credits: is required"))?,
+        "credits",
+        1,
+        MAX_CREDITS,
+    )?;
+    let description = validate::opt_string(&map, "description", 500)?.flatten();
+    let req_meta = match map.get("metadata") {
+        Some(v) if !v.is_null() => validate::metadata_new(v)?,
+        _ => Metadata::new(),
+    };
+    if st.orgs[&id].status == OrgStatus::Archived {
+        return Err(ApiError::conflict(
+            "the organization is archived; it cannot receive credits",
+        ));
+    }
+    let parent = ctx.acting;
+    let available = st.orgs.get(&parent).map_or(0, |p| p.balance);
+    if available < credits {
+        return Err(ApiError::new(
+            402,
+            "BILLING_EXHAUSTED",
+            format!("the parent's prepaid balance ({available}) cannot cover {credits} credits"),
+        )
+        .with_details(json!({ "available": available, "requested": credits })));
+    }
+    let txn = Uuid::new_v4();
+    let (s1, s2) = (st.next_seq(), st.next_seq());
+    let with_sys = |dir: &str, other: Uuid| {
+        let mut m = req_meta.clone();
+        m.insert("direction".into(), dir.into());
+        m.insert("counterpartyOrgId".into(), org_id(other));
+        m.insert("transferId".into(), txn_id(txn));
+        m
+    };
+    if let Some(p) = st.orgs.get_mut(&parent) {
+        p.balance -= credits;
+        let after = p.balance;
+        p.ledger.push(CreditEvent {
+            id: txn,
+            credits: -credits,
+            event_type: "allocation".into(),
+            description: description.clone(),
+            metadata: with_sys("out", id),
+            balance_after: after,
+            created_us: ctx.now,
+            seq: s1,
+        });
+    }
+    let meta_in = with_sys("in", parent);
+    let c = st
+        .orgs
+        .get_mut(&id)
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    c.balance += credits;
+    let balance = c.balance;
+    c.ledger.push(CreditEvent {
+        id: Uuid::new_v4(),
+        credits,
+        event_type: "allocation".into(),
+        description: description.clone(),
+        metadata: meta_in,
+        balance_after: balance,
+        created_us: ctx.now,
+        seq: s2,
+    });
+    let transfer = |replayed: bool| {
+        json!({
+            "id": txn_id(txn),
+            "object": "credit_transfer",
+            "organizationId": org_id(id),
+            "allocated": credits,
+            "description": description,
+            "metadata": req_meta,
+            "balance": balance,
+            "available": balance.max(0),
+            "created": fmt_z(ctx.now),
+            "replayed": replayed,
+        })
+    };
+    Ok(Out {
+        status: 201,
+        body: transfer(false),
+        replay: Some(transfer(true)),
+    })
+}
+
+fn config_json(st: &State, id: Uuid) -> Value {
+    let org = &st.orgs[&id];
+    json!({
+        "organizationId": org_id(id),
+        "config": org.config.json(),
+        "balance": org.balance,
+        "available": org.balance.max(0),
+    })
+}
+
+pub fn config_get(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    ctx.require_admin()?;
+    let id = child(st, ctx, ctx.param(0))?;
+    Ok(Out::ok(config_json(st, id)))
+}
+
+pub fn config_patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    ctx.require_admin()?;
+    let id = child(st, ctx, ctx.param(0))?;
+    let map = object(
+        ctx.body,
+        &["monthlyCreditCap", "refillThreshold", "refillAmount"],
+        true,
+    )?;
+    let field = |name: &str, min: i64| -> Result<Option<Option<i64>>, ApiError> {
+        match map.get(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => validate::integer(v, name, min, MAX_CREDITS).map(|n| Some(Some(n))),
+        }
+    };
+    let cap = field("monthlyCreditCap", 0)?;
+    let threshold = field("refillThreshold", 0)?;
+    let amount = field("refillAmount", 1)?;
+    let org = st
+        .orgs
+        .get_mut(&id)
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    if org.status == OrgStatus::Archived {
+        return Err(ApiError::conflict("the organization is archived"));
+    }
+    let mut cfg = org.config.clone();
+    if let Some(v) = cap {
+        cfg.cap = v;
+    }
+    if let Some(v) = threshold {
+        cfg.threshold = v;
+    }
+    if let Some(v) = amount {
+        cfg.amount = v;
+    }
+    if cfg.threshold.is_some() != cfg.amount.is_some() {
+        return Err(ApiError::validation(
+            "refill is both-or-neither: refillThreshold and refillAmount must both be set or both be null",
+        )
+        .with_details(json!({ "fields": ["refillThreshold", "refillAmount"] })));
+    }
+    if cfg != org.config {
+        org.config = cfg;
+        org.updated_us = ctx.now;
+    }
+    Ok(Out::ok(config_json(st, id)))
+}

@@ -1,0 +1,213 @@
+//! Maps (method, path) to an operation and its route template (used for counters).
+use http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Whoami,
+    OwnCredits,
+    OrgList,
+    OrgCreate,
+    Migrate,
+    OrgGet,
+    OrgPatch,
+    OrgArchive,
+    OrgSuspend,
+    OrgResume,
+    Wallet,
+    Events,
+    Allocate,
+    CcfgGet,
+    CcfgPatch,
+    KeyList,
+    KeyMint,
+    KeyDelete,
+    KeyRotate,
+    WhList,
+    WhCreate,
+    WhGet,
+    WhPatch,
+    WhDelete,
+    WhRotate,
+    SimState,
+    SimCounters,
+    SimReset,
+    SimFaultsGet,
+    SimFaultsPut,
+}
+
+impl Op {
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Op::SimState | Op::SimCounters | Op::SimReset | Op::SimFaultsGet | Op::SimFaultsPut
+        )
+    }
+}
+
+const ORG: &str = "/v1/organizations/:orgId";
+
+static TABLE: &[(&str, Method, Op)] = &[
+    ("/v1/whoami", Method::GET, Op::Whoami),
+    ("/v1/credits", Method::GET, Op::OwnCredits),
+    ("/v1/organizations", Method::GET, Op::OrgList),
+    ("/v1/organizations", Method::POST, Op::OrgCreate),
+    ("/v1/organizations/migrate", Method::POST, Op::Migrate),
+    (ORG, Method::GET, Op::OrgGet),
+    (ORG, Method::PATCH, Op::OrgPatch),
+    (ORG, Method::DELETE, Op::OrgArchive),
+    (
+        "/v1/organizations/:orgId/suspend",
+        Method::POST,
+        Op::OrgSuspend,
+    ),
+    (
+        "/v1/organizations/:orgId/resume",
+        Method::POST,
+        Op::OrgResume,
+    ),
+    ("/v1/organizations/:orgId/credits", Method::GET, Op::Wallet),
+    (
+        "/v1/organizations/:orgId/credits/events",
+        Method::GET,
+        Op::Events,
+    ),
+    (
+        "/v1/organizations/:orgId/credits/allocate",
+        Method::POST,
+        Op::Allocate,
+    ),
+    (
+        "/v1/organizations/:orgId/credit-config",
+        Method::GET,
+        Op::CcfgGet,
+    ),
+    (
+        "/v1/organizations/:orgId/credit-config",
+        Method::PATCH,
+        Op::CcfgPatch,
+    ),
+    (
+        "/v1/organizations/:orgId/api-keys",
+        Method::GET,
+        Op::KeyList,
+    ),
+    (
+        "/v1/organizations/:orgId/api-keys",
+        Method::POST,
+        Op::KeyMint,
+    ),
+    (
+        "/v1/organizations/:orgId/api-keys/:keyId",
+        Method::DELETE,
+        Op::KeyDelete,
+    ),
+    (
+        "/v1/organizations/:orgId/api-keys/:keyId/rotate",
+        Method::POST,
+        Op::KeyRotate,
+    ),
+    ("/v1/webhook-endpoints", Method::GET, Op::WhList),
+    ("/v1/webhook-endpoints", Method::POST, Op::WhCreate),
+    ("/v1/webhook-endpoints/:endpointId", Method::GET, Op::WhGet),
+    (
+        "/v1/webhook-endpoints/:endpointId",
+        Method::PATCH,
+        Op::WhPatch,
+    ),
+    (
+        "/v1/webhook-endpoints/:endpointId",
+        Method::DELETE,
+        Op::WhDelete,
+    ),
+    (
+        "/v1/webhook-endpoints/:endpointId/rotate-secret",
+        Method::POST,
+        Op::WhRotate,
+    ),
+    ("/_sim/state", Method::GET, Op::SimState),
+    ("/_sim/counters", Method::GET, Op::SimCounters),
+    ("/_sim/reset", Method::POST, Op::SimReset),
+    ("/_sim/faults", Method::GET, Op::SimFaultsGet),
+    ("/_sim/faults", Method::PUT, Op::SimFaultsPut),
+];
+
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub op: Op,
+    pub template: &'static str,
+    pub params: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Miss {
+    NotFound,
+    MethodNotAllowed(Vec<&'static str>),
+}
+
+fn capture(template: &str, path: &str) -> Option<Vec<String>> {
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(ts), Some(ps)) if ts.starts_with(':') && !ps.is_empty() => {
+                params.push(ps.to_string())
+            }
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return None,
+        }
+    }
+}
+
+pub fn route(method: &Method, path: &str) -> Result<Matched, Miss> {
+    // The first template that matches the path wins (literal routes are listed first).
+    let Some((template, params)) = TABLE
+        .iter()
+        .find_map(|(t, _, _)| capture(t, path).map(|p| (*t, p)))
+    else {
+        return Err(Miss::NotFound);
+    };
+    let same: Vec<&(&str, Method, Op)> = TABLE.iter().filter(|(t, _, _)| *t == template).collect();
+    match same.iter().find(|(_, m, _)| m == method) {
+        Some((_, _, op)) => Ok(Matched {
+            op: *op,
+            template,
+            params,
+        }),
+        None => Err(Miss::MethodNotAllowed(
+            same.iter().map(|(_, m, _)| m.as_str()).collect(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let m = route(
+            &Method::POST,
+            "/v1/organizations/org_x/api-keys/key_y/rotate",
+        )
+        .unwrap();
+        assert_eq!(m.op, Op::KeyRotate);
+        assert_eq!(m.params, vec!["org_x", "key_y"]);
+        assert_eq!(
+            route(&Method::POST, "/v1/organizations/migrate")
+                .unwrap()
+                .op,
+            Op::Migrate
+        );
+        assert!(matches!(
+            route(&Method::PUT, "/v1/whoami"),
+            Err(Miss::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v1/organizations/"),
+            Err(Miss::NotFound)
+        ));
+        assert!(matches!(route(&Method::GET, "/nope"), Err(Miss::NotFound)));
+    }
+}

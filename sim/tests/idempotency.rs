@@ -1,0 +1,190 @@
+//! Idempotency (§3.2): byte-for-byte replay, conflicts, scoping, stored failures, concurrency.
+mod common;
+
+use common::{Sim, send};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn replay_is_byte_for_byte_and_does_not_reexecute() {
+    let s = Sim::start().await;
+    let mint = |key: &str, body: serde_json::Value| {
+        s.req(Method::POST, "/v1/organizations")
+            .header("Idempotency-Key", key.to_string())
+            .json(&body)
+    };
+    let a = send(mint("k1", json!({ "name": "Acme" }))).await;
+    let b = send(mint("k1", json!({ "name": "Acme" }))).await;
+    assert_eq!((a.status, b.status), (201, 201));
+    assert_eq!(a.text, b.text, "replay must be byte-identical");
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+    assert_eq!(
+        s.get("/v1/organizations").await.json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // same key, different body
+    send(mint("k1", json!({ "name": "Other" })))
+        .await
+        .assert_error(409, "IDEMPOTENCY_CONFLICT");
+    // same key on a different route is a different request too
+    let org = a.json["id"].as_str().unwrap();
+    let k = send(
+        s.req(Method::POST, &format!("/v1/organizations/{org}/api-keys"))
+            .header("Idempotency-Key", "k1")
+            .json(&json!({ "name": "Acme" })),
+    )
+    .await;
+    k.assert_error(409, "IDEMPOTENCY_CONFLICT");
+    // without a key every call executes
+    send(
+        s.req(Method::POST, "/v1/organizations")
+            .json(&json!({ "name": "dup" })),
+    )
+    .await;
+    send(
+        s.req(Method::POST, "/v1/organizations")
+            .json(&json!({ "name": "dup" })),
+    )
+    .await;
+    assert_eq!(
+        s.get("/v1/organizations").await.json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn mint_and_allocate_replays() {
+    let s = Sim::start().await;
+    let org = s.create_org("a").await;
+    let mint = || {
+        s.req(Method::POST, &format!("/v1/organizations/{org}/api-keys"))
+            .header("Idempotency-Key", "mint-1")
+            .json(&json!({ "name": "k", "scopes": ["content:read"] }))
+    };
+    let a = send(mint()).await;
+    let b = send(mint()).await;
+    assert_eq!(a.text, b.text, "a replayed mint returns the same secret");
+    assert_eq!(
+        s.get(&format!("/v1/organizations/{org}/api-keys"))
+            .await
+            .json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let alloc = || {
+        s.req(
+            Method::POST,
+            &format!("/v1/organizations/{org}/credits/allocate"),
+        )
+        .header("Idempotency-Key", "alloc-1")
+        .json(&json!({ "credits": 250 }))
+    };
+    let a = send(alloc()).await;
+    let b = send(alloc()).await;
+    assert_eq!(a.json["replayed"], false);
+    assert_eq!(b.json["replayed"], true);
+    assert_eq!(a.json["id"], b.json["id"]);
+    let mut a2 = a.json.clone();
+    a2["replayed"] = json!(true);
+    assert_eq!(a2, b.json, "replayed is the only difference");
+    assert_eq!(
+        s.get(&format!("/v1/organizations/{org}/credits"))
+            .await
+            .json["balance"],
+        250,
+        "no second debit"
+    );
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_4xx_are_stored_and_keys_are_scoped_per_acting_org() {
+    let s = Sim::with(layers_sim::SimConfig {
+        parent_credits: 10,
+        ..common::cfg()
+    })
+    .await;
+    let org = s.create_org("a").await;
+    let alloc = || {
+        s.req(
+            Method::POST,
+            &format!("/v1/organizations/{org}/credits/allocate"),
+        )
+        .header("Idempotency-Key", "poor")
+        .json(&json!({ "credits": 11 }))
+    };
+    let a = send(alloc()).await;
+    a.assert_error(402, "BILLING_EXHAUSTED");
+    let b = send(alloc()).await;
+    assert_eq!(a.text, b.text, "a stored 4xx is replayed as is");
+    // the same Idempotency-Key acting inside a child is a separate namespace
+    let inside = send(
+        s.req(Method::POST, "/v1/webhook-endpoints")
+            .header("Idempotency-Key", "poor")
+            .header("X-Layers-Organization", &org)
+            .json(&json!({ "url": "https://e.com", "events": ["test.ping"] })),
+    )
+    .await;
+    assert_eq!(inside.status, 201, "{}", inside.text);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_execute_once() {
+    let s = Sim::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let rb = s
+            .req(Method::POST, "/v1/organizations")
+            .header("Idempotency-Key", "same")
+            .json(&json!({ "name": "race" }));
+        tasks.push(tokio::spawn(send(rb)));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 201);
+        bodies.push(r.text);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        s.get("/v1/organizations").await.json["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn window_expiry_allows_reexecution() {
+    let s = Sim::with(layers_sim::SimConfig {
+        idempotency_window: std::time::Duration::from_millis(200),
+        ..common::cfg()
+    })
+    .await;
+    let mk = || {
+        s.req(Method::POST, "/v1/organizations")
+            .header("Idempotency-Key", "w")
+            .json(&json!({ "name": "w" }))
+    };
+    let a = send(mk()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let b = send(mk()).await;
+    assert_ne!(
+        a.json["id"], b.json["id"],
+        "after the window the key is fresh"
+    );
+    s.sim.shutdown().await;
+}

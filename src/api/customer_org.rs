@@ -1,0 +1,350 @@
+//! `CustomerOrg`: one customer's child organization, as a platform team declares it in Git.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The customer's child organization as it should be: name, metadata, credits, keys, webhooks, state.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "orgops.dev",
+    version = "v1alpha1",
+    kind = "CustomerOrg",
+    namespaced,
+    shortname = "corg",
+    doc = "One customer's child organization at a partner API, managed by orgops.",
+    status = "CustomerOrgStatus",
+    printcolumn = r#"{"name":"Org","type":"string","jsonPath":".status.orgId","description":"Provider id of the child organization"}"#,
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.state","description":"State asked for in spec"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state","description":"State last observed at the provider"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether the org matches the spec"}"#,
+    printcolumn = r#"{"name":"Balance","type":"integer","jsonPath":".status.credits.balance","description":"Credit balance of the child"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.state) || oldSelf.state != 'archived' || self.state == 'archived'",
+        "message": "spec.state: archived is terminal; an archived org cannot be made active or suspended again"
+    },
+    {
+        "rule": "!has(oldSelf.adoptOrgId) || (has(self.adoptOrgId) && self.adoptOrgId == oldSelf.adoptOrgId)",
+        "message": "spec.adoptOrgId is immutable: once set it cannot be changed or removed"
+    }
+]))]
+pub struct CustomerOrgSpec {
+    /// The OrgProvider (cluster-scoped) whose partner API manages this org.
+    #[serde(default)]
+    pub provider_ref: ProviderRef,
+    /// The org's name at the provider (API `name`), 1-128 characters.
+    #[schemars(length(min = 1, max = 128))]
+    pub display_name: String,
+    /// Your stable customer id. Written to the org's metadata as `externalId` and used to adopt
+    /// an existing org (for example after the cluster was rebuilt) instead of creating a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 500))]
+    pub external_id: Option<String>,
+    /// Billing contact stored on the org (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    pub billing_email: Option<String>,
+    /// Extra org metadata (string to string). Keys of 1-40 characters, values of 1-500, at most
+    /// 48 entries: `externalId` and `orgops.dev/owner` take two of the provider's 50.
+    /// The keys `externalId` and `orgops.dev/*` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "metadata_schema")]
+    pub metadata: BTreeMap<String, String>,
+    /// Lifecycle asked for: active, suspended or archived. archived is terminal.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// Take over this existing child org instead of creating one. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub adopt_org_id: Option<String>,
+    /// Credits moved from the parent into this org, and its spending limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsSpec>,
+    /// API keys minted inside the child; each key's secret is written to a Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub api_keys: Vec<ApiKeySpec>,
+    /// Webhook endpoints created inside the child; each signing secret is written to a Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub webhooks: Vec<WebhookSpec>,
+    /// What deleting this resource does: Archive (default) archives the org, revoking its keys and
+    /// reclaiming unspent credits; Orphan leaves the org untouched.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Reference to a cluster-scoped OrgProvider.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ProviderRef {
+    /// Name of the OrgProvider; "default" when omitted.
+    #[serde(default = "default_provider_name")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl Default for ProviderRef {
+    fn default() -> Self {
+        ProviderRef {
+            name: default_provider_name(),
+        }
+    }
+}
+
+fn default_provider_name() -> String {
+    "default".to_string()
+}
+
+/// Lifecycle state asked for in spec.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    #[default]
+    Active,
+    Suspended,
+    Archived,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Active => "active",
+            DesiredState::Suspended => "suspended",
+            DesiredState::Archived => "archived",
+        }
+    }
+}
+
+/// What deleting the CustomerOrg does to the org.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Archive,
+    Orphan,
+}
+
+/// Credits and spending limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsSpec {
+    /// Total credits moved from the parent into this org over its life. Top-up only: raising it
+    /// moves the difference once; lowering it moves nothing back.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub allocated: i64,
+    /// Credits the org may spend per billing period; absent means no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub monthly_cap: Option<i64>,
+    /// Automatic refill from the parent when the org's available credits drop below threshold.
+    /// Set both threshold and amount, or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_refill: Option<AutoRefillSpec>,
+}
+
+/// Auto-refill settings (both fields or neither).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.threshold) == has(self.amount)",
+    "message": "set both threshold and amount, or neither"
+}]))]
+pub struct AutoRefillSpec {
+    /// Refill when the org's available credits drop below this many credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub threshold: Option<i64>,
+    /// Credits moved from the parent per refill (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub amount: Option<i64>,
+}
+
+/// One API key minted inside the child.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    /// Key name, also its name at the provider (lowercase letters, digits, '-', '.'; 1-120).
+    #[schemars(
+        length(min = 1, max = 120),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Scopes granted to the key (1-64), such as content:read. org:admin can never be delegated.
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(
+            length(min = 1, max = 64),
+            regex(pattern = r"^(\*|[a-z][a-z0-9_-]*:[a-z*][a-z0-9_*-]*)$")
+        )
+    )]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "set",
+        "x-kubernetes-validations" = [{
+            "rule": "!self.exists(s, s == 'org:admin')",
+            "message": "org:admin can never be granted to a child key"
+        }]
+    ))]
+    pub scopes: Vec<String>,
+    /// live (default) or test.
+    #[serde(default)]
+    pub env: KeyEnvSpec,
+    /// Secret that receives the key; default `<customerorg>-<key name>`. Must not be owned by
+    /// anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+}
+
+/// Environment of an API key.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyEnvSpec {
+    #[default]
+    Live,
+    Test,
+}
+
+/// One webhook endpoint inside the child.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Name of the webhook, unique in this CustomerOrg (DNS label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Delivery URL: https, or http only for localhost / 127.0.0.1.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('https://') || self.matches('^http://(localhost|127[.]0[.]0[.]1)([:/?#].*)?$')",
+        "message": "url must use https (http is allowed only for localhost and 127.0.0.1)"
+    }]))]
+    pub url: String,
+    /// Event names to deliver (1-50), such as post.published.
+    #[schemars(length(min = 1, max = 50), inner(length(min = 1, max = 100)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub events: Vec<String>,
+    /// Secret that receives the signing secret; default `<customerorg>-<webhook name>-webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+}
+
+fn metadata_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Extra org metadata (string to string). Keys of 1-40 characters, values of 1-500, at most 48 entries. The keys externalId and orgops.dev/* are reserved.",
+        "type": "object",
+        "maxProperties": 48,
+        "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 500},
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.all(k, size(k) >= 1 && size(k) <= 40)",
+                "message": "keys must be 1-40 characters"
+            },
+            {
+                "rule": "self.all(k, k != 'externalId' && !k.startsWith('orgops.dev/'))",
+                "message": "externalId and orgops.dev/* are reserved (use spec.externalId)"
+            }
+        ]
+    })
+}
+
+/// What the operator last observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerOrgStatus {
+    /// Provider id of the child organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    /// State last observed at the provider: active, suspended or archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Credits as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsStatus>,
+    /// Keys minted for spec.apiKeys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<ApiKeyStatus>,
+    /// Webhook endpoints created for spec.webhooks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookStatus>,
+    /// Value of the orgops.dev/rotate-keys annotation whose rotation has been applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_rotated_for: Option<String>,
+    /// Ready, Reconciling and Stalled (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Credits as last observed at the provider.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsStatus {
+    /// Sum of orgops allocation transfers in the child's ledger.
+    pub allocated: i64,
+    /// The child's credit balance.
+    pub balance: i64,
+    /// Credits the child can spend now.
+    pub available: i64,
+}
+
+/// A minted key (never its secret).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyStatus {
+    /// Key name (spec.apiKeys[].name).
+    pub name: String,
+    /// Provider key id.
+    pub id: String,
+    /// Public prefix of the key, to recognise it.
+    pub prefix: String,
+    /// Secret holding the key.
+    pub secret_name: String,
+    /// Hash of the key's spec (scopes, env, secretName) the key was minted for.
+    #[serde(default)]
+    pub spec_hash: String,
+}
+
+/// A created webhook endpoint (never its signing secret).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    /// Webhook name (spec.webhooks[].name).
+    pub name: String,
+    /// Provider endpoint id.
+    pub id: String,
+    /// Secret holding the signing secret.
+    pub secret_name: String,
+    /// Hash of the webhook's spec (url, events, secretName) last applied.
+    #[serde(default)]
+    pub spec_hash: String,
+}
+
+impl ApiKeySpec {
+    pub fn env_str(&self) -> &'static str {
+        match self.env {
+            KeyEnvSpec::Live => "live",
+            KeyEnvSpec::Test => "test",
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `OrgProvider`: how to reach one partner API (cluster-scoped).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a partner API lives and which parent key to use.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "orgops.dev",
+    version = "v1alpha1",
+    kind = "OrgProvider",
+    doc = "How orgops reaches one partner API: its URL, parent key and rate limit.",
+    status = "OrgProviderStatus",
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type","description":"Partner API type"}"#,
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".status.rateLimitTier","description":"Rate-limit tier in use"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether the parent key works"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgProviderSpec {
+    /// Partner API type. Only layers today.
+    #[serde(rename = "type")]
+    pub provider_type: ProviderType,
+    /// Base URL of the API: https, or http only for localhost / 127.0.0.1.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('https://') || self.matches('^http://(localhost|127[.]0[.]0[.]1)([:/?#].*)?$')",
+        "message": "baseUrl must use https (http is allowed only for localhost and 127.0.0.1)"
+    }]))]
+    pub base_url: String,
+    /// The Secret key holding the parent org's API key (needs org:admin).
+    pub credentials_secret_ref: SecretKeyRef,
+    /// Client-side rate limit.
+    #[serde(default)]
+    pub rate_limit: RateLimitSpec,
+}
+
+/// Partner API type.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    Layers,
+}
+
+/// A key inside a namespaced Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data; "apiKey" when omitted.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "apiKey".to_string()
+}
+
+/// Client-side rate limiting.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct RateLimitSpec {
+    /// auto (default) reads the tier from whoami; or standard, pilot, partner, unlimited.
+    #[serde(default)]
+    pub tier: RateTierSpec,
+}
+
+/// Rate-limit tier choice.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RateTierSpec {
+    #[default]
+    Auto,
+    Standard,
+    Pilot,
+    Partner,
+    Unlimited,
+}
+
+/// What the operator learnt from the provider.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgProviderStatus {
+    /// The parent organization id (from whoami).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    /// Rate-limit tier in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_tier: Option<String>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready (parent key works), with a reason when it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,431 @@
+//! `impl Provider for LayersProvider`: one method per API operation.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::LayersProvider;
+use super::client::Request;
+use super::model::{
+    ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire, MintWire,
+    OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
+};
+use crate::provider::error::ProviderError;
+use crate::provider::types::*;
+use crate::provider::{Provider, ProviderResult};
+
+const ORGS: &str = "/v1/organizations";
+const ORG: &str = "/v1/organizations/:orgId";
+const ORG_LIMIT: u32 = 200;
+const KEY_LIMIT: u32 = 100;
+const EVENT_LIMIT: u32 = 100;
+const WEBHOOK_LIMIT: u32 = 100;
+const EXTERNAL_ID: &str = "externalId";
+
+/// An id used as a path segment: ids are `[A-Za-z0-9_-]`, so anything else is refused
+/// locally instead of being sent (no path tricks, no encoding surprises).
+fn seg(id: &str) -> ProviderResult<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ProviderError::Invalid(format!("{id:?} is not a valid id")))
+    }
+}
+
+fn org_path(org_id: &str, rest: &str) -> ProviderResult<String> {
+    Ok(format!("{ORGS}/{}{rest}", seg(org_id)?))
+}
+
+fn metadata_value(m: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn opt_u64(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, Value::from)
+}
+
+impl LayersProvider {
+    async fn list_orgs(&self, status: &str) -> ProviderResult<Vec<Org>> {
+        let req = Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
+        let items: Vec<OrgWire> = self.http.list_all(req, ORG_LIMIT).await?;
+        Ok(items.into_iter().map(Org::from).collect())
+    }
+}
+
+#[async_trait]
+impl Provider for LayersProvider {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            find_by_external_id: true,
+            credit_config: true,
+            allocation_ledger: true,
+            child_api_keys: true,
+            key_rotation: true,
+            webhooks: true,
+            suspend: true,
+        }
+    }
+
+    async fn whoami(&self) -> ProviderResult<Identity> {
+        let req = Request::new(Method::GET, "/v1/whoami", "/v1/whoami".into());
+        Ok(self.http.json::<WhoamiWire>(&req).await?.into())
+    }
+
+    async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>> {
+        let req = Request::new(Method::GET, ORG, org_path(org_id, "")?);
+        match self.http.json::<OrgWire>(&req).await {
+            Ok(o) => Ok(Some(o.into())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Layers has no filter on metadata: this lists every active and suspended child
+    /// (one GET per 200 children and status) and filters here.
+    async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>> {
+        let mut found = Vec::new();
+        for status in ["active", "suspended"] {
+            found.extend(
+                self.list_orgs(status).await?.into_iter().filter(|o| {
+                    o.metadata.get(EXTERNAL_ID).map(String::as_str) == Some(external_id)
+                }),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org> {
+        let mut body = Map::new();
+        body.insert("name".into(), json!(new.name));
+        if !new.metadata.is_empty() {
+            body.insert("metadata".into(), metadata_value(&new.metadata));
+        }
+        if let Some(email) = &new.billing_email {
+            body.insert("billingEmail".into(), json!(email));
+        }
+        let req = Request::new(Method::POST, ORGS, ORGS.into())
+            .json(&Value::Object(body))
+            .key(key);
+        Ok(self.http.json::<OrgWire>(&req).await?.into())
+    }
+
+    async fn update_org(
+        &self,
+        org_id: &str,
+        patch: &OrgPatch,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Org> {
+        let mut body = Map::new();
+        if let Some(name) = &patch.name {
+            body.insert("name".into(), json!(name));
+        }
+        if let Some(m) = &patch.metadata {
+            body.insert("metadata".into(), metadata_value(m));
+        }
+        if let Some(email) = &patch.billing_email {
+            body.insert("billingEmail".into(), json!(email));
+        }
+        let req = Request::new(Method::PATCH, ORG, org_path(org_id, "")?)
+            .json(&Value::Object(body))
+            .key(key);
+        Ok(self.http.json::<OrgWire>(&req).await?.into())
+    }
+
+    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
+        let req = Request::new(
+            Method::POST,
+            "/v1/organizations/:orgId/suspend",
+            org_path(org_id, "/suspend")?,
+        )
+        .idempotent_by_state();
+        Ok(self.http.json::<OrgWire>(&req).await?.into())
+    }
+
+    async fn resume_org(&self, org_id: &str) -> ProviderResult<Org> {
+        let req = Request::new(
+            Method::POST,
+            "/v1/organizations/:orgId/resume",
+            org_path(org_id, "/resume")?,
+        )
+        .idempotent_by_state();
+        Ok(self.http.json::<OrgWire>(&req).await?.into())
+    }
+
+    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
+        let req = Request::new(Method::DELETE, ORG, org_path(org_id, "")?);
+        Ok(self.http.json::<ArchiveWire>(&req).await?.into())
+    }
+
+    async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig> {
+        let req = Request::new(
+            Method::GET,
+            "/v1/organizations/:orgId/credit-config",
+            org_path(org_id, "/credit-config")?,
+        );
+        Ok(self
+            .http
+            .json::<CreditConfigEnvelope>(&req)
+            .await?
+            .config
+            .into())
+    }
+
+    /// Sends every field, so the result is exactly `config` (null clears).
+    async fn set_credit_config(
+        &self,
+        org_id: &str,
+        config: &CreditConfig,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<CreditConfig> {
+        let body = json!({
+            "monthlyCreditCap": opt_u64(config.monthly_cap),
+            "refillThreshold": opt_u64(config.refill.as_ref().map(|r| r.threshold)),
+            "refillAmount": opt_u64(config.refill.as_ref().map(|r| r.amount)),
+        });
+        let req = Request::new(
+            Method::PATCH,
+            "/v1/organizations/:orgId/credit-config",
+            org_path(org_id, "/credit-config")?,
+        )
+        .json(&body)
+        .key(key);
+        Ok(self
+            .http
+            .json::<CreditConfigEnvelope>(&req)
+            .await?
+            .config
+            .into())
+    }
+
+    async fn allocate_credits(
+        &self,
+        org_id: &str,
+        credits: u64,
+        metadata: &BTreeMap<String, String>,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Transfer> {
+        let mut body = Map::new();
+        body.insert("credits".into(), json!(credits));
+        if !metadata.is_empty() {
+            body.insert("metadata".into(), metadata_value(metadata));
+        }
+        let req = Request::new(
+            Method::POST,
+            "/v1/organizations/:orgId/credits/allocate",
+            org_path(org_id, "/credits/allocate")?,
+        )
+        .json(&Value::Object(body))
+        .key(key);
+        Ok(self
+            .http
+            .json::<TransferWire>(&req)
+            .await?
+            .into_transfer(credits))
+    }
+
+    async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>> {
+        let req = Request::new(
+            Method::GET,
+            "/v1/organizations/:orgId/credits/events",
+            org_path(org_id, "/credits/events")?,
+        )
+        .query("eventType", "allocation");
+        let items: Vec<CreditEventWire> = self.http.list_all(req, EVENT_LIMIT).await?;
+        Ok(items
+            .into_iter()
+            .filter(|e| e.event_type == "allocation")
+            .map(LedgerAllocation::from)
+            .collect())
+    }
+
+    async fn mint_key(
+        &self,
+        org_id: &str,
+        new: &NewApiKey,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<MintedKey> {
+        let body = json!({ "name": new.name, "scopes": new.scopes, "env": new.env });
+        let req = Request::new(
+            Method::POST,
+            "/v1/organizations/:orgId/api-keys",
+            org_path(org_id, "/api-keys")?,
+        )
+        .json(&body)
+        .key(key);
+        Ok(self.http.json::<MintWire>(&req).await?.into())
+    }
+
+    async fn list_keys(&self, org_id: &str) -> ProviderResult<Vec<ApiKey>> {
+        let req = Request::new(
+            Method::GET,
+            "/v1/organizations/:orgId/api-keys",
+            org_path(org_id, "/api-keys")?,
+        );
+        let items: Vec<ApiKeyWire> = self.http.list_all(req, KEY_LIMIT).await?;
+        Ok(items.into_iter().map(ApiKey::from).collect())
+    }
+
+    async fn rotate_key(
+        &self,
+        org_id: &str,
+        key_id: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<MintedKey> {
+        let path = org_path(org_id, &format!("/api-keys/{}/rotate", seg(key_id)?))?;
+        let req = Request::new(
+            Method::POST,
+            "/v1/organizations/:orgId/api-keys/:keyId/rotate",
+            path,
+        )
+        .key(key);
+        Ok(self.http.json::<MintWire>(&req).await?.into())
+    }
+
+    /// Idempotent by state: revoking a revoked key succeeds.
+    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()> {
+        let path = org_path(org_id, &format!("/api-keys/{}", seg(key_id)?))?;
+        let req = Request::new(
+            Method::DELETE,
+            "/v1/organizations/:orgId/api-keys/:keyId",
+            path,
+        );
+        self.http.send(&req).await.map(|_| ())
+    }
+
+    async fn list_webhooks(&self, org_id: &str) -> ProviderResult<Vec<WebhookEndpoint>> {
+        let req = Request::new(
+            Method::GET,
+            "/v1/webhook-endpoints",
+            "/v1/webhook-endpoints".into(),
+        )
+        .in_org(seg(org_id)?);
+        let items: Vec<WebhookWire> = self.http.list_all(req, WEBHOOK_LIMIT).await?;
+        Ok(items.into_iter().map(WebhookEndpoint::from).collect())
+    }
+
+    async fn create_webhook(
+        &self,
+        org_id: &str,
+        new: &NewWebhook,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<CreatedWebhook> {
+        let mut body = Map::new();
+        body.insert("url".into(), json!(new.url));
+        body.insert("events".into(), json!(new.events));
+        if !new.metadata.is_empty() {
+            body.insert("metadata".into(), metadata_value(&new.metadata));
+        }
+        let req = Request::new(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            "/v1/webhook-endpoints".into(),
+        )
+        .json(&Value::Object(body))
+        .key(key)
+        .in_org(seg(org_id)?);
+        Ok(self.http.json::<CreatedWebhookWire>(&req).await?.into())
+    }
+
+    async fn update_webhook(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        patch: &WebhookPatch,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<WebhookEndpoint> {
+        let mut body = Map::new();
+        if let Some(url) = &patch.url {
+            body.insert("url".into(), json!(url));
+        }
+        if let Some(events) = &patch.events {
+            body.insert("events".into(), json!(events));
+        }
+        if let Some(m) = &patch.metadata {
+            body.insert("metadata".into(), metadata_value(m));
+        }
+        let req = Request::new(
+            Method::PATCH,
+            "/v1/webhook-endpoints/:endpointId",
+            format!("/v1/webhook-endpoints/{}", seg(endpoint_id)?),
+        )
+        .json(&Value::Object(body))
+        .key(key)
+        .in_org(seg(org_id)?);
+        Ok(self.http.json::<WebhookWire>(&req).await?.into())
+    }
+
+    /// A 404 counts as done: the endpoint is gone, which is what was asked (and what a
+    /// retry after a lost response sees).
+    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()> {
+        let req = Request::new(
+            Method::DELETE,
+            "/v1/webhook-endpoints/:endpointId",
+            format!("/v1/webhook-endpoints/{}", seg(endpoint_id)?),
+        )
+        .in_org(seg(org_id)?);
+        match self.http.send(&req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        org_id: &str,
+        endpoint_id: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Secret> {
+        let req = Request::new(
+            Method::POST,
+            "/v1/webhook-endpoints/:endpointId/rotate-secret",
+            format!("/v1/webhook-endpoints/{}/rotate-secret", seg(endpoint_id)?),
+        )
+        .key(key)
+        .in_org(seg(org_id)?);
+        Ok(self
+            .http
+            .json::<RotatedSecretWire>(&req)
+            .await?
+            .signing_secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ids_are_checked_before_sending() {
+        assert!(seg("org_3f1c7a52-6a59-4f0e-9d0b-1e2f3a4b5c6d").is_ok());
+        assert!(seg("3f1c7a52-6a59-4f0e-9d0b-1e2f3a4b5c6d").is_ok());
+        for bad in [
+            "",
+            "../whoami",
+            "org_x?status=archived",
+            "a/b",
+            "ünï",
+            "a b",
+        ] {
+            assert!(
+                matches!(seg(bad), Err(ProviderError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            org_path("org_1", "/suspend").unwrap(),
+            "/v1/organizations/org_1/suspend"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Client-side token buckets, one per credential and endpoint class, mirroring the
+//! server's (capacity = per-minute limit, refill = limit/60 per second) with a smaller
+//! burst, so requests wait here instead of provoking 429s. A 429 pauses the whole class.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::RateTier;
+use crate::provider::types::Secret;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Every GET.
+    Read,
+    /// Everything else.
+    Write,
+}
+
+impl Class {
+    pub fn of(method: &reqwest::Method) -> Class {
+        if method == reqwest::Method::GET {
+            Class::Read
+        } else {
+            Class::Write
+        }
+    }
+}
+
+/// Client burst for a server bucket of `per_minute` capacity: a few tokens short, so
+/// latency jitter or a request from a previous process cannot drain the server bucket.
+pub fn client_burst(per_minute: u32) -> u32 {
+    let margin = (per_minute / 20).max(2);
+    per_minute.saturating_sub(margin).max(1)
+}
+
+fn limiter(per_minute: u32) -> Option<DefaultDirectRateLimiter> {
+    let burst = NonZeroU32::new(client_burst(per_minute))?;
+    let quota = Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(per_minute)))?;
+    Some(RateLimiter::direct(quota.allow_burst(burst)))
+}
+
+#[derive(Default)]
+struct ClassBucket {
+    limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl ClassBucket {
+    fn pause_deadline(&self) -> Option<Instant> {
+        let guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        (*guard).filter(|t| *t > Instant::now())
+    }
+
+    async fn acquire(&self) {
+        loop {
+            if let Some(deadline) = self.pause_deadline() {
+                tokio::time::sleep_until(deadline).await;
+                continue;
+            }
+            let current = self
+                .limiter
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(l) = current {
+                l.until_ready().await;
+            }
+            // A 429 seen by another caller while we waited pauses us too.
+            if self.pause_deadline().is_none() {
+                return;
+            }
+        }
+    }
+
+    fn pause(&self, for_: Duration) {
+        let until = Instant::now() + for_;
+        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none_or(|t| t < until) {
+            *guard = Some(until);
+        }
+    }
+
+    fn resize(&self, per_minute: Option<u32>) {
+        let next = per_minute.and_then(limiter).map(Arc::new);
+        *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
+/// The buckets of one credential against one API.
+pub struct Buckets {
+    read: ClassBucket,
+    write: ClassBucket,
+    tier: Mutex<Option<RateTier>>,
+}
+
+static SHARED: OnceLock<Mutex<HashMap<String, Arc<Buckets>>>> = OnceLock::new();
+
+impl Buckets {
+    pub fn new() -> Buckets {
+        Buckets {
+            read: ClassBucket::default(),
+            write: ClassBucket::default(),
+            tier: Mutex::new(None),
+        }
+    }
+
+    /// The process-wide buckets of this credential, so that two clients built from the
+    /// same key (e.g. after the OrgProvider is re-read) share one budget.
+    pub fn shared(base_url: &str, api_key: &Secret) -> Arc<Buckets> {
+        let digest = Sha256::digest(api_key.expose().as_bytes());
+        let id = format!("{}|{}", base_url.trim_end_matches('/'), hex::encode(digest));
+        let map = SHARED.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id)
+            .or_insert_with(|| Arc::new(Buckets::new()))
+            .clone()
+    }
+
+    pub fn set_tier(&self, tier: RateTier) {
+        let mut current = self.tier.lock().unwrap_or_else(|p| p.into_inner());
+        if *current == Some(tier) {
+            return;
+        }
+        let limits = tier.per_minute();
+        self.read.resize(limits.map(|l| l.0));
+        self.write.resize(limits.map(|l| l.1));
+        *current = Some(tier);
+    }
+
+    pub fn tier(&self) -> RateTier {
+        (*self.tier.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(RateTier::Standard)
+    }
+
+    fn bucket(&self, class: Class) -> &ClassBucket {
+        match class {
+            Class::Read => &self.read,
+            Class::Write => &self.write,
+        }
+    }
+
+    /// Waits for a token of `class`; returns how long it waited.
+    pub async fn acquire(&self, class: Class) -> Duration {
+        let start = Instant::now();
+        self.bucket(class).acquire().await;
+        start.elapsed()
+    }
+
+    /// Makes every caller of `class` wait `for_` (a 429's Retry-After).
+    pub fn pause(&self, class: Class, for_: Duration) {
+        self.bucket(class).pause(for_);
+    }
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_stays_below_the_server_capacity() {
+        assert_eq!(client_burst(60), 57);
+        assert_eq!(client_burst(120), 114);
+        assert_eq!(client_burst(600), 570);
+        assert_eq!(client_burst(3000), 2850);
+        assert_eq!(client_burst(2), 1);
+    }
+
+    #[tokio::test]
+    async fn burst_is_immediate_then_paced_at_the_refill_rate() {
+        let b = Buckets::new();
+        b.set_tier(RateTier::Pilot); // write: 600/min -> burst 570, 10 per second
+        let start = Instant::now();
+        for _ in 0..570 {
+            b.acquire(Class::Write).await;
+        }
+        assert!(start.elapsed() < Duration::from_millis(200));
+        let paced = Instant::now();
+        for _ in 0..5 {
+            b.acquire(Class::Write).await;
+        }
+        let waited = paced.elapsed();
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        assert!(waited < Duration::from_millis(900), "{waited:?}");
+        // The read class has its own bucket.
+        let read = Instant::now();
+        b.acquire(Class::Read).await;
+        assert!(read.elapsed() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_pause_holds_every_caller_of_the_class() {
+        let b = Buckets::new();
+        b.set_tier(RateTier::Unlimited);
+        b.pause(Class::Write, Duration::from_millis(300));
+        let start = Instant::now();
+        b.acquire(Class::Read).await;
+        assert!(start.elapsed() < Duration::from_millis(100));
+        b.acquire(Class::Write).await;
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn same_credential_shares_buckets_and_same_tier_keeps_state() {
+        let key = Secret::new("lp_live_ratelimit_test_key");
+        let a = Buckets::shared("http://127.0.0.1:9/", &key);
+        let b = Buckets::shared("http://127.0.0.1:9", &key);
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = Buckets::shared("http://127.0.0.1:9", &Secret::new("lp_live_other"));
+        assert!(!Arc::ptr_eq(&a, &other));
+        a.set_tier(RateTier::Standard);
+        let before = a.write.limiter.read().unwrap().clone().unwrap();
+        a.set_tier(RateTier::Standard);
+        let after = a.write.limiter.read().unwrap().clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "same tier must not reset the bucket"
+        );
+        a.set_tier(RateTier::Unlimited);
+        assert!(a.write.limiter.read().unwrap().is_none());
+    }
+}

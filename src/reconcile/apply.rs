@@ -1,0 +1,410 @@
+//! Executes a plan's actions in order, stopping at the first failure. Each success updates
+//! the working status so bookkeeping survives a later failure in the same pass.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube::api::Api;
+
+use crate::api::{ApiKeyStatus, CreditsStatus, CustomerOrg, CustomerOrgStatus, WebhookStatus};
+use crate::provider::error::ProviderError;
+use crate::provider::{MintedKey, Provider};
+
+use super::OrgEvent;
+use super::plan::{ALLOCATION_MARKER, Action, Plan};
+use super::secrets::{self, KEY_ID_ANNOTATION, Payload, SecretError, WEBHOOK_ID_ANNOTATION};
+use super::status::org_state;
+
+/// Why applying stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("Secret {0} exists and is not owned by this CustomerOrg")]
+    SecretConflict(String),
+}
+
+impl From<SecretError> for StepError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Foreign(name) => StepError::SecretConflict(name),
+            SecretError::Kube(e) => StepError::Kube(e),
+        }
+    }
+}
+
+pub struct Applied {
+    pub writes: usize,
+    pub events: Vec<OrgEvent>,
+    pub failure: Option<StepError>,
+}
+
+fn event(reason: &str, action: &str, note: String) -> OrgEvent {
+    OrgEvent {
+        warning: false,
+        reason: reason.to_string(),
+        note,
+        action: action.to_string(),
+    }
+}
+
+pub async fn apply(
+    provider: &dyn Provider,
+    secret_api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    plan: &Plan,
+    status: &mut CustomerOrgStatus,
+) -> Applied {
+    let mut out = Applied {
+        writes: 0,
+        events: Vec::new(),
+        failure: None,
+    };
+    for action in &plan.actions {
+        match step(provider, secret_api, corg, action, status, &mut out.events).await {
+            Ok(()) => {
+                if action.is_write() {
+                    out.writes += 1;
+                }
+            }
+            Err(e) => {
+                out.failure = Some(e);
+                return out;
+            }
+        }
+    }
+    if !plan.drift.is_empty() && out.writes > 0 {
+        out.events.push(event(
+            "DriftCorrected",
+            "Correct",
+            format!("restored out-of-band changes to: {}", plan.drift.join(", ")),
+        ));
+    }
+    out
+}
+
+fn org_id(status: &CustomerOrgStatus) -> Result<&str, StepError> {
+    status
+        .org_id
+        .as_deref()
+        .ok_or_else(|| StepError::Provider(ProviderError::Invalid("no org id yet".into())))
+}
+
+fn upsert_key(status: &mut CustomerOrgStatus, entry: ApiKeyStatus) {
+    status.api_keys.retain(|k| k.name != entry.name);
+    status.api_keys.push(entry);
+    status.api_keys.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+fn upsert_hook(status: &mut CustomerOrgStatus, entry: WebhookStatus) {
+    status.webhooks.retain(|w| w.name != entry.name);
+    status.webhooks.push(entry);
+    status.webhooks.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+async fn write_key_secret(
+    secret_api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    secret_name: &str,
+    org_id: &str,
+    minted: &MintedKey,
+) -> Result<(), StepError> {
+    let payload = Payload {
+        id_annotation: KEY_ID_ANNOTATION,
+        id: &minted.key.id,
+        org_id,
+        plain: BTreeMap::from([
+            ("keyId", minted.key.id.clone()),
+            ("orgId", org_id.to_string()),
+        ]),
+        secret_key: "apiKey",
+        secret: &minted.secret,
+    };
+    // One immediate retry: the secret is shown once, so losing it costs a replay.
+    match secrets::write(secret_api, corg, secret_name, payload).await {
+        Ok(()) => Ok(()),
+        Err(SecretError::Kube(first)) => {
+            tracing::warn!(secret = secret_name, error = %first, "writing key Secret failed; retrying once");
+            let payload = Payload {
+                id_annotation: KEY_ID_ANNOTATION,
+                id: &minted.key.id,
+                org_id,
+                plain: BTreeMap::from([
+                    ("keyId", minted.key.id.clone()),
+                    ("orgId", org_id.to_string()),
+                ]),
+                secret_key: "apiKey",
+                secret: &minted.secret,
+            };
+            Ok(secrets::write(secret_api, corg, secret_name, payload).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn step(
+    provider: &dyn Provider,
+    secret_api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    action: &Action,
+    status: &mut CustomerOrgStatus,
+    events: &mut Vec<OrgEvent>,
+) -> Result<(), StepError> {
+    match action {
+        Action::CreateOrg { new, key } => {
+            let org = provider.create_org(new, key).await?;
+            status.org_id = Some(org.id.clone());
+            status.state = Some(org_state(org.status).to_string());
+            events.push(event(
+                "Created",
+                "Create",
+                format!("created org {}", org.id),
+            ));
+        }
+        Action::UpdateOrg { patch, key } => {
+            provider.update_org(org_id(status)?, patch, key).await?;
+        }
+        Action::Resume => {
+            let org = provider.resume_org(org_id(status)?).await?;
+            status.state = Some(org_state(org.status).to_string());
+            events.push(event(
+                "Resumed",
+                "Resume",
+                format!("resumed org {}", org.id),
+            ));
+        }
+        Action::Suspend => {
+            let org = provider.suspend_org(org_id(status)?).await?;
+            status.state = Some(org_state(org.status).to_string());
+            events.push(event(
+                "Suspended",
+                "Suspend",
+                format!("suspended org {}", org.id),
+            ));
+        }
+        Action::Archive => {
+            let id = org_id(status)?.to_string();
+            let result = provider.archive_org(&id).await?;
+            status.state = Some("archived".to_string());
+            events.push(event(
+                "Archived",
+                "Archive",
+                format!(
+                    "archived org {id}: reclaimed {} credits, revoked {} keys",
+                    result.reclaimed_credits, result.revoked_api_keys
+                ),
+            ));
+        }
+        Action::SetCreditConfig { config, key } => {
+            provider
+                .set_credit_config(org_id(status)?, config, key)
+                .await?;
+        }
+        Action::Allocate {
+            credits,
+            target,
+            key,
+            ..
+        } => {
+            let metadata = BTreeMap::from([(ALLOCATION_MARKER.to_string(), "true".to_string())]);
+            let transfer = provider
+                .allocate_credits(org_id(status)?, *credits, &metadata, key)
+                .await?;
+            status.credits = Some(CreditsStatus {
+                allocated: *target,
+                balance: transfer.balance,
+                available: transfer.available,
+            });
+            events.push(event(
+                "CreditsAllocated",
+                "Allocate",
+                format!(
+                    "moved {} credits ({}), {target} allocated in total",
+                    transfer.credits, transfer.id
+                ),
+            ));
+        }
+        Action::MintKey {
+            name,
+            new,
+            secret_name,
+            spec_hash,
+            replaces,
+            key,
+        } => {
+            let id = org_id(status)?.to_string();
+            let minted = provider.mint_key(&id, new, key).await?;
+            // The secret goes to its Secret before anything else happens.
+            write_key_secret(secret_api, corg, secret_name, &id, &minted).await?;
+            upsert_key(
+                status,
+                ApiKeyStatus {
+                    name: name.clone(),
+                    id: minted.key.id.clone(),
+                    prefix: minted.key.prefix.clone(),
+                    secret_name: secret_name.clone(),
+                    spec_hash: spec_hash.clone(),
+                },
+            );
+            events.push(event(
+                "KeyMinted",
+                "Mint",
+                format!(
+                    "minted key {name} ({}) into Secret {secret_name}",
+                    minted.key.id
+                ),
+            ));
+            if let Some(old) = replaces
+                && *old != minted.key.id
+            {
+                provider.revoke_key(&id, old).await?;
+                events.push(event(
+                    "KeyRevoked",
+                    "Revoke",
+                    format!("revoked key {name} ({old}): its secret was lost"),
+                ));
+            }
+        }
+        Action::RotateKey {
+            name,
+            key_id,
+            secret_name,
+            spec_hash,
+            key,
+        } => {
+            let id = org_id(status)?.to_string();
+            let minted = provider.rotate_key(&id, key_id, key).await?;
+            write_key_secret(secret_api, corg, secret_name, &id, &minted).await?;
+            upsert_key(
+                status,
+                ApiKeyStatus {
+                    name: name.clone(),
+                    id: minted.key.id.clone(),
+                    prefix: minted.key.prefix.clone(),
+                    secret_name: secret_name.clone(),
+                    spec_hash: spec_hash.clone(),
+                },
+            );
+            events.push(event(
+                "KeyRotated",
+                "Rotate",
+                format!("rotated key {name}: {key_id} -> {}", minted.key.id),
+            ));
+        }
+        Action::RevokeKey { name, key_id } => {
+            match provider.revoke_key(org_id(status)?, key_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !corg.spec.api_keys.iter().any(|k| &k.name == name) {
+                status.api_keys.retain(|k| &k.name != name);
+            }
+            events.push(event(
+                "KeyRevoked",
+                "Revoke",
+                format!("revoked key {name} ({key_id})"),
+            ));
+        }
+        Action::CreateWebhook {
+            name,
+            new,
+            secret_name,
+            spec_hash,
+            key,
+        } => {
+            let id = org_id(status)?.to_string();
+            let created = provider.create_webhook(&id, new, key).await?;
+            let payload = Payload {
+                id_annotation: WEBHOOK_ID_ANNOTATION,
+                id: &created.endpoint.id,
+                org_id: &id,
+                plain: BTreeMap::from([("endpointId", created.endpoint.id.clone())]),
+                secret_key: "signingSecret",
+                secret: &created.signing_secret,
+            };
+            secrets::write(secret_api, corg, secret_name, payload).await?;
+            upsert_hook(
+                status,
+                WebhookStatus {
+                    name: name.clone(),
+                    id: created.endpoint.id.clone(),
+                    secret_name: secret_name.clone(),
+                    spec_hash: spec_hash.clone(),
+                },
+            );
+            events.push(event(
+                "WebhookCreated",
+                "Create",
+                format!("created webhook {name} ({})", created.endpoint.id),
+            ));
+        }
+        Action::UpdateWebhook {
+            name,
+            id,
+            patch,
+            key,
+        } => {
+            provider
+                .update_webhook(org_id(status)?, id, patch, key)
+                .await?;
+            events.push(event(
+                "WebhookUpdated",
+                "Update",
+                format!("updated webhook {name} ({id})"),
+            ));
+        }
+        Action::DeleteWebhook { name, id } => {
+            match provider.delete_webhook(org_id(status)?, id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !corg.spec.webhooks.iter().any(|w| &w.name == name) {
+                status.webhooks.retain(|w| &w.name != name);
+            }
+            events.push(event(
+                "WebhookDeleted",
+                "Delete",
+                format!("deleted webhook {name} ({id})"),
+            ));
+        }
+        Action::RotateWebhookSecret {
+            name,
+            id,
+            secret_name,
+            spec_hash,
+            key,
+        } => {
+            let org = org_id(status)?.to_string();
+            let secret = provider.rotate_webhook_secret(&org, id, key).await?;
+            let payload = Payload {
+                id_annotation: WEBHOOK_ID_ANNOTATION,
+                id,
+                org_id: &org,
+                plain: BTreeMap::from([("endpointId", id.clone())]),
+                secret_key: "signingSecret",
+                secret: &secret,
+            };
+            secrets::write(secret_api, corg, secret_name, payload).await?;
+            upsert_hook(
+                status,
+                WebhookStatus {
+                    name: name.clone(),
+                    id: id.clone(),
+                    secret_name: secret_name.clone(),
+                    spec_hash: spec_hash.clone(),
+                },
+            );
+        }
+        Action::DeleteSecret { name } => {
+            secrets::delete_owned(secret_api, corg, name).await?;
+        }
+        Action::MarkRotated { value } => {
+            status.keys_rotated_for = Some(value.clone());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The planner over the desired x observed matrix, plus property tests of its invariants.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proptest::prelude::*;
+
+use crate::api::conditions::{self, Cond, READY, STALLED};
+use crate::api::*;
+use crate::provider::*;
+
+use super::plan::*;
+
+const CAPS: Capabilities = Capabilities {
+    find_by_external_id: true,
+    credit_config: true,
+    allocation_ledger: true,
+    child_api_keys: true,
+    key_rotation: true,
+    webhooks: true,
+    suspend: true,
+};
+
+fn corg(spec: CustomerOrgSpec) -> CustomerOrg {
+    let mut c = CustomerOrg::new("acme", spec);
+    c.metadata.namespace = Some("customers".into());
+    c.metadata.uid = Some("uid-1".into());
+    c.metadata.generation = Some(3);
+    c
+}
+
+fn spec() -> CustomerOrgSpec {
+    CustomerOrgSpec {
+        provider_ref: ProviderRef::default(),
+        display_name: "Acme".into(),
+        external_id: Some("acme".into()),
+        billing_email: None,
+        metadata: BTreeMap::new(),
+        state: DesiredState::Active,
+        adopt_org_id: None,
+        credits: None,
+        api_keys: Vec::new(),
+        webhooks: Vec::new(),
+        deletion_policy: DeletionPolicy::Archive,
+    }
+}
+
+/// The org exactly as `c` wants it.
+fn org_for(c: &CustomerOrg) -> Org {
+    Org {
+        id: "org_1".into(),
+        name: c.spec.display_name.clone(),
+        status: match c.spec.state {
+            DesiredState::Suspended => OrgStatus::Suspended,
+            DesiredState::Archived => OrgStatus::Archived,
+            DesiredState::Active => OrgStatus::Active,
+        },
+        metadata: desired_metadata(c),
+        billing_email: c.spec.billing_email.clone(),
+        summary: Some(OrgSummary {
+            balance: 0,
+            available: 0,
+            credit_config: desired_credit_config(c),
+        }),
+    }
+}
+
+fn obs(found: Found) -> Observed {
+    Observed {
+        found,
+        keys: None,
+        webhooks: None,
+        ledger: None,
+        secrets: BTreeMap::new(),
+        capabilities: CAPS,
+    }
+}
+
+fn tracked(c: &CustomerOrg) -> Observed {
+    obs(Found::Tracked(Some(org_for(c))))
+}
+
+fn writes(p: &Plan) -> Vec<&Action> {
+    p.actions.iter().filter(|a| a.is_write()).collect()
+}
+
+fn key_spec(name: &str) -> ApiKeySpec {
+    ApiKeySpec {
+        name: name.into(),
+        scopes: vec!["content:read".into()],
+        env: KeyEnvSpec::Live,
+        secret_name: None,
+    }
+}
+
+fn api_key(id: &str, name: &str) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        name: name.into(),
+        prefix: "lp_live_ab".into(),
+        env: KeyEnv::Live,
+        scopes: vec!["content:read".into()],
+        status: KeyStatus::Active,
+        superseded_by: None,
+    }
+}
+
+fn hook_spec(name: &str, url: &str) -> WebhookSpec {
+    WebhookSpec {
+        name: name.into(),
+        url: url.into(),
+        events: vec!["post.published".into()],
+        secret_name: None,
+    }
+}
+
+fn endpoint(id: &str, name: &str, url: &str) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: id.into(),
+        url: url.into(),
+        events: vec!["post.published".into()],
+        metadata: BTreeMap::from([(WEBHOOK_MARKER.to_string(), name.to_string())]),
+    }
+}
+
+fn owned(id: &str) -> SecretSeen {
+    SecretSeen::Owned {
+        id: Some(id.into()),
+    }
+}
+
+fn ready_status(c: &CustomerOrg) -> CustomerOrgStatus {
+    CustomerOrgStatus {
+        org_id: Some("org_1".into()),
+        conditions: conditions::settle(
+            &[],
+            &[Cond::new(READY, true, "Reconciled", "ok").generation(c.metadata.generation)],
+            &Time(jiff::Timestamp::UNIX_EPOCH),
+        ),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn not_created_plans_exactly_one_create_with_a_stable_key() {
+    let c = corg(spec());
+    let p = plan(
+        &c,
+        &obs(Found::ByExternalId {
+            orgs: vec![],
+            claimed_by: None,
+        }),
+    );
+    assert!(matches!(p.actions.as_slice(), [Action::CreateOrg { .. }]));
+    let again = plan(&c, &obs(Found::Nothing));
+    assert_eq!(
+        p.actions, again.actions,
+        "a retry must reuse the idempotency key"
+    );
+    let Action::CreateOrg { new, .. } = &p.actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        new.metadata.get(OWNER_KEY).map(String::as_str),
+        Some("customers/acme")
+    );
+    assert_eq!(
+        new.metadata.get(EXTERNAL_ID_KEY).map(String::as_str),
+        Some("acme")
+    );
+}
+
+#[test]
+fn converged_active_and_suspended_plan_nothing() {
+    for state in [DesiredState::Active, DesiredState::Suspended] {
+        let mut s = spec();
+        s.state = state;
+        let c = corg(s);
+        let p = plan(&c, &tracked(&c));
+        assert!(p.actions.is_empty(), "{state:?}: {:?}", p.actions);
+        assert!(p.stalled.is_none());
+    }
+}
+
+#[test]
+fn suspend_and_resume_follow_spec_state() {
+    let mut s = spec();
+    s.state = DesiredState::Suspended;
+    let c = corg(s);
+    let mut o = org_for(&c);
+    o.status = OrgStatus::Active;
+    let p = plan(&c, &obs(Found::Tracked(Some(o.clone()))));
+    assert_eq!(p.actions, vec![Action::Suspend]);
+    let c = corg(spec());
+    o.status = OrgStatus::Suspended;
+    o.name = "Acme".into();
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert_eq!(p.actions, vec![Action::Resume]);
+}
+
+#[test]
+fn spec_edits_while_suspended_are_applied_and_org_stays_suspended() {
+    let mut s = spec();
+    s.state = DesiredState::Suspended;
+    let c = corg(s.clone());
+    let mut o = org_for(&c);
+    o.name = "Old name".into();
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert!(
+        matches!(p.actions.as_slice(), [Action::UpdateOrg { patch, .. }] if patch.name.as_deref() == Some("Acme"))
+    );
+}
+
+#[test]
+fn archived_wanted_archives_once_and_archived_is_terminal() {
+    let mut s = spec();
+    s.state = DesiredState::Archived;
+    let c = corg(s);
+    let mut o = org_for(&c);
+    o.status = OrgStatus::Active;
+    assert_eq!(
+        plan(&c, &obs(Found::Tracked(Some(o.clone())))).actions,
+        vec![Action::Archive]
+    );
+    o.status = OrgStatus::Archived;
+    assert!(
+        plan(&c, &obs(Found::Tracked(Some(o.clone()))))
+            .actions
+            .is_empty()
+    );
+    // Archived at the provider but wanted active: a human must decide, nothing is created.
+    let c = corg(spec());
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert!(p.actions.is_empty());
+    assert_eq!(p.stalled.map(|s| s.0).as_deref(), Some("OrgArchived"));
+}
+
+#[test]
+fn gone_org_stalls_instead_of_creating_a_second_one() {
+    let c = corg(spec());
+    let p = plan(&c, &obs(Found::Tracked(None)));
+    assert!(p.actions.is_empty());
+    assert_eq!(p.stalled.map(|s| s.0).as_deref(), Some("OrgNotFound"));
+}
+
+#[test]
+fn adopt_by_id_and_by_external_id() {
+    let mut s = spec();
+    s.adopt_org_id = Some("org_1".into());
+    let c = corg(s);
+    let mut o = org_for(&c);
+    o.metadata.remove(OWNER_KEY);
+    let p = plan(
+        &c,
+        &obs(Found::ById {
+            org: Some(o.clone()),
+            claimed_by: None,
+        }),
+    );
+    assert!(p.adopted.is_some());
+    // Only the ownership marker is written; it is not reported as drift.
+    assert!(
+        matches!(p.actions.as_slice(), [Action::UpdateOrg { patch, .. }] if patch.metadata.as_ref().is_some_and(|m| m.contains_key(OWNER_KEY)))
+    );
+    assert!(p.drift.is_empty());
+    let c = corg(spec());
+    let p = plan(
+        &c,
+        &obs(Found::ByExternalId {
+            orgs: vec![o],
+            claimed_by: None,
+        }),
+    );
+    assert!(p.adopted.is_some());
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateOrg { .. }))
+    );
+}
+
+#[test]
+fn adoption_conflict_stalls_without_writes() {
+    let c = corg(spec());
+    let o = org_for(&c);
+    for found in [
+        Found::ByExternalId {
+            orgs: vec![o.clone()],
+            claimed_by: Some("other/corg".into()),
+        },
+        Found::ById {
+            org: Some(o.clone()),
+            claimed_by: Some("other/corg".into()),
+        },
+        Found::ByExternalId {
+            orgs: vec![
+                o.clone(),
+                Org {
+                    id: "org_2".into(),
+                    ..o.clone()
+                },
+            ],
+            claimed_by: None,
+        },
+    ] {
+        let p = plan(&c, &obs(found));
+        assert!(p.actions.is_empty());
+        assert_eq!(p.stalled.map(|s| s.0).as_deref(), Some("AdoptionConflict"));
+    }
+}
+
+#[test]
+fn drift_is_corrected_and_named() {
+    let c0 = corg(spec());
+    let mut c = c0.clone();
+    c.status = Some(ready_status(&c0));
+    let mut o = org_for(&c);
+    o.status = OrgStatus::Suspended;
+    o.metadata.insert("plan".into(), "hacked".into());
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert_eq!(p.actions.first(), Some(&Action::Resume));
+    assert!(p.drift.iter().any(|d| d.contains("state")));
+    assert!(p.drift.iter().any(|d| d == "metadata"));
+    let Some(Action::UpdateOrg { patch, .. }) = p.actions.get(1) else {
+        panic!("{:?}", p.actions)
+    };
+    assert_eq!(
+        patch
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("plan"))
+            .map(String::as_str),
+        Some("")
+    );
+}
+
+#[test]
+fn credit_top_up_moves_only_the_difference_and_never_below_ledger() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 5000,
+        ..Default::default()
+    });
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.ledger = Some(3000);
+    let p = plan(&c, &o);
+    assert!(matches!(
+        p.actions.as_slice(),
+        [Action::Allocate { credits: 2000, .. }]
+    ));
+    o.ledger = Some(6000);
+    let p = plan(&c, &o);
+    assert!(p.actions.is_empty());
+    assert!(p.stalled.is_none());
+    assert!(p.notes.iter().any(|n| n.contains("top-up only")));
+}
+
+#[test]
+fn ledger_is_read_when_status_does_not_prove_the_allocation() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 5000,
+        ..Default::default()
+    });
+    let mut c = corg(s);
+    assert!(reads(&c, &BTreeMap::new(), &CAPS).ledger);
+    c.status = Some(CustomerOrgStatus {
+        credits: Some(CreditsStatus {
+            allocated: 5000,
+            balance: 1,
+            available: 1,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        reads(&c, &BTreeMap::new(), &CAPS),
+        Reads::default(),
+        "steady state reads nothing extra"
+    );
+}
+
+#[test]
+fn cap_and_refill_set_and_cleared() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 0,
+        monthly_cap: Some(100),
+        auto_refill: Some(AutoRefillSpec {
+            threshold: Some(10),
+            amount: Some(20),
+        }),
+    });
+    let c = corg(s);
+    let mut o = org_for(&c);
+    o.summary = Some(OrgSummary {
+        balance: 0,
+        available: 0,
+        credit_config: CreditConfig::default(),
+    });
+    let p = plan(&c, &obs(Found::Tracked(Some(o.clone()))));
+    assert!(
+        matches!(p.actions.as_slice(), [Action::SetCreditConfig { config, .. }]
+        if config.monthly_cap == Some(100) && config.refill == Some(Refill { threshold: 10, amount: 20 }))
+    );
+    let cleared = corg(spec());
+    o.summary = Some(OrgSummary {
+        balance: 0,
+        available: 0,
+        credit_config: desired_credit_config(&c),
+    });
+    let p = plan(&cleared, &obs(Found::Tracked(Some(o))));
+    assert!(
+        matches!(p.actions.as_slice(), [Action::SetCreditConfig { config, .. }] if *config == CreditConfig::default())
+    );
+}
+
+#[test]
+fn keys_added_removed_and_secretless() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    let mut o = tracked(&c);
+    o.keys = Some(vec![]);
+    assert!(matches!(
+        plan(&c, &o).actions.as_slice(),
+        [Action::MintKey { replaces: None, .. }]
+    ));
+    // Key exists but its Secret is missing: replay the mint, revoke the old key if it differs.
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    let p = plan(&c, &o);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::MintKey { replaces: Some(old), .. }] if old == "key_1")
+    );
+    // With its Secret: nothing.
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    assert!(plan(&c, &o).actions.is_empty());
+    // Removed from spec: revoke and delete the Secret.
+    c.status = Some(CustomerOrgStatus {
+        api_keys: vec![ApiKeyStatus {
+            name: "a".into(),
+            id: "key_1".into(),
+            prefix: "p".into(),
+            secret_name: "acme-a".into(),
+            spec_hash: "h".into(),
+        }],
+        ..Default::default()
+    });
+    c.spec.api_keys.clear();
+    let p = plan(&c, &o);
+    assert!(p.actions.contains(&Action::RevokeKey {
+        name: "a".into(),
+        key_id: "key_1".into()
+    }));
+    assert!(p.actions.contains(&Action::DeleteSecret {
+        name: "acme-a".into()
+    }));
+}
+
+#[test]
+fn foreign_secret_is_never_written() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    s.webhooks = vec![hook_spec("crm", "https://crm.example.com")];
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.keys = Some(vec![]);
+    o.webhooks = Some(vec![]);
+    o.secrets.insert("acme-a".into(), SecretSeen::Foreign);
+    o.secrets
+        .insert("acme-crm-webhook".into(), SecretSeen::Foreign);
+    let p = plan(&c, &o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.stalled.map(|s| s.0).as_deref(), Some("SecretConflict"));
+}
+
+#[test]
+fn rotation_annotation_rotates_each_key_once() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_KEYS_ANNOTATION.to_string(),
+        "1".to_string(),
+    )]));
+    let mut o = tracked(&c);
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    let p = plan(&c, &o);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::RotateKey { key_id, .. }, Action::MarkRotated { value }] if key_id == "key_1" && value == "1")
+    );
+    c.status = Some(CustomerOrgStatus {
+        keys_rotated_for: Some("1".into()),
+        ..Default::default()
+    });
+    assert!(plan(&c, &o).actions.is_empty());
+}
+
+#[test]
+fn key_scope_change_mints_then_revokes() {
+    let mut s = spec();
+    s.api_keys = vec![ApiKeySpec {
+        scopes: vec!["content:write".into()],
+        ..key_spec("a")
+    }];
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    let p = plan(&c, &o);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::MintKey { .. }, Action::RevokeKey { key_id, .. }] if key_id == "key_1")
+    );
+}
+
+#[test]
+fn webhooks_added_changed_removed() {
+    let mut s = spec();
+    s.webhooks = vec![hook_spec("crm", "https://crm.example.com/new")];
+    let mut c = corg(s);
+    let mut o = tracked(&c);
+    o.webhooks = Some(vec![]);
+    assert!(matches!(
+        plan(&c, &o).actions.as_slice(),
+        [Action::CreateWebhook { .. }]
+    ));
+    o.webhooks = Some(vec![endpoint("wh_1", "crm", "https://crm.example.com/old")]);
+    o.secrets.insert("acme-crm-webhook".into(), owned("wh_1"));
+    assert!(
+        matches!(plan(&c, &o).actions.as_slice(), [Action::UpdateWebhook { patch, .. }] if patch.url.as_deref() == Some("https://crm.example.com/new"))
+    );
+    // Secret lost: rotate the signing secret into a new Secret.
+    o.secrets.clear();
+    o.webhooks = Some(vec![endpoint("wh_1", "crm", "https://crm.example.com/new")]);
+    assert!(matches!(
+        plan(&c, &o).actions.as_slice(),
+        [Action::RotateWebhookSecret { .. }]
+    ));
+    c.status = Some(CustomerOrgStatus {
+        webhooks: vec![WebhookStatus {
+            name: "crm".into(),
+            id: "wh_1".into(),
+            secret_name: "acme-crm-webhook".into(),
+            spec_hash: "h".into(),
+        }],
+        ..Default::default()
+    });
+    c.spec.webhooks.clear();
+    o.secrets.insert("acme-crm-webhook".into(), owned("wh_1"));
+    let p = plan(&c, &o);
+    assert!(p.actions.contains(&Action::DeleteWebhook {
+        name: "crm".into(),
+        id: "wh_1".into()
+    }));
+    assert!(p.actions.contains(&Action::DeleteSecret {
+        name: "acme-crm-webhook".into()
+    }));
+}
+
+#[test]
+fn paused_and_rejected_generation_plan_nothing() {
+    let mut c = corg(spec());
+    c.metadata.annotations = Some(BTreeMap::from([(
+        PAUSED_ANNOTATION.to_string(),
+        "true".to_string(),
+    )]));
+    assert_eq!(gate(&c), Some(Gate::Paused));
+    assert!(plan(&c, &obs(Found::Nothing)).actions.is_empty());
+    let mut c = corg(spec());
+    c.status = Some(CustomerOrgStatus {
+        conditions: conditions::settle(
+            &[],
+            &[Cond::new(STALLED, true, REASON_API_REJECTED, "422").generation(Some(3))],
+            &Time(jiff::Timestamp::UNIX_EPOCH),
+        ),
+        ..Default::default()
+    });
+    assert_eq!(gate(&c), Some(Gate::Rejected));
+    assert!(plan(&c, &obs(Found::Nothing)).actions.is_empty());
+    c.metadata.generation = Some(4);
+    assert_eq!(gate(&c), None, "a spec change retries");
+}
+
+fn arb_org_status() -> impl Strategy<Value = OrgStatus> {
+    prop_oneof![
+        Just(OrgStatus::Active),
+        Just(OrgStatus::Suspended),
+        Just(OrgStatus::Archived)
+    ]
+}
+
+fn arb_state() -> impl Strategy<Value = DesiredState> {
+    prop_oneof![
+        Just(DesiredState::Active),
+        Just(DesiredState::Suspended),
+        Just(DesiredState::Archived)
+    ]
+}
+
+proptest! {
+    /// Invariants over random specs and observations.
+    #[test]
+    fn planner_invariants(
+        state in arb_state(),
+        org_status in arb_org_status(),
+        found_kind in 0u8..4,
+        allocated in 0i64..10_000,
+        ledger in proptest::option::of(0i64..10_000),
+        paused in any::<bool>(),
+        name_drift in any::<bool>(),
+        n_keys in 0usize..3,
+        keys_exist in any::<bool>(),
+    ) {
+        let mut s = spec();
+        s.state = state;
+        s.credits = Some(CreditsSpec { allocated, ..Default::default() });
+        s.api_keys = (0..n_keys).map(|i| key_spec(&format!("k{i}"))).collect();
+        let mut c = corg(s);
+        if paused {
+            c.metadata.annotations = Some(BTreeMap::from([(PAUSED_ANNOTATION.to_string(), "true".to_string())]));
+        }
+        let mut o = org_for(&c);
+        o.status = org_status;
+        if name_drift { o.name = "drifted".into(); }
+        let found = match found_kind {
+            0 => Found::Tracked(Some(o.clone())),
+            1 => Found::ById { org: Some(o.clone()), claimed_by: None },
+            2 => Found::ByExternalId { orgs: vec![o.clone()], claimed_by: None },
+            _ => Found::Nothing,
+        };
+        let org_exists = found_kind < 3;
+        let mut observed = obs(found);
+        observed.ledger = ledger;
+        observed.keys = Some(if keys_exist {
+            (0..n_keys).map(|i| api_key(&format!("key_{i}"), &format!("k{i}"))).collect()
+        } else { vec![] });
+        if keys_exist {
+            for i in 0..n_keys {
+                observed.secrets.insert(format!("acme-k{i}"), owned(&format!("key_{i}")));
+            }
+        }
+        let p = plan(&c, &observed);
+        if paused {
+            prop_assert!(p.actions.is_empty());
+        }
+        if org_exists {
+            let creates = p.actions.iter().filter(|a| matches!(a, Action::CreateOrg { .. })).count();
+            prop_assert_eq!(creates, 0);
+        }
+        let moved: u64 = p.actions.iter().filter_map(|a| match a { Action::Allocate { credits, .. } => Some(*credits), _ => None }).sum();
+        let room = ledger.map_or(0, |l| (allocated - l).max(0));
+        prop_assert!(moved as i64 <= room);
+        if org_status == OrgStatus::Archived && org_exists {
+            prop_assert!(writes(&p).is_empty(), "an archived org gets no writes");
+        }
+        // Idempotent: after the effects, the observation matches and a re-plan writes nothing.
+        if org_exists && !paused && org_status != OrgStatus::Archived && state != DesiredState::Archived {
+            let mut after = observed.clone();
+            let mut o2 = org_for(&c);
+            o2.status = if state == DesiredState::Suspended { OrgStatus::Suspended } else { OrgStatus::Active };
+            after.found = Found::Tracked(Some(o2));
+            after.ledger = ledger.map(|l| l.max(allocated));
+            after.keys = Some((0..n_keys).map(|i| api_key(&format!("key_{i}"), &format!("k{i}"))).collect());
+            for i in 0..n_keys {
+                after.secrets.insert(format!("acme-k{i}"), owned(&format!("key_{i}")));
+            }
+            let again = plan(&c, &after);
+            prop_assert!(writes(&again).is_empty(), "re-plan after effects: {:?}", again.actions);
+        }
+    }
+}

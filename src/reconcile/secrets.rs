@@ -1,0 +1,141 @@
+//! Secrets the operator writes: minted keys and webhook signing secrets.
+//! A Secret is only ever written when it is missing or controlled by this CustomerOrg.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{CustomerOrg, FIELD_MANAGER};
+use crate::provider::Secret;
+
+use super::plan::SecretSeen;
+
+pub const KEY_ID_ANNOTATION: &str = "orgops.dev/key-id";
+pub const WEBHOOK_ID_ANNOTATION: &str = "orgops.dev/webhook-id";
+pub const ORG_ID_ANNOTATION: &str = "orgops.dev/org-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("Secret {0} exists and is not owned by this CustomerOrg")]
+    Foreign(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+fn owned_by(secret: &KubeSecret, corg: &CustomerOrg) -> bool {
+    let uid = corg.meta().uid.as_deref();
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+pub fn api(corg: &CustomerOrg, client: &kube::Client) -> Api<KubeSecret> {
+    Api::namespaced(client.clone(), &corg.namespace().unwrap_or_default())
+}
+
+/// How the Secret `name` looks from this CustomerOrg's point of view.
+pub async fn seen(
+    api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    name: &str,
+) -> Result<SecretSeen, kube::Error> {
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(SecretSeen::Missing);
+    };
+    if !owned_by(&secret, corg) {
+        return Ok(SecretSeen::Foreign);
+    }
+    let annotations = secret.annotations();
+    let id = annotations
+        .get(KEY_ID_ANNOTATION)
+        .or_else(|| annotations.get(WEBHOOK_ID_ANNOTATION))
+        .cloned();
+    Ok(SecretSeen::Owned { id })
+}
+
+/// What to put in a Secret.
+pub struct Payload<'a> {
+    pub id_annotation: &'static str,
+    pub id: &'a str,
+    pub org_id: &'a str,
+    /// data key -> value (non-secret values such as ids).
+    pub plain: BTreeMap<&'static str, String>,
+    pub secret_key: &'static str,
+    pub secret: &'a Secret,
+}
+
+/// Creates or updates the Secret; refuses when another owner controls it.
+pub async fn write(
+    api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    name: &str,
+    payload: Payload<'_>,
+) -> Result<(), SecretError> {
+    if let Some(existing) = api.get_opt(name).await?
+        && !owned_by(&existing, corg)
+    {
+        return Err(SecretError::Foreign(name.to_string()));
+    }
+    let owner = OwnerReference {
+        api_version: CustomerOrg::api_version(&()).to_string(),
+        kind: CustomerOrg::kind(&()).to_string(),
+        name: corg.name_any(),
+        uid: corg.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut data: BTreeMap<String, ByteString> = payload
+        .plain
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+        .collect();
+    data.insert(
+        payload.secret_key.to_string(),
+        ByteString(payload.secret.expose().as_bytes().to_vec()),
+    );
+    let secret = KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: corg.namespace(),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "orgops".to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (payload.id_annotation.to_string(), payload.id.to_string()),
+                (ORG_ID_ANNOTATION.to_string(), payload.org_id.to_string()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&secret)).await?;
+    Ok(())
+}
+
+/// Deletes the Secret when this CustomerOrg controls it; a missing Secret is fine.
+pub async fn delete_owned(
+    api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    name: &str,
+) -> Result<(), kube::Error> {
+    if let Some(existing) = api.get_opt(name).await?
+        && owned_by(&existing, corg)
+    {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Flags of `orgops run`; every flag can also come from the environment.
+use std::time::Duration;
+
+/// `orgops run` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespaces to watch for CustomerOrgs (comma-separated). Empty: all namespaces.
+    #[arg(
+        long,
+        env = "ORGOPS_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaces: Vec<String>,
+
+    /// How often a converged CustomerOrg is checked against the API (±10 % jitter), e.g. 30s, 10m, 1h.
+    #[arg(long, env = "ORGOPS_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Maximum number of CustomerOrgs reconciled at the same time.
+    #[arg(long, env = "ORGOPS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "ORGOPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Only the holder of a coordination.k8s.io Lease runs the controllers.
+    #[arg(long, env = "ORGOPS_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else orgops-system).
+    #[arg(long, env = "ORGOPS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "ORGOPS_LEASE_NAME", default_value = "orgops-leader")]
+    pub lease_name: String,
+
+    /// Log format: text or json (levels from RUST_LOG, default info).
+    #[arg(long, env = "ORGOPS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl RunArgs {
+    /// Watched namespaces with blanks removed; empty means all namespaces.
+    pub fn watched_namespaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+            })
+            .unwrap_or_else(|| "orgops-system".to_string())
+    }
+}
+
+/// Parses durations such as `500ms`, `30s`, `10m`, `1h30m` (a bare number is seconds).
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {input:?}: expected a number"));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {input:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            other => {
+                return Err(format!(
+                    "invalid duration {input:?}: unknown unit {other:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {input:?}: must be positive"));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn durations_parse_like_kubectl_users_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let cli = Cli::try_parse_from(["orgops"]).expect("defaults parse");
+        assert!(cli.run.watched_namespaces().is_empty());
+        assert_eq!(cli.run.resync_interval, Duration::from_secs(600));
+        assert_eq!(cli.run.concurrency, 16);
+        assert!(cli.run.leader_election);
+        assert_eq!(cli.run.lease_name, "orgops-leader");
+
+        let cli = Cli::try_parse_from([
+            "orgops",
+            "--namespaces",
+            "b, a,,b",
+            "--resync-interval",
+            "3s",
+            "--leader-election=false",
+            "--log-format",
+            "json",
+        ])
+        .expect("flags parse");
+        assert_eq!(cli.run.watched_namespaces(), vec!["a", "b"]);
+        assert_eq!(cli.run.resync_interval, Duration::from_secs(3));
+        assert!(!cli.run.leader_election);
+        assert_eq!(cli.run.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["orgops", "--concurrency", "0"]).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! Controller for CustomerOrgs: finalizer, reconcile/offboard, status (server-side
+//! apply, only when changed), Events and requeue policy.
+use super::error::RuntimeError;
+use super::events;
+use super::finalizer;
+use super::metrics::{KubeWrite, Metrics, ReconcileResult};
+use super::registry::{Availability, Registry};
+use super::requeue::{self, Backoff};
+use crate::api::{
+    CustomerOrg, CustomerOrgStatus, DeletionPolicy, FIELD_MANAGER, OrgProvider, PAUSED_ANNOTATION,
+};
+use crate::reconcile::{self, OrgEvent, Retry};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Guarded so that one object the types cannot decode fails alone instead of breaking
+/// the list/watch for every other object.
+pub type Guarded = DeserializeGuard<CustomerOrg>;
+
+/// Label on the Secrets the operator writes; keeps the owned-Secret cache small.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=orgops";
+
+pub struct OrgCtx {
+    pub client: Client,
+    pub registry: Arc<Registry>,
+    pub providers: Store<OrgProvider>,
+    pub metrics: Metrics,
+    pub resync: Duration,
+    pub backoff: Backoff<ObjectRef<Guarded>>,
+    /// Global bound on concurrent reconciles across the per-namespace controllers.
+    pub permits: Arc<Semaphore>,
+}
+
+/// One controller for `namespace` (None: all namespaces).
+pub fn controller(
+    client: Client,
+    namespace: Option<&str>,
+    providers: Store<OrgProvider>,
+    registry: &Registry,
+) -> Controller<Guarded> {
+    let (orgs, secrets): (Api<Guarded>, Api<Secret>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Controller::new (stable API): our own status writes trigger one extra, write-free
+    // reconcile; resync comes from the requeue.
+    let ctrl = Controller::new(orgs, watcher::Config::default().any_semantic()).owns(
+        secrets,
+        watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+    );
+    let store = ctrl.store();
+    ctrl.watches(
+        Api::<OrgProvider>::all(client),
+        watcher::Config::default().any_semantic(),
+        move |p: OrgProvider| users_of(&store, &p.name_any()),
+    )
+    .reconcile_all_on(provider_changes(registry, providers))
+}
+
+fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
+    store
+        .state()
+        .iter()
+        .filter(|g| {
+            g.0.as_ref()
+                .is_ok_and(|c| c.spec.provider_ref.name == provider)
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// A tick whenever a provider's availability changes in the registry (checked, rebuilt,
+/// failed), so CustomerOrgs retry now rather than after a slow requeue. The stable
+/// controller API can only re-trigger every object; provider changes are rare.
+fn provider_changes(
+    registry: &Registry,
+    _providers: Store<OrgProvider>,
+) -> impl Stream<Item = ()> + Send + 'static {
+    let rx = registry.subscribe();
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, RuntimeError> {
+    let _queued = ctx.metrics.queued();
+    let oref = ObjectRef::from_obj(obj.as_ref());
+    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let span = info_span!("reconcile", object = %object);
+    async move {
+        let corg = match &obj.0 {
+            Ok(corg) => corg,
+            Err(invalid) => {
+                warn!(error = %invalid.error, "CustomerOrg cannot be decoded; skipped until it changes");
+                return Ok(Action::await_change());
+            }
+        };
+        // Closed only at shutdown; then skip the work.
+        let Ok(_permit) = ctx.permits.acquire().await else {
+            return Ok(Action::await_change());
+        };
+        let started = Instant::now();
+        let result = reconcile_org(corg, &ctx).await;
+        let (action, kind) = match &result {
+            Ok((retry, paused)) => {
+                let kind = match (retry, paused) {
+                    (_, true) => ReconcileResult::Paused,
+                    (Retry::Slow, _) => ReconcileResult::Stalled,
+                    (Retry::Backoff, _) => ReconcileResult::Error,
+                    _ => ReconcileResult::Ok,
+                };
+                (action_for(*retry, &oref, &ctx), kind)
+            }
+            Err(_) => (Action::await_change(), ReconcileResult::Error),
+        };
+        ctx.metrics
+            .reconciled(kind, started.elapsed().as_secs_f64());
+        result.map(|_| action)
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(obj: Arc<Guarded>, err: &RuntimeError, ctx: Arc<OrgCtx>) -> Action {
+    warn!(
+        object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        error = %err,
+        "reconcile failed"
+    );
+    Action::requeue(ctx.backoff.failed(ObjectRef::from_obj(obj.as_ref())))
+}
+
+fn action_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Action {
+    match retry {
+        Retry::Backoff => return Action::requeue(ctx.backoff.failed(oref.clone())),
+        Retry::Resync | Retry::Soon | Retry::Slow => ctx.backoff.succeeded(oref),
+    }
+    let delay = match retry {
+        Retry::Soon => requeue::SOON,
+        Retry::Slow => requeue::jitter(requeue::SLOW.max(ctx.resync)),
+        _ => requeue::jitter(ctx.resync),
+    };
+    Action::requeue(delay)
+}
+
+/// Returns when to come back and whether the object is paused.
+async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool), RuntimeError> {
+    let name = corg.name_any();
+    let ns = corg.namespace().unwrap_or_default();
+    let api: Api<CustomerOrg> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = corg.metadata.deletion_timestamp.is_some();
+    let paused = corg
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if deleting && !finalizer::has(corg) {
+        return Ok((Retry::Resync, paused));
+    }
+    let provider_name = corg.spec.provider_ref.name.clone();
+    let current = ctx.providers.get(&ObjectRef::new(&provider_name));
+    let provider = match ctx
+        .registry
+        .availability(&provider_name, current.as_deref())
+    {
+        Availability::Ready(p) => p,
+        Availability::Unavailable { reason, message } => {
+            if deleting && corg.spec.deletion_policy == DeletionPolicy::Orphan {
+                // Orphan needs no API call: let the object go.
+                remove_finalizer(&api, corg, ctx).await?;
+                return Ok((Retry::Resync, paused));
+            }
+            debug!(%reason, "provider unavailable");
+            let status = reconcile::status::unavailable(corg, &reason, &message);
+            apply_status(&api, corg, &status, ctx).await?;
+            return Ok((Retry::Slow, paused));
+        }
+    };
+    let rctx = reconcile::Context {
+        client: ctx.client.clone(),
+        provider,
+        provider_name,
+    };
+    if deleting {
+        let off = reconcile::offboard(&rctx, corg).await?;
+        publish(ctx, corg, &off.events).await;
+        if off.done {
+            remove_finalizer(&api, corg, ctx).await?;
+            return Ok((Retry::Resync, paused));
+        }
+        return Ok((off.retry, paused));
+    }
+    if !finalizer::has(corg) {
+        // Before the first provider write, so a deletion always offboards.
+        finalizer::apply(&api, &name, &finalizer::add_patch(corg)).await?;
+        ctx.metrics.kube_write(KubeWrite::Finalizer);
+    }
+    let outcome = reconcile::reconcile(&rctx, corg).await?;
+    publish(ctx, corg, &outcome.events).await;
+    apply_status(&api, corg, &outcome.status, ctx).await?;
+    Ok((outcome.retry, paused))
+}
+
+async fn remove_finalizer(
+    api: &Api<CustomerOrg>,
+    corg: &CustomerOrg,
+    ctx: &OrgCtx,
+) -> Result<(), RuntimeError> {
+    if let Some(patch) = finalizer::remove_patch(corg) {
+        finalizer::apply(api, &corg.name_any(), &patch).await?;
+        ctx.metrics.kube_write(KubeWrite::Finalizer);
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &OrgCtx, corg: &CustomerOrg, evs: &[OrgEvent]) {
+    if evs.is_empty() {
+        return;
+    }
+    let regarding = corg.object_ref(&());
+    events::publish(&ctx.client, &ctx.metrics, &regarding, evs).await;
+}
+
+/// Server-side apply of the whole status, skipped when nothing changed (a converged
+/// object costs zero writes).
+async fn apply_status(
+    api: &Api<CustomerOrg>,
+    corg: &CustomerOrg,
+    status: &CustomerOrgStatus,
+    ctx: &OrgCtx,
+) -> Result<(), RuntimeError> {
+    if !status_differs(corg.status.as_ref(), status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "orgops.dev/v1alpha1",
+        "kind": "CustomerOrg",
+        "status": status,
+    });
+    api.patch_status(
+        &corg.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.kube_write(KubeWrite::Status);
+    Ok(())
+}
+
+/// Compared as JSON, the way the API server would store it.
+pub fn status_differs(current: Option<&CustomerOrgStatus>, wanted: &CustomerOrgStatus) -> bool {
+    let wanted = serde_json::to_value(wanted).unwrap_or_default();
+    let current = current
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or(serde_json::Value::Null);
+    current != wanted
+}
+
+/// Runs one CustomerOrg controller until `shutdown` resolves.
+pub async fn run(
+    ctrl: Controller<Guarded>,
+    ctx: Arc<OrgCtx>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    ctrl.with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok(_) => {}
+                Err(controller::Error::ObjectNotFound(_)) => {}
+                Err(err) => warn!(error = %err, "CustomerOrg controller"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    #[test]
+    fn identical_status_is_not_written_again() {
+        let status = CustomerOrgStatus {
+            org_id: Some("org_1".into()),
+            observed_generation: Some(3),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Reconciled".into(),
+                message: "ok".into(),
+                observed_generation: Some(3),
+                last_transition_time: crate::api::conditions::now(),
+            }],
+            ..Default::default()
+        };
+        assert!(!status_differs(Some(&status), &status.clone()));
+        assert!(status_differs(None, &status));
+        let mut newer = status.clone();
+        newer.observed_generation = Some(4);
+        assert!(status_differs(Some(&status), &newer));
+    }
+}

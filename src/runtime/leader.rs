@@ -1,0 +1,66 @@
+//! Leader election on a coordination.k8s.io Lease (kube-lease-manager).
+use super::error::RuntimeError;
+use kube::Client;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Lease validity and how early the holder renews: a crashed leader is replaced in
+/// about 15 s.
+const LEASE_SECONDS: u64 = 15;
+const GRACE_SECONDS: u64 = 5;
+
+pub struct Leadership {
+    pub is_leader: watch::Receiver<bool>,
+    task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
+}
+
+/// This process's identity in the Lease: the pod name when set, else host + random.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "orgops".into());
+            format!("{host}-{}", uuid::Uuid::new_v4().simple())
+        })
+}
+
+pub async fn start(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Leadership, RuntimeError> {
+    let manager = LeaseManagerBuilder::new(client, name)
+        .with_namespace(namespace)
+        .with_identity(identity())
+        .with_duration(LEASE_SECONDS)
+        .with_grace(GRACE_SECONDS)
+        .with_field_manager("orgops-leader-election")
+        .build()
+        .await?;
+    let (is_leader, task) = manager.watch().await;
+    Ok(Leadership { is_leader, task })
+}
+
+impl Leadership {
+    /// Waits until this process holds the Lease; `false` when the watch ended.
+    pub async fn acquired(&mut self) -> bool {
+        self.is_leader.wait_for(|v| *v).await.is_ok()
+    }
+
+    /// Resolves when the Lease is lost (or the manager stopped).
+    pub async fn lost(mut rx: watch::Receiver<bool>) {
+        let _ = rx.wait_for(|v| !*v).await;
+    }
+
+    /// Releases the Lease so a standby takes over at once instead of after expiry.
+    pub async fn release(self) {
+        drop(self.is_leader);
+        match self.task.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "releasing the leader Lease"),
+            Err(err) => tracing::warn!(error = %err, "leader election task"),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `orgops run`: the operator process (controllers, providers, metrics, leader election).
+//!
+//! Decisions:
+//! - Leader election is on by default; `--leader-election=false` is for local runs and
+//!   tests with a single process.
+//! - Losing the Lease ends the process with an error (exit code 1) after in-flight
+//!   reconciles finish; the Deployment restarts it as a standby. Simple and safe.
+//! - `/readyz` is ok while leading and while standing by as a healthy non-leader (so a
+//!   rollout of several replicas completes); `/healthz` is ok while the process lives.
+//! - `orgops_queue_depth` counts reconciles in flight or waiting for a worker slot; objects
+//!   only scheduled for a later requeue are not counted (approximate by design).
+
+pub mod args;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod finalizer;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod provider_controller;
+pub mod registry;
+pub mod requeue;
+pub mod telemetry;
+
+pub use args::RunArgs;
+pub use error::RuntimeError;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use http::{Health, Phase};
+use metrics::Metrics;
+use registry::Registry;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+type Signal = Shared<BoxFuture<'static, ()>>;
+
+/// Runs until SIGTERM/SIGINT (Ok) or until the leader Lease is lost (Err).
+pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| RuntimeError::Http {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    let app = http::router(metrics.clone(), health.clone());
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            warn!(error = %err, "metrics server stopped");
+        }
+    });
+    info!(addr = %args.metrics_addr, namespaces = ?args.watched_namespaces(),
+        resync = ?args.resync_interval, concurrency = args.concurrency,
+        leader_election = args.leader_election, "starting orgops");
+
+    let shutdown: Signal = shutdown_signal().boxed().shared();
+    if !args.leader_election {
+        health.set(Phase::Leading);
+        metrics.set_leader(true);
+        run_controllers(&args, client, metrics.clone(), shutdown).await;
+        health.set(Phase::Stopping);
+        return Ok(());
+    }
+
+    let lease_ns = args.lease_namespace();
+    let mut leadership = leader::start(client.clone(), &lease_ns, &args.lease_name).await?;
+    health.set(Phase::StandingBy);
+    info!(lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for the leader Lease");
+    let acquired = tokio::select! {
+        got = leadership.acquired() => got,
+        () = shutdown.clone() => false,
+    };
+    if !acquired {
+        health.set(Phase::Stopping);
+        leadership.release().await;
+        return Ok(());
+    }
+    info!("acquired the leader Lease; starting controllers");
+    health.set(Phase::Leading);
+    metrics.set_leader(true);
+    let lost: Signal = leader::Leadership::lost(leadership.is_leader.clone())
+        .boxed()
+        .shared();
+    let stop: Signal = futures::future::select(shutdown.clone(), lost.clone())
+        .map(drop)
+        .boxed()
+        .shared();
+    run_controllers(&args, client, metrics.clone(), stop).await;
+    health.set(Phase::Stopping);
+    metrics.set_leader(false);
+    let lost_lease = lost.peek().is_some() && shutdown.peek().is_none();
+    leadership.release().await;
+    if lost_lease {
+        return Err(RuntimeError::LeadershipLost);
+    }
+    Ok(())
+}
+
+/// The OrgProvider controller and one CustomerOrg controller per watched namespace (or
+/// one for all), until `stop` resolves and in-flight reconciles finish.
+async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics, stop: Signal) {
+    let registry = Arc::new(Registry::default());
+    let provider_ctrl = provider_controller::controller(client.clone());
+    let providers = provider_ctrl.store();
+    let provider_ctx = Arc::new(provider_controller::ProviderCtx {
+        client: client.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        resync: args.resync_interval,
+        backoff: Default::default(),
+    });
+    let org_ctx = Arc::new(controller::OrgCtx {
+        client: client.clone(),
+        registry: registry.clone(),
+        providers: providers.clone(),
+        metrics,
+        resync: args.resync_interval,
+        backoff: Default::default(),
+        permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
+    });
+    let namespaces = args.watched_namespaces();
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut tasks =
+        vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];
+    for ns in scopes {
+        let ctrl = controller::controller(client.clone(), ns, providers.clone(), &registry);
+        tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
+    }
+    futures::future::join_all(tasks).await;
+    info!("controllers stopped");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT: shutting down"),
+        () = term => info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,280 @@
+//! Controller for OrgProviders: reads the parent key, checks it with whoami, sizes the
+//! rate limiter, reports Ready/Stalled and publishes the provider to the registry.
+use super::error::RuntimeError;
+use super::metrics::{KubeWrite, Metrics};
+use super::registry::{Fingerprint, Registry, Slot};
+use super::requeue::{self, Backoff};
+use crate::api::conditions::{self, Cond, READY, STALLED};
+use crate::api::{FIELD_MANAGER, OrgProvider, OrgProviderStatus, ProviderType, RateTierSpec};
+use crate::provider::Provider;
+use crate::provider::error::ProviderError;
+use crate::provider::layers::{LayersConfig, LayersProvider, RateTier};
+use crate::provider::types::Secret as ApiKeySecret;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{Instrument, info, info_span, warn};
+
+pub struct ProviderCtx {
+    pub client: Client,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub resync: Duration,
+    pub backoff: Backoff<String>,
+}
+
+/// The result of checking one OrgProvider.
+struct Check {
+    slot: Slot,
+    stalled: bool,
+    organization_id: Option<String>,
+    tier: Option<RateTier>,
+    /// Transient failure: retry with backoff rather than slowly.
+    transient: bool,
+}
+
+/// Builds the OrgProvider controller. `store()` of the returned controller lets the
+/// CustomerOrg controller look providers up.
+pub fn controller(client: Client) -> Controller<OrgProvider> {
+    let providers: Api<OrgProvider> = Api::all(client.clone());
+    let ctrl = Controller::new(providers, watcher::Config::default().any_semantic());
+    let store = ctrl.store();
+    // Metadata only: a rotated parent key shows up as a new resourceVersion without
+    // caching every Secret's data.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client);
+    ctrl.watches(
+        secrets,
+        watcher::Config::default().any_semantic(),
+        move |secret: PartialObjectMeta<Secret>| {
+            referencing(
+                &store,
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+            )
+        },
+    )
+}
+
+fn referencing(store: &Store<OrgProvider>, ns: &str, name: &str) -> Vec<ObjectRef<OrgProvider>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| {
+            let r = &p.spec.credentials_secret_ref;
+            r.namespace == ns && r.name == name
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+pub async fn reconcile(
+    op: Arc<OrgProvider>,
+    ctx: Arc<ProviderCtx>,
+) -> Result<Action, RuntimeError> {
+    let name = op.name_any();
+    let span = info_span!("reconcile_provider", provider = %name);
+    async move {
+        let check = check(&op, &ctx).await?;
+        let status = status_for(&op, &check);
+        ctx.registry.store(&name, check.slot.clone());
+        if op.status.as_ref() != Some(&status) {
+            let api: Api<OrgProvider> = Api::all(ctx.client.clone());
+            let patch = serde_json::json!({
+                "apiVersion": "orgops.dev/v1alpha1",
+                "kind": "OrgProvider",
+                "status": status,
+            });
+            api.patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+            ctx.metrics.kube_write(KubeWrite::Status);
+            match &check.slot.health {
+                Ok(()) => info!(tier = ?check.tier.map(RateTier::as_str), "provider Ready"),
+                Err((reason, message)) => warn!(%reason, %message, "provider not Ready"),
+            }
+        }
+        let action = match (&check.slot.health, check.transient) {
+            (Ok(()), _) => {
+                ctx.backoff.succeeded(&name);
+                Action::requeue(requeue::jitter(ctx.resync))
+            }
+            (Err(_), true) => Action::requeue(ctx.backoff.failed(name.clone())),
+            (Err(_), false) => Action::requeue(requeue::jitter(requeue::SLOW)),
+        };
+        Ok(action)
+    }
+    .instrument(span)
+    .await
+}
+
+pub fn error_policy(op: Arc<OrgProvider>, err: &RuntimeError, ctx: Arc<ProviderCtx>) -> Action {
+    warn!(provider = %op.name_any(), error = %err, "OrgProvider reconcile failed");
+    Action::requeue(ctx.backoff.failed(op.name_any()))
+}
+
+async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeError> {
+    let mut fingerprint = Fingerprint {
+        uid: op.uid().unwrap_or_default(),
+        generation: op.metadata.generation,
+        secret_version: String::new(),
+    };
+    let failed = |fingerprint: Fingerprint, reason: &str, message: String, stalled: bool| Check {
+        slot: Slot {
+            fingerprint,
+            provider: None,
+            health: Err((reason.to_string(), message)),
+        },
+        stalled,
+        organization_id: None,
+        tier: None,
+        transient: false,
+    };
+    match op.spec.provider_type {
+        ProviderType::Layers => {}
+    }
+    let r = &op.spec.credentials_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
+    let Some(secret) = secrets.get_opt(&r.name).await? else {
+        let msg = format!("Secret {}/{} does not exist", r.namespace, r.name);
+        return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
+    };
+    fingerprint.secret_version = secret.resource_version().unwrap_or_default();
+    let key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let Some(key) = key else {
+        let msg = format!(
+            "Secret {}/{} has no non-empty key {:?}",
+            r.namespace, r.name, r.key
+        );
+        return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
+    };
+    let provider = match ctx.registry.reusable(&op.name_any(), &fingerprint) {
+        Some(p) => p,
+        None => {
+            let mut cfg = LayersConfig::new(op.spec.base_url.clone(), ApiKeySecret::new(key));
+            cfg.metrics = Some(ctx.metrics.provider.clone());
+            cfg.tier = fixed_tier(op.spec.rate_limit.tier);
+            match LayersProvider::new(cfg) {
+                Ok(p) => Arc::new(p),
+                Err(err) => {
+                    let msg = format!("cannot build a client: {}", err.message());
+                    return Ok(failed(fingerprint, "InvalidConfiguration", msg, true));
+                }
+            }
+        }
+    };
+    match provider.whoami().await {
+        Ok(identity) => {
+            let admin = identity.scopes.is_empty()
+                || identity.scopes.iter().any(|s| s == "org:admin" || s == "*");
+            if !admin {
+                let msg = "the parent key lacks scope org:admin".to_string();
+                return Ok(failed(fingerprint, "Forbidden", msg, true));
+            }
+            let tier = fixed_tier(op.spec.rate_limit.tier)
+                .unwrap_or_else(|| RateTier::from_whoami(&identity.rate_limit_tier));
+            provider.set_tier(tier);
+            Ok(Check {
+                slot: Slot {
+                    fingerprint,
+                    provider: Some(provider),
+                    health: Ok(()),
+                },
+                stalled: false,
+                organization_id: Some(identity.organization_id),
+                tier: Some(tier),
+                transient: false,
+            })
+        }
+        Err(err) => {
+            let (reason, transient) = classify(&err);
+            let msg = format!("whoami failed: {} {}", err.code(), err.message());
+            let mut check = failed(fingerprint, reason, msg, !transient);
+            check.transient = transient;
+            Ok(check)
+        }
+    }
+}
+
+fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
+    match spec {
+        RateTierSpec::Auto => None,
+        RateTierSpec::Standard => Some(RateTier::Standard),
+        RateTierSpec::Pilot => Some(RateTier::Pilot),
+        RateTierSpec::Partner => Some(RateTier::Partner),
+        RateTierSpec::Unlimited => Some(RateTier::Unlimited),
+    }
+}
+
+/// Condition reason for a failed whoami, and whether it is worth retrying soon.
+fn classify(err: &ProviderError) -> (&'static str, bool) {
+    match err {
+        ProviderError::Unauthenticated(_) => ("Unauthorized", false),
+        ProviderError::ForbiddenScope(_) => ("Forbidden", false),
+        ProviderError::KillSwitch(_) => ("KillSwitch", false),
+        e if e.is_retryable() => ("Unreachable", true),
+        _ => ("ApiRejected", false),
+    }
+}
+
+fn status_for(op: &OrgProvider, check: &Check) -> OrgProviderStatus {
+    let previous = op.status.clone().unwrap_or_default();
+    let generation = op.metadata.generation;
+    let (ready, stalled) = match &check.slot.health {
+        Ok(()) => (
+            Cond::new(READY, true, "Authenticated", "the parent key works"),
+            Cond::new(STALLED, false, "Authenticated", "the parent key works"),
+        ),
+        Err((reason, message)) => (
+            Cond::new(READY, false, reason, message.clone()),
+            Cond::new(STALLED, check.stalled, reason, message.clone()),
+        ),
+    };
+    let wanted = [ready.generation(generation), stalled.generation(generation)];
+    OrgProviderStatus {
+        // Keep what was last learnt when whoami fails: still true, and avoids flapping writes.
+        organization_id: check
+            .organization_id
+            .clone()
+            .or(previous.organization_id.clone()),
+        rate_limit_tier: check
+            .tier
+            .map(|t| t.as_str().to_string())
+            .or(previous.rate_limit_tier.clone()),
+        observed_generation: generation,
+        conditions: conditions::settle(&previous.conditions, &wanted, &conditions::now()),
+    }
+}
+
+/// Runs the OrgProvider controller until `shutdown` resolves.
+pub async fn run(
+    ctrl: Controller<OrgProvider>,
+    ctx: Arc<ProviderCtx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    ctrl.with_config(controller::Config::default().concurrency(4))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                warn!(error = %err, "OrgProvider controller");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,626 @@
+//! The operator process end to end: real kube-apiserver, real kubectl, the simulator,
+//! `orgops run` under the deploy/ RBAC (ServiceAccount token, leader election on).
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::{
+    Operator, Sim, TestEnv, apply_yaml, apply_yaml_ok, kubectl, wait_for, wait_for_some,
+};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A test namespace with a provider Secret, an OrgProvider (unique per test, cluster
+/// scoped) pointing at a fresh simulator, and an operator with a short resync.
+struct World {
+    env: TestEnv,
+    sim: Sim,
+    op: Operator,
+    provider: String,
+}
+
+impl World {
+    async fn new(name: &str, resync: &str) -> World {
+        let env = TestEnv::new(name).await;
+        let sim = Sim::start(&[]);
+        let provider = format!("p-{}", env.ns);
+        env.kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "parent-key",
+            &format!("--from-literal=apiKey={}", sim.parent_key()),
+        ]);
+        apply_yaml_ok(&format!(
+            r#"apiVersion: orgops.dev/v1alpha1
+kind: OrgProvider
+metadata: {{name: {provider}}}
+spec:
+  type: layers
+  baseUrl: {url}
+  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
+  rateLimit: {{tier: auto}}
+"#,
+            url = sim.base_url(),
+            ns = env.ns
+        ));
+        let lease = format!("orgops-leader-{}", env.ns);
+        let op =
+            Operator::start(&env, &["--resync-interval", resync, "--lease-name", &lease]).await;
+        World {
+            env,
+            sim,
+            op,
+            provider,
+        }
+    }
+
+    fn corg_yaml(&self, name: &str, extra_spec: &str) -> String {
+        format!(
+            r#"apiVersion: orgops.dev/v1alpha1
+kind: CustomerOrg
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  providerRef: {{name: {provider}}}
+  displayName: Acme Coffee
+  externalId: {ns}-{name}
+  metadata: {{plan: growth}}
+  credits:
+    allocated: 500
+    monthlyCap: 5000
+    autoRefill: {{threshold: 100, amount: 200}}
+  apiKeys:
+  - name: integration
+    scopes: [content:read, content:write]
+  webhooks:
+  - name: crm
+    url: https://crm.example.com/layers/webhooks
+    events: [content.generated]
+{extra_spec}"#,
+            ns = self.env.ns,
+            provider = self.provider,
+        )
+    }
+
+    fn corg(&self, name: &str) -> Value {
+        let out = self
+            .env
+            .kubectl_ok(&["get", "customerorg", name, "-o", "json"]);
+        serde_json::from_str(&out).expect("CustomerOrg JSON")
+    }
+
+    async fn wait_ready(&self, name: &str) -> Value {
+        wait_for_some(&format!("CustomerOrg {name} Ready"), CONVERGE, || async {
+            let out = self
+                .env
+                .kubectl(&["get", "customerorg", name, "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let generation = v["metadata"]["generation"].clone();
+            let ready = v["status"]["conditions"].as_array()?.iter().any(|c| {
+                c["type"] == "Ready"
+                    && c["status"] == "True"
+                    && c["observedGeneration"] == generation
+            });
+            ready.then_some(v)
+        })
+        .await
+    }
+
+    fn events(&self, name: &str) -> String {
+        self.env.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "json",
+        ])
+    }
+
+    async fn writes(&self) -> u64 {
+        count(&self.sim.counters().await, |m| m != "GET")
+    }
+
+    async fn cleanup(self) {
+        let _ = kubectl(&[
+            "delete",
+            "orgprovider",
+            &self.provider,
+            "--ignore-not-found",
+        ]);
+        drop(self.op);
+        self.env.cleanup().await;
+    }
+}
+
+fn count(counters: &Value, method: impl Fn(&str) -> bool) -> u64 {
+    counters["requests"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| method(r["method"].as_str().unwrap_or_default()))
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn live_orgs(state: &Value) -> Vec<Value> {
+    state["orgs"]
+        .as_array()
+        .map(|orgs| {
+            orgs.iter()
+                .filter(|o| o["status"] != "archived")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn whoami_with(sim: &Sim, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/v1/whoami", sim.base_url()))
+        .bearer_auth(key)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn secret_value(env: &TestEnv, name: &str, key: &str) -> Option<String> {
+    let out = env.kubectl(&[
+        "get",
+        "secret",
+        name,
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ]);
+    if !out.status.success() || out.stdout.is_empty() {
+        return None;
+    }
+    let b64 = String::from_utf8_lossy(&out.stdout).to_string();
+    let decoded = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b64.as_bytes())?;
+            c.wait_with_output()
+        })
+        .ok()?;
+    Some(String::from_utf8_lossy(&decoded.stdout).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_converges_once_and_then_stays_quiet() {
+    let w = World::new("converge", "3s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let org_id = corg["status"]["orgId"]
+        .as_str()
+        .expect("status.orgId")
+        .to_string();
+    assert_eq!(
+        corg["metadata"]["finalizers"],
+        serde_json::json!(["orgops.dev/offboard"])
+    );
+
+    // The org, its metadata, cap and refill are in the simulator.
+    let state = w.sim.state().await;
+    let orgs = live_orgs(&state);
+    assert_eq!(orgs.len(), 1, "exactly one org: {orgs:?}");
+    let org = &orgs[0];
+    assert_eq!(org["id"], org_id.as_str());
+    assert_eq!(org["name"], "Acme Coffee");
+    assert_eq!(org["metadata"]["plan"], "growth");
+    assert_eq!(org["creditConfig"]["monthlyCreditCap"], 5000);
+    assert_eq!(org["creditConfig"]["refillThreshold"], 100);
+    assert_eq!(org["creditConfig"]["refillAmount"], 200);
+    assert_eq!(org["balance"], 500);
+
+    // The key's Secret authenticates as the child; the webhook lives inside the child.
+    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
+        .as_str()
+        .expect("status.apiKeys[0].secretName")
+        .to_string();
+    let key = wait_for_some("the key Secret", CONVERGE, || async {
+        secret_value(&w.env, &secret_name, "apiKey")
+    })
+    .await;
+    assert_eq!(whoami_with(&w.sim, &key).await, 200);
+    let endpoints: Vec<&Value> = state["webhookEndpoints"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["organizationId"] == org_id.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(endpoints.len(), 1, "one webhook inside the child: {state}");
+
+    // Converged: several resyncs (3 s) cost no API writes and no cluster writes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let writes = w.writes().await;
+    let rv = w.corg("acme")["metadata"]["resourceVersion"].clone();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(w.writes().await, writes, "API writes at steady state");
+    assert_eq!(
+        w.corg("acme")["metadata"]["resourceVersion"],
+        rv,
+        "cluster writes at steady state"
+    );
+    let reads = count(&w.sim.counters().await, |m| m == "GET");
+    assert!(reads > 0, "resync must still read the org");
+
+    // The operator's metrics endpoint works and carries no per-object labels.
+    let metrics = w.op.metrics().await;
+    assert!(
+        metrics.contains("orgops_reconciles_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("orgops_leader 1"), "{metrics}");
+    assert!(!metrics.contains("acme"), "object names in metrics");
+
+    // Nothing secret in the operator's log.
+    let log = w.op.log();
+    assert!(!log.contains(w.sim.parent_key()), "parent key in the log");
+    assert!(!log.contains(&key), "minted key in the log");
+    assert!(!log.contains("whsec_"), "signing secret in the log");
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_and_archived_is_terminal() {
+    let w = World::new("suspend", "30s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let key = secret_value(&w.env, &secret_name, "apiKey").expect("key Secret");
+
+    apply_yaml_ok(&w.corg_yaml("acme", "  state: suspended\n"));
+    w.wait_ready("acme").await;
+    let state = w.sim.state().await;
+    let org = live_orgs(&state)
+        .into_iter()
+        .find(|o| o["id"] == org_id.as_str())
+        .expect("org");
+    assert_eq!(org["status"], "suspended");
+    assert_eq!(whoami_with(&w.sim, &key).await, 503);
+
+    apply_yaml_ok(&w.corg_yaml("acme", "  state: active\n"));
+    w.wait_ready("acme").await;
+    assert_eq!(whoami_with(&w.sim, &key).await, 200);
+
+    apply_yaml_ok(&w.corg_yaml("acme", "  state: archived\n"));
+    wait_for("archived in the simulator", CONVERGE, || async {
+        let state = w.sim.state().await;
+        state["orgs"].as_array().is_some_and(|o| {
+            o.iter()
+                .any(|o| o["id"] == org_id.as_str() && o["status"] == "archived")
+        })
+    })
+    .await;
+    let refused = apply_yaml(&w.corg_yaml("acme", "  state: active\n"));
+    assert!(
+        !refused.status.success(),
+        "archived -> active must be refused at admission"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_up_moves_exactly_the_difference_once() {
+    let w = World::new("topup", "3s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let yaml = w
+        .corg_yaml("acme", "")
+        .replace("allocated: 500", "allocated: 800");
+    apply_yaml_ok(&yaml);
+    w.wait_ready("acme").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let state = w.sim.state().await;
+    let ledger = state["ledgers"][org_id.as_str()]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let allocations: Vec<i64> = ledger
+        .iter()
+        .filter(|e| e["eventType"] == "allocation")
+        .map(|e| e["credits"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(allocations.iter().sum::<i64>(), 800, "ledger: {ledger:?}");
+    assert_eq!(
+        allocations.len(),
+        2,
+        "one initial transfer and one top-up: {ledger:?}"
+    );
+    assert!(
+        w.events("acme").contains("txn_"),
+        "CreditsAllocated Event with the txn id"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_changes_are_corrected_on_resync() {
+    let w = World::new("drift", "3s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let http = reqwest::Client::new();
+    let base = w.sim.base_url().to_string();
+    let resp = http
+        .post(format!("{base}/v1/organizations/{org_id}/suspend"))
+        .bearer_auth(w.sim.parent_key())
+        .send()
+        .await
+        .expect("suspend out of band");
+    assert!(resp.status().is_success());
+    let resp = http
+        .patch(format!("{base}/v1/organizations/{org_id}"))
+        .bearer_auth(w.sim.parent_key())
+        .header("Idempotency-Key", "drift-test-edit")
+        .json(&serde_json::json!({"name": "Someone Else"}))
+        .send()
+        .await
+        .expect("rename out of band");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    wait_for("drift corrected in the simulator", CONVERGE, || async {
+        let state = w.sim.state().await;
+        live_orgs(&state).iter().any(|o| {
+            o["id"] == org_id.as_str() && o["status"] == "active" && o["name"] == "Acme Coffee"
+        })
+    })
+    .await;
+    wait_for("a DriftCorrected Event", CONVERGE, || async {
+        w.events("acme").contains("DriftCorrected")
+    })
+    .await;
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_archives_and_orphan_leaves_the_org() {
+    let w = World::new("delete", "30s").await;
+    apply_yaml_ok(&w.corg_yaml("gone", ""));
+    apply_yaml_ok(&w.corg_yaml("kept", "  deletionPolicy: Orphan\n"));
+    let gone = w.wait_ready("gone").await["status"]["orgId"]
+        .as_str()
+        .expect("orgId")
+        .to_string();
+    let kept = w.wait_ready("kept").await["status"]["orgId"]
+        .as_str()
+        .expect("orgId")
+        .to_string();
+
+    w.env
+        .kubectl_ok(&["delete", "customerorg", "gone", "--timeout=60s"]);
+    w.env
+        .kubectl_ok(&["delete", "customerorg", "kept", "--timeout=60s"]);
+    let state = w.sim.state().await;
+    let status_of = |id: &str| {
+        state["orgs"]
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["id"] == id))
+            .map(|o| o["status"].clone())
+    };
+    assert_eq!(status_of(&gone), Some(Value::from("archived")));
+    assert_eq!(status_of(&kept), Some(Value::from("active")));
+    let events = w.events("gone");
+    assert!(events.contains("Archived"), "Archived Event: {events}");
+    assert!(
+        events.contains("500"),
+        "reclaimed credits in the Event: {events}"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_api_calls_and_rotation_yields_a_new_key() {
+    let w = World::new("pause", "2s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let old_key = secret_value(&w.env, &secret_name, "apiKey").expect("key Secret");
+
+    w.env
+        .kubectl_ok(&["annotate", "customerorg", "acme", "orgops.dev/paused=true"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let org_calls = |c: &Value| {
+        c["requests"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter(|r| {
+                        r["route"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with("/v1/organizations/"))
+                    })
+                    .map(|r| r["count"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    let before = org_calls(&w.sim.counters().await);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        org_calls(&w.sim.counters().await),
+        before,
+        "API calls while paused"
+    );
+
+    w.env
+        .kubectl_ok(&["annotate", "customerorg", "acme", "orgops.dev/paused-"]);
+    w.env.kubectl_ok(&[
+        "annotate",
+        "customerorg",
+        "acme",
+        "orgops.dev/rotate-keys=1",
+    ]);
+    let new_key = wait_for_some("a rotated key", CONVERGE, || async {
+        secret_value(&w.env, &secret_name, "apiKey").filter(|k| *k != old_key)
+    })
+    .await;
+    assert_eq!(whoami_with(&w.sim, &new_key).await, 200);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_cluster_reapply_creates_nothing_new() {
+    let w = World::new("lost", "30s").await;
+    let yaml = w.corg_yaml("acme", "");
+    apply_yaml_ok(&yaml);
+    let corg = w.wait_ready("acme").await;
+    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let orgs_before = w.sim.state().await["orgs"].as_array().map_or(0, Vec::len);
+    let transfers = |s: &Value| {
+        s["ledgers"][org_id.as_str()].as_array().map_or(0, |l| {
+            l.iter().filter(|e| e["eventType"] == "allocation").count()
+        })
+    };
+    let transfers_before = transfers(&w.sim.state().await);
+
+    // The cluster forgets everything without offboarding.
+    w.env.kubectl_ok(&[
+        "patch",
+        "customerorg",
+        "acme",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    w.env
+        .kubectl_ok(&["delete", "customerorg", "acme", "--timeout=30s"]);
+    w.env
+        .kubectl_ok(&["delete", "secret", &secret_name, "--ignore-not-found"]);
+
+    apply_yaml_ok(&yaml);
+    let corg = w.wait_ready("acme").await;
+    assert_eq!(
+        corg["status"]["orgId"],
+        org_id.as_str(),
+        "adopted, not created"
+    );
+    let state = w.sim.state().await;
+    assert_eq!(
+        state["orgs"].as_array().map_or(0, Vec::len),
+        orgs_before,
+        "no new org"
+    );
+    assert_eq!(transfers(&state), transfers_before, "no new transfer");
+    let key = wait_for_some("the key Secret", CONVERGE, || async {
+        secret_value(&w.env, &secret_name, "apiKey")
+    })
+    .await;
+    assert_eq!(whoami_with(&w.sim, &key).await, 200);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_provider_is_reported_and_causes_no_writes() {
+    let env = TestEnv::new("noprov").await;
+    let sim = Sim::start(&[]);
+    let provider = format!("p-{}", env.ns);
+    apply_yaml_ok(&format!(
+        r#"apiVersion: orgops.dev/v1alpha1
+kind: OrgProvider
+metadata: {{name: {provider}}}
+spec:
+  type: layers
+  baseUrl: {url}
+  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
+"#,
+        url = sim.base_url(),
+        ns = env.ns
+    ));
+    let lease = format!("orgops-leader-{}", env.ns);
+    let op = Operator::start(&env, &["--resync-interval", "3s", "--lease-name", &lease]).await;
+    apply_yaml_ok(&format!(
+        r#"apiVersion: orgops.dev/v1alpha1
+kind: CustomerOrg
+metadata: {{name: acme, namespace: {ns}}}
+spec:
+  providerRef: {{name: {provider}}}
+  displayName: Acme Coffee
+"#,
+        ns = env.ns
+    ));
+    let reason = |env: &TestEnv| {
+        let out = env.kubectl(&[
+            "get",
+            "customerorg",
+            "acme",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}"#,
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for("Ready=False CredentialsMissing", CONVERGE, || async {
+        reason(&env) == "CredentialsMissing"
+    })
+    .await;
+    assert_eq!(
+        count(&sim.counters().await, |m| m != "GET"),
+        0,
+        "no writes without a provider"
+    );
+
+    // A wrong key: Unauthorized. Then the right key: applied without a restart.
+    env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "parent-key",
+        "--from-literal=apiKey=lp_wrong",
+    ]);
+    wait_for("Ready=False Unauthorized", CONVERGE, || async {
+        reason(&env) == "Unauthorized"
+    })
+    .await;
+    let fixed = format!(r#"{{"stringData":{{"apiKey":"{}"}}}}"#, sim.parent_key());
+    env.kubectl_ok(&[
+        "patch",
+        "secret",
+        "parent-key",
+        "--type=merge",
+        "-p",
+        &fixed,
+    ]);
+    wait_for("OrgProvider Ready after rotation", CONVERGE, || async {
+        let out = kubectl(&[
+            "get",
+            "orgprovider",
+            &provider,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ]);
+        out.stdout == b"True"
+    })
+    .await;
+    assert!(
+        op.log().matches("lp_wrong").next().is_none(),
+        "key in the log"
+    );
+    assert!(
+        !op.log().contains(sim.parent_key()),
+        "parent key in the log"
+    );
+    let _ = kubectl(&["delete", "orgprovider", &provider, "--ignore-not-found"]);
+    drop(op);
+    env.cleanup().await;
+}
