@@ -587,6 +587,65 @@ async fn audit(env: &TestEnv, sim: &Sim, customers: &[Customer], starting_total:
     audit
 }
 
+/// The audit must be able to fail: an extra key and an extra credit behind the operator's
+/// back (it is stopped by now) are reported as duplicates.
+async fn audit_catches_tampering(
+    env: &TestEnv,
+    sim: &Sim,
+    customers: &[Customer],
+    starting_total: i64,
+) {
+    let Some(c) = customers.iter().find(|c| !c.deleted) else {
+        return;
+    };
+    let state = sim.state().await;
+    let org_id = SimView::parse(&state)
+        .orgs
+        .iter()
+        .find(|o| {
+            o["metadata"]["externalId"] == c.external_id.as_str() && o["status"] != "archived"
+        })
+        .and_then(|o| o["id"].as_str().map(str::to_string))
+        .expect("the audited customer has an org");
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/organizations/{org_id}", sim.base_url());
+    for (path, body) in [
+        (
+            "api-keys",
+            json!({"name": "rogue", "scopes": ["content:read"]}),
+        ),
+        ("credits/allocate", json!({"credits": 1})),
+    ] {
+        let resp = http
+            .post(format!("{base}/{path}"))
+            .bearer_auth(sim.parent_key())
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("tamper request");
+        assert!(
+            resp.status().is_success(),
+            "tamper {path}: {}",
+            resp.status()
+        );
+    }
+    let audit = audit(env, sim, customers, starting_total).await;
+    let dups: Vec<&String> = audit
+        .violations
+        .iter()
+        .filter(|(k, m)| *k == Kind::Duplicated && m.starts_with(&format!("{}:", c.name)))
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        dups.iter().any(|m| m.contains("active key"))
+            && dups.iter().any(|m| m.contains("credits allocated")),
+        "the audit missed a rogue key and an extra credit on {}: {:?}",
+        c.name,
+        audit.violations
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_nothing_and_duplicates_nothing() {
     let n = env_usize("ORGOPS_CHAOS_ORGS", 40);
@@ -730,6 +789,9 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         audit.add(Kind::Wrong, "the operator logged the parent key".into());
     }
     drop(op);
+    if audit.violations.is_empty() {
+        audit_catches_tampering(&env, &sim, &customers, starting_total).await;
+    }
 
     println!(
         "chaos: {n} orgs, {kills} kills, {faults} faults injected, {} lost, {} duplicated",

@@ -478,7 +478,7 @@ async fn pause_stops_api_calls_and_rotation_yields_a_new_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_cluster_reapply_creates_nothing_new() {
-    let w = World::new("lost", "30s").await;
+    let mut w = World::new("lost", "30s").await;
     let yaml = w.corg_yaml("acme", "");
     apply_yaml_ok(&yaml);
     let corg = w.wait_ready("acme").await;
@@ -495,7 +495,9 @@ async fn lost_cluster_reapply_creates_nothing_new() {
     };
     let transfers_before = transfers(&w.sim.state().await);
 
-    // The cluster forgets everything without offboarding.
+    // The cluster forgets everything without offboarding. A lost cluster has no operator
+    // running: a live one would re-add its finalizer and archive the org on the delete.
+    w.op.kill();
     w.env.kubectl_ok(&[
         "patch",
         "customerorg",
@@ -510,6 +512,7 @@ async fn lost_cluster_reapply_creates_nothing_new() {
         .kubectl_ok(&["delete", "secret", &secret_name, "--ignore-not-found"]);
 
     apply_yaml_ok(&yaml);
+    w.op.restart();
     let corg = w.wait_ready("acme").await;
     assert_eq!(
         corg["status"]["orgId"],
@@ -623,4 +626,275 @@ spec:
     let _ = kubectl(&["delete", "orgprovider", &provider, "--ignore-not-found"]);
     drop(op);
     env.cleanup().await;
+}
+
+/// (status, reason, message) of condition `type_`, if present.
+fn condition(corg: &Value, type_: &str) -> Option<(String, String, String)> {
+    let c = corg["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?;
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((s("status"), s("reason"), s("message")))
+}
+
+impl World {
+    /// Waits until Stalled=True with `reason` at the current generation; returns the object.
+    async fn wait_stalled(&self, name: &str, reason: &str) -> Value {
+        wait_for_some(
+            &format!("CustomerOrg {name} Stalled {reason}"),
+            CONVERGE,
+            || async {
+                let out = self
+                    .env
+                    .kubectl(&["get", "customerorg", name, "-o", "json"]);
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                let generation = v["metadata"]["generation"].clone();
+                let stalled = v["status"]["conditions"].as_array()?.iter().any(|c| {
+                    c["type"] == "Stalled"
+                        && c["status"] == "True"
+                        && c["reason"] == reason
+                        && c["observedGeneration"] == generation
+                });
+                stalled.then_some(v)
+            },
+        )
+        .await
+    }
+
+    /// API requests about child orgs (not the provider's whoami checks, not /_sim/).
+    async fn org_requests(&self) -> u64 {
+        let counters = self.sim.counters().await;
+        counters["requests"].as_array().map_or(0, |rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["route"]
+                        .as_str()
+                        .is_some_and(|r| r != "/v1/whoami" && r.starts_with("/v1/"))
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_rejection_stalls_with_the_message_and_does_not_retry() {
+    let w = World::new("reject", "2s").await;
+    // Valid at admission (40 entries, values under 500) but over the API's 16 KB metadata limit.
+    let big = "x".repeat(450);
+    let entries: Vec<String> = (0..40).map(|i| format!("k{i}: {big}")).collect();
+    let yaml = w.corg_yaml("acme", "").replace(
+        "metadata: {plan: growth}",
+        &format!("metadata: {{{}}}", entries.join(", ")),
+    );
+    apply_yaml_ok(&yaml);
+    let corg = w.wait_stalled("acme", "ApiRejected").await;
+    let (ready, _, message) = condition(&corg, "Ready").expect("Ready condition");
+    assert_eq!(ready, "False");
+    assert!(message.contains("16 KB"), "API message in Ready: {message}");
+    wait_for("a Warning ApiRejected Event", CONVERGE, || async {
+        let events: Value = serde_json::from_str(&w.events("acme")).unwrap_or_default();
+        events["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|e| e["type"] == "Warning" && e["reason"] == "ApiRejected")
+        })
+    })
+    .await;
+    assert!(live_orgs(&w.sim.state().await).is_empty(), "no org created");
+
+    // Same generation: no retry storm, not even reads, across several 2 s resyncs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = w.org_requests().await;
+    let rv = w.corg("acme")["metadata"]["resourceVersion"].clone();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        w.org_requests().await,
+        before,
+        "API calls while rejected: {}",
+        w.sim.counters().await
+    );
+    assert_eq!(
+        w.corg("acme")["metadata"]["resourceVersion"],
+        rv,
+        "cluster writes while rejected"
+    );
+    let events: Value = serde_json::from_str(&w.events("acme")).expect("events JSON");
+    let warnings: u64 = events["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|e| e["reason"] == "ApiRejected")
+                .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(warnings, 1, "one Warning per episode: {events}");
+
+    // Fixing the spec (new generation) converges.
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    w.wait_ready("acme").await;
+    assert_eq!(live_orgs(&w.sim.state().await).len(), 1);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_provider_is_reported_in_conditions() {
+    let w = World::new("noref", "30s").await;
+    let yaml = w
+        .corg_yaml("acme", "")
+        .replace(&format!("name: {}}}", w.provider), "name: nowhere}");
+    assert!(yaml.contains("providerRef: {name: nowhere}"), "{yaml}");
+    apply_yaml_ok(&yaml);
+    let corg = w.wait_stalled("acme", "ProviderNotFound").await;
+    let (ready, reason, message) = condition(&corg, "Ready").expect("Ready condition");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "ProviderNotFound")
+    );
+    assert!(message.contains("nowhere"), "{message}");
+    assert_eq!(
+        w.org_requests().await,
+        0,
+        "no API call without its provider"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_secret_is_never_overwritten() {
+    let w = World::new("foreign", "30s").await;
+    w.env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "acme-integration",
+        "--from-literal=apiKey=mine",
+    ]);
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_stalled("acme", "SecretConflict").await;
+    let (_, _, message) = condition(&corg, "Stalled").expect("Stalled condition");
+    assert!(message.contains("acme-integration"), "{message}");
+    assert_eq!(
+        secret_value(&w.env, "acme-integration", "apiKey").as_deref(),
+        Some("mine")
+    );
+    let owners = w.env.kubectl_ok(&[
+        "get",
+        "secret",
+        "acme-integration",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
+    assert!(owners.trim().is_empty(), "owner added: {owners}");
+    let state = w.sim.state().await;
+    let org_id = corg["status"]["orgId"].as_str().expect("orgId");
+    let keys: Vec<&Value> = state["apiKeys"].as_array().map_or(Vec::new(), |k| {
+        k.iter().filter(|k| k["organizationId"] == org_id).collect()
+    });
+    assert!(
+        keys.is_empty(),
+        "no key minted without a Secret to hold it: {keys:?}"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_customer_org_with_the_same_external_id_is_an_adoption_conflict() {
+    let w = World::new("dupext", "30s").await;
+    apply_yaml_ok(&w.corg_yaml("first", ""));
+    let org_id = w.wait_ready("first").await["status"]["orgId"]
+        .as_str()
+        .expect("orgId")
+        .to_string();
+    let second = w.corg_yaml("second", "").replace(
+        &format!("externalId: {}-second", w.env.ns),
+        &format!("externalId: {}-first", w.env.ns),
+    );
+    apply_yaml_ok(&second);
+    let corg = w.wait_stalled("second", "AdoptionConflict").await;
+    let (_, _, message) = condition(&corg, "Stalled").expect("Stalled condition");
+    assert!(message.contains(&org_id), "{message}");
+    assert!(corg["status"]["orgId"].is_null(), "second took the org");
+    assert_eq!(live_orgs(&w.sim.state().await).len(), 1, "no second org");
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_key_is_revoked_and_webhook_url_change_is_patched() {
+    let w = World::new("edits", "30s").await;
+    apply_yaml_ok(&w.corg_yaml("acme", ""));
+    let corg = w.wait_ready("acme").await;
+    let key_id = corg["status"]["apiKeys"][0]["id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let hook_id = corg["status"]["webhooks"][0]["id"]
+        .as_str()
+        .expect("webhook id")
+        .to_string();
+    let patches = |c: &Value| {
+        c["requests"].as_array().map_or(0, |rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["method"] == "PATCH"
+                        && r["route"].as_str().is_some_and(|r| r.contains("webhook"))
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+    };
+    assert_eq!(patches(&w.sim.counters().await), 0);
+
+    let yaml = w
+        .corg_yaml("acme", "")
+        .replace(
+            "  apiKeys:\n  - name: integration\n    scopes: [content:read, content:write]\n",
+            "  apiKeys: []\n",
+        )
+        .replace(
+            "https://crm.example.com/layers/webhooks",
+            "https://crm.example.com/v2/hooks",
+        );
+    assert!(yaml.contains("apiKeys: []") && yaml.contains("/v2/hooks"));
+    apply_yaml_ok(&yaml);
+    let corg = w.wait_ready("acme").await;
+    assert!(
+        corg["status"]["apiKeys"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        corg["status"]
+    );
+
+    let state = w.sim.state().await;
+    let key = state["apiKeys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["id"] == key_id.as_str()))
+        .expect("key in the simulator");
+    assert_eq!(key["status"], "revoked", "{key}");
+    let hook = state["webhookEndpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["id"] == hook_id.as_str()))
+        .expect("the same webhook endpoint");
+    assert_eq!(hook["url"], "https://crm.example.com/v2/hooks");
+    assert_eq!(
+        patches(&w.sim.counters().await),
+        1,
+        "one PATCH, no re-create"
+    );
+    wait_for("the key Secret deleted", CONVERGE, || async {
+        !w.env
+            .kubectl(&["get", "secret", &secret_name])
+            .status
+            .success()
+    })
+    .await;
+    w.cleanup().await;
 }

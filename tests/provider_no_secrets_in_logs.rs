@@ -144,11 +144,17 @@ async fn trace_logs_never_contain_secrets() {
         logs.contains("layers_request") && logs.contains("/v1/organizations/:orgId/api-keys"),
         "request spans were not captured"
     );
-    assert!(logs.contains("retrying provider request"), "no retry logged");
+    assert!(
+        logs.contains("retrying provider request"),
+        "no retry logged"
+    );
     assert!(logs.lines().count() > 50);
     for s in &secrets {
         assert!(s.len() > 10);
         assert!(!logs.contains(s.as_str()), "a secret appeared in the logs");
     }
-    assert!(!logs.contains("whsec_"), "a signing secret appeared in the logs");
+    assert!(
+        !logs.contains("whsec_"),
+        "a signing secret appeared in the logs"
+    );
 }

@@ -112,13 +112,15 @@ impl Run {
 pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     println!("machine: {}", machine::describe());
     let n = opts.orgs;
+    let sim_args = latency_args(opts.latency_ms);
+    println!("simulator latency per request: {} ms", opts.latency_ms);
     let naive_wall = if opts.naive {
-        Some(naive_baseline(n).await?)
+        Some(naive_baseline(n, &sim_args).await?)
     } else {
         None
     };
 
-    let run = Run::setup(common, &opts.tier, n).await?;
+    let run = Run::setup(common, &opts.tier, n, &sim_args).await?;
     let writes_before = cluster::apiserver_writes(&run.client).await?;
     let calls_before = run.api.counters().await?;
     // Converge with the default (long) resync so resyncs do not add load while converging.

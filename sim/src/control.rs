@@ -1,5 +1,4 @@
 //! The `/_sim/` test and chaos API (only with `--control`): no auth, no faults, no limits.
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
@@ -14,6 +13,14 @@ use crate::time::now_us;
 use crate::{Shared, lock};
 
 pub fn handle(shared: &Shared, op: Op, body: &[u8], rid: &str) -> Reply {
+    if op == Op::SimState {
+        let bytes = dump(&lock(&shared.state), shared);
+        return Reply {
+            status: 200,
+            body: bytes.into(),
+            headers: Vec::new(),
+        };
+    }
     match run(shared, op, body) {
         Ok(v) => Reply::json(200, &v),
         Err(e) => Reply::error(&e, rid),
@@ -22,7 +29,6 @@ pub fn handle(shared: &Shared, op: Op, body: &[u8], rid: &str) -> Reply {
 
 fn run(shared: &Shared, op: Op, body: &[u8]) -> Result<Value, ApiError> {
     match op {
-        Op::SimState => Ok(dump(&lock(&shared.state), shared)),
         Op::SimCounters => Ok(counters(shared)),
         Op::SimReset => {
             {
@@ -84,32 +90,59 @@ fn org_entry(o: &Org) -> Value {
     v
 }
 
-/// The whole state. Never includes secrets or their hashes.
-fn dump(st: &State, shared: &Shared) -> Value {
+fn write_array(out: &mut Vec<u8>, name: &str, items: impl Iterator<Item = Value>) {
+    out.extend_from_slice(format!(",\"{name}\":[").as_bytes());
+    for (i, v) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, &v);
+    }
+    out.push(b']');
+}
+
+/// The whole state, written piece by piece so 100k orgs do not build one huge JSON tree.
+/// Never includes secrets or their hashes.
+fn dump(st: &State, shared: &Shared) -> Vec<u8> {
     let now = now_us();
-    let mut orgs: Vec<&Org> = st.orgs.values().filter(|o| o.parent.is_some()).collect();
-    orgs.sort_by_key(|o| o.seq);
+    let mut all: Vec<&Org> = st.orgs.values().collect();
+    all.sort_by_key(|o| o.seq);
     let mut keys: Vec<_> = st.keys.values().collect();
     keys.sort_by_key(|k| k.seq);
     let mut eps: Vec<_> = st.endpoints.values().collect();
     eps.sort_by_key(|e| e.seq);
-    let ledgers: BTreeMap<String, Vec<Value>> = st
-        .orgs
-        .values()
-        .map(|o| (org_id(o.id), o.ledger.iter().map(|e| e.json()).collect()))
-        .collect();
     let parent = st.orgs.get(&st.parent_id);
-    json!({
+    let head = json!({
         "parent": {
             "orgId": org_id(st.parent_id),
             "name": parent.map(|p| p.name.clone()),
             "balance": parent.map_or(0, |p| p.balance),
         },
         "tier": shared.tier.name(),
-        "orgs": orgs.into_iter().map(org_entry).collect::<Vec<_>>(),
-        "apiKeys": keys.into_iter().map(|k| k.json(now, shared.tier)).collect::<Vec<_>>(),
-        "webhookEndpoints": eps.into_iter().map(|e| e.json()).collect::<Vec<_>>(),
-        "ledgers": ledgers,
         "idempotencyKeys": st.idem.len(),
-    })
+    });
+    let mut out = serde_json::to_vec(&head).unwrap_or_else(|_| b"{\"parent\":null}".to_vec());
+    out.pop(); // reopen the object
+    let children = all.iter().filter(|o| o.parent.is_some());
+    write_array(&mut out, "orgs", children.map(|o| org_entry(o)));
+    write_array(
+        &mut out,
+        "apiKeys",
+        keys.iter().map(|k| k.json(now, shared.tier)),
+    );
+    write_array(&mut out, "webhookEndpoints", eps.iter().map(|e| e.json()));
+    out.extend_from_slice(b",\"ledgers\":{");
+    for (i, o) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &org_id(o.id));
+        out.push(b':');
+        let _ = serde_json::to_writer(
+            &mut out,
+            &o.ledger.iter().map(|e| e.json()).collect::<Vec<_>>(),
+        );
+    }
+    out.extend_from_slice(b"}}");
+    out
 }

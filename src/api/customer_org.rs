@@ -269,6 +269,9 @@ fn metadata_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// What the operator last observed and did.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// The apiserver stores this on a new object, so kstatus (Flux) reads it as InProgress
+// until the operator writes a real status; without it an object with no status is Current.
+#[schemars(extend("default" = {"observedGeneration": -1}))]
 pub struct CustomerOrgStatus {
     /// Provider id of the child organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,6 +86,9 @@ pub enum RateTierSpec {
 /// What the operator learnt from the provider.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// The apiserver stores this on a new object, so kstatus (Flux) reads it as InProgress
+// until the operator writes a real status; without it an object with no status is Current.
+#[schemars(extend("default" = {"observedGeneration": -1}))]
 pub struct OrgProviderStatus {
     /// The parent organization id (from whoami).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -110,8 +110,9 @@ async fn write_key_secret(
     secret_name: &str,
     org_id: &str,
     minted: &MintedKey,
+    rotated_for: Option<&str>,
 ) -> Result<(), StepError> {
-    let payload = Payload {
+    let payload = || Payload {
         id_annotation: KEY_ID_ANNOTATION,
         id: &minted.key.id,
         org_id,
@@ -121,24 +122,14 @@ async fn write_key_secret(
         ]),
         secret_key: "apiKey",
         secret: &minted.secret,
+        rotated_for,
     };
     // One immediate retry: the secret is shown once, so losing it costs a replay.
-    match secrets::write(secret_api, corg, secret_name, payload).await {
+    match secrets::write(secret_api, corg, secret_name, payload()).await {
         Ok(()) => Ok(()),
         Err(SecretError::Kube(first)) => {
             tracing::warn!(secret = secret_name, error = %first, "writing key Secret failed; retrying once");
-            let payload = Payload {
-                id_annotation: KEY_ID_ANNOTATION,
-                id: &minted.key.id,
-                org_id,
-                plain: BTreeMap::from([
-                    ("keyId", minted.key.id.clone()),
-                    ("orgId", org_id.to_string()),
-                ]),
-                secret_key: "apiKey",
-                secret: &minted.secret,
-            };
-            Ok(secrets::write(secret_api, corg, secret_name, payload).await?)
+            Ok(secrets::write(secret_api, corg, secret_name, payload()).await?)
         }
         Err(e) => Err(e.into()),
     }
@@ -232,12 +223,21 @@ async fn step(
             secret_name,
             spec_hash,
             replaces,
+            rotation,
             key,
         } => {
             let id = org_id(status)?.to_string();
             let minted = provider.mint_key(&id, new, key).await?;
             // The secret goes to its Secret before anything else happens.
-            write_key_secret(secret_api, corg, secret_name, &id, &minted).await?;
+            write_key_secret(
+                secret_api,
+                corg,
+                secret_name,
+                &id,
+                &minted,
+                rotation.as_deref(),
+            )
+            .await?;
             upsert_key(
                 status,
                 ApiKeyStatus {
@@ -272,11 +272,20 @@ async fn step(
             key_id,
             secret_name,
             spec_hash,
+            rotation,
             key,
         } => {
             let id = org_id(status)?.to_string();
             let minted = provider.rotate_key(&id, key_id, key).await?;
-            write_key_secret(secret_api, corg, secret_name, &id, &minted).await?;
+            write_key_secret(
+                secret_api,
+                corg,
+                secret_name,
+                &id,
+                &minted,
+                Some(rotation.as_str()),
+            )
+            .await?;
             upsert_key(
                 status,
                 ApiKeyStatus {
@@ -324,6 +333,7 @@ async fn step(
                 plain: BTreeMap::from([("endpointId", created.endpoint.id.clone())]),
                 secret_key: "signingSecret",
                 secret: &created.signing_secret,
+                rotated_for: None,
             };
             secrets::write(secret_api, corg, secret_name, payload).await?;
             upsert_hook(
@@ -387,6 +397,7 @@ async fn step(
                 plain: BTreeMap::from([("endpointId", id.clone())]),
                 secret_key: "signingSecret",
                 secret: &secret,
+                rotated_for: None,
             };
             secrets::write(secret_api, corg, secret_name, payload).await?;
             upsert_hook(

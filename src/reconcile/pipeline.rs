@@ -40,6 +40,19 @@ fn provider_failure(e: &ProviderError) -> (Verdict, Retry, Option<OrgEvent>) {
             Retry::Slow,
             Some(warning("ProviderUnauthorized", message)),
         )
+    } else if matches!(e, ProviderError::BillingExhausted(_)) {
+        // Not gated like ApiRejected: topping up the parent (no spec change) must unblock it.
+        let message = format!(
+            "the parent org cannot fund the allocation ({what}); top up the parent's balance"
+        );
+        (
+            Verdict::Stalled {
+                reason: "InsufficientCredits".into(),
+                message: message.clone(),
+            },
+            Retry::Slow,
+            Some(warning("InsufficientCredits", message)),
+        )
     } else if e.needs_human() {
         let message = format!("the provider rejected the spec: {what}; edit the spec to retry");
         (
@@ -372,5 +385,54 @@ fn clone_kube_error(e: &kube::Error) -> kube::Error {
     match e {
         kube::Error::Api(status) => kube::Error::Api(status.clone()),
         other => kube::Error::Service(other.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::error::ApiFailure;
+
+    fn failure(status: u16, code: &str) -> ApiFailure {
+        ApiFailure {
+            status,
+            code: code.to_string(),
+            message: "not allowed".to_string(),
+            request_id: Some("req_1".to_string()),
+            retry_after: None,
+        }
+    }
+
+    fn reason(v: &Verdict) -> &str {
+        match v {
+            Verdict::Stalled { reason, .. } => reason,
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn failures_map_to_the_right_stall_and_retry() {
+        let (v, retry, ev) =
+            provider_failure(&ProviderError::Validation(failure(422, "VALIDATION")));
+        assert_eq!((reason(&v), retry), (REASON_API_REJECTED, Retry::Slow));
+        assert!(ev.is_some_and(|e| e.warning && e.note.contains("not allowed")));
+
+        // A parent top-up fixes this without a spec change: not the generation gate.
+        let (v, retry, _) = provider_failure(&ProviderError::BillingExhausted(failure(
+            402,
+            "BILLING_EXHAUSTED",
+        )));
+        assert_eq!((reason(&v), retry), ("InsufficientCredits", Retry::Slow));
+
+        let (v, retry, _) = provider_failure(&ProviderError::Unauthenticated(failure(
+            401,
+            "UNAUTHENTICATED",
+        )));
+        assert_eq!((reason(&v), retry), ("ProviderUnauthorized", Retry::Slow));
+
+        let (v, retry, ev) = provider_failure(&ProviderError::Timeout);
+        assert!(matches!(v, Verdict::Transient { .. }));
+        assert_eq!(retry, Retry::Backoff);
+        assert!(ev.is_none());
     }
 }

@@ -46,9 +46,11 @@ pub enum Found {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSeen {
     Missing,
-    /// Controlled by this CustomerOrg; `id` is its orgops.dev/key-id or webhook-id annotation.
+    /// Controlled by this CustomerOrg; `id` is its orgops.dev/key-id or webhook-id annotation,
+    /// `rotated_for` the `orgops.dev/rotate-keys` value its key was minted or rotated for.
     Owned {
         id: Option<String>,
+        rotated_for: Option<String>,
     },
     /// Exists but this CustomerOrg does not control it: never overwritten.
     Foreign,
@@ -91,20 +93,25 @@ pub enum Action {
         key: IdempotencyKey,
     },
     /// Mint, or replay a mint whose secret was lost (`replaces` = the key whose Secret is missing:
-    /// revoked when the provider returns a different key).
+    /// revoked when the provider returns a different key). `rotation`: the pending
+    /// rotate-keys value, recorded on the Secret (a fresh key needs no rotation).
     MintKey {
         name: String,
         new: NewApiKey,
         secret_name: String,
         spec_hash: String,
         replaces: Option<String>,
+        rotation: Option<String>,
         key: IdempotencyKey,
     },
+    /// Rotate for the rotate-keys value `rotation`, recorded on the Secret with the new
+    /// key so a retry of a half-done rotation pass skips this key.
     RotateKey {
         name: String,
         key_id: String,
         secret_name: String,
         spec_hash: String,
+        rotation: String,
         key: IdempotencyKey,
     },
     RevokeKey {
@@ -313,7 +320,7 @@ pub fn reads(
 ) -> Reads {
     let default_status = Default::default();
     let status = corg.status.as_ref().unwrap_or(&default_status);
-    let secret_ok = |name: &str, id: &str| matches!(secrets.get(name), Some(SecretSeen::Owned { id: Some(got) }) if got == id);
+    let secret_ok = |name: &str, id: &str| matches!(secrets.get(name), Some(SecretSeen::Owned { id: Some(got), .. }) if got == id);
     let spec_keys: BTreeSet<&str> = corg.spec.api_keys.iter().map(|k| k.name.as_str()).collect();
     let keys_differ = corg.spec.api_keys.iter().any(|k| {
         let recorded = status.api_keys.iter().find(|s| s.name == k.name);
@@ -610,6 +617,12 @@ fn plan_credit_config(corg: &CustomerOrg, org: &Org, uid: &str, drift: bool, pla
     });
 }
 
+/// The rotated key id is part of the key: one rotate-keys value rotates each key once,
+/// and a value reused later (on another key id) is a new request, not a conflicting one.
+fn rotate_key(uid: &str, name: &str, value: &str, key_id: &str) -> IdempotencyKey {
+    derive(&[uid, "rotate", name, value, key_id])
+}
+
 fn is_current(k: &ApiKey) -> bool {
     k.status == KeyStatus::Active && k.superseded_by.is_none()
 }
@@ -639,9 +652,9 @@ fn plan_keys(
             rotation_complete = false;
             continue;
         }
-        let secret_id = match &seen {
-            SecretSeen::Owned { id } => id.clone(),
-            _ => None,
+        let (secret_id, secret_rotated_for) = match &seen {
+            SecretSeen::Owned { id, rotated_for } => (id.clone(), rotated_for.clone()),
+            _ => (None, None),
         };
         let recorded = status.api_keys.iter().find(|s| s.name == spec.name);
         let named: Vec<&ApiKey> = keys.iter().filter(|k| k.name == spec.name).collect();
@@ -692,9 +705,9 @@ fn plan_keys(
                     secret_name: secret_name.clone(),
                     spec_hash,
                     replaces: None,
+                    rotation: rotation.clone(),
                     key: mint_key(named.len()),
                 });
-                rotation_complete = false;
             }
             Some(cur) if sorted(&cur.scopes) != scopes || cur.env != env => {
                 // Scopes and env cannot be edited at the provider: mint a replacement, then revoke.
@@ -704,22 +717,27 @@ fn plan_keys(
                     secret_name: secret_name.clone(),
                     spec_hash,
                     replaces: None,
+                    rotation: rotation.clone(),
                     key: mint_key(named.len()),
                 });
                 plan.actions.push(Action::RevokeKey {
                     name: spec.name.clone(),
                     key_id: cur.id.clone(),
                 });
-                rotation_complete = false;
             }
             Some(cur) if secret_id.as_deref() == Some(cur.id.as_str()) => {
-                if let Some(value) = &rotation {
+                // A Secret already written for this value: rotated earlier in a pass that
+                // failed later on; rotating again would replace a key the user just got.
+                if let Some(value) = &rotation
+                    && secret_rotated_for.as_ref() != Some(value)
+                {
                     plan.actions.push(Action::RotateKey {
                         name: spec.name.clone(),
                         key_id: cur.id.clone(),
                         secret_name: secret_name.clone(),
                         spec_hash,
-                        key: derive(&[uid, "rotate", &spec.name, value]),
+                        rotation: value.clone(),
+                        key: rotate_key(uid, &spec.name, value, &cur.id),
                     });
                 }
             }
@@ -736,12 +754,15 @@ fn plan_keys(
                         .map(|old| (old.id.clone(), value.clone()))
                 });
                 if let Some((old_id, value)) = lost_rotation {
+                    // Same key id and value as the lost request: the provider replays it.
+                    let key = rotate_key(uid, &spec.name, &value, &old_id);
                     plan.actions.push(Action::RotateKey {
                         name: spec.name.clone(),
                         key_id: old_id,
                         secret_name: secret_name.clone(),
                         spec_hash,
-                        key: derive(&[uid, "rotate", &spec.name, &value]),
+                        rotation: value,
+                        key,
                     });
                 } else {
                     plan.actions.push(Action::MintKey {
@@ -750,9 +771,9 @@ fn plan_keys(
                         secret_name: secret_name.clone(),
                         spec_hash,
                         replaces: Some(cur.id.clone()),
+                        rotation: rotation.clone(),
                         key: mint_key(named.len() - 1),
                     });
-                    rotation_complete = false;
                 }
             }
         }
@@ -830,7 +851,7 @@ fn plan_webhooks(
             continue;
         }
         let secret_id = match &seen {
-            SecretSeen::Owned { id } => id.clone(),
+            SecretSeen::Owned { id, .. } => id.clone(),
             _ => None,
         };
         let recorded = status.webhooks.iter().find(|s| s.name == spec.name);

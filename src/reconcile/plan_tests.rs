@@ -126,6 +126,7 @@ fn endpoint(id: &str, name: &str, url: &str) -> WebhookEndpoint {
 fn owned(id: &str) -> SecretSeen {
     SecretSeen::Owned {
         id: Some(id.into()),
+        rotated_for: None,
     }
 }
 
@@ -495,6 +496,107 @@ fn rotation_annotation_rotates_each_key_once() {
         ..Default::default()
     });
     assert!(plan(&c, &o).actions.is_empty());
+}
+
+#[test]
+fn half_done_rotation_pass_rotates_only_the_keys_left() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a"), key_spec("b")];
+    let mut c = corg(s);
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_KEYS_ANNOTATION.to_string(),
+        "1".to_string(),
+    )]));
+    // The failed pass rotated a (key_a1 -> key_a2, Secret written) and then failed on b.
+    let mut a1 = api_key("key_a1", "a");
+    a1.superseded_by = Some("key_a2".into());
+    let mut o = tracked(&c);
+    o.keys = Some(vec![a1, api_key("key_a2", "a"), api_key("key_b1", "b")]);
+    o.secrets.insert(
+        "acme-a".into(),
+        SecretSeen::Owned {
+            id: Some("key_a2".into()),
+            rotated_for: Some("1".into()),
+        },
+    );
+    o.secrets.insert("acme-b".into(), owned("key_b1"));
+    let p = plan(&c, &o);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::RotateKey { key_id, rotation, .. }, Action::MarkRotated { value }] if key_id == "key_b1" && rotation == "1" && value == "1"),
+        "{:?}",
+        p.actions
+    );
+
+    // A Secret recorded for an older value does not count for a new one.
+    o.secrets.insert(
+        "acme-a".into(),
+        SecretSeen::Owned {
+            id: Some("key_a2".into()),
+            rotated_for: Some("0".into()),
+        },
+    );
+    let rotated: Vec<String> = plan(&c, &o)
+        .actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::RotateKey { key_id, .. } => Some(key_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rotated, ["key_a2", "key_b1"]);
+}
+
+#[test]
+fn rotation_keys_differ_per_key_id_and_replay_the_lost_request() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_KEYS_ANNOTATION.to_string(),
+        "1".to_string(),
+    )]));
+    let mut o = tracked(&c);
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    let first = match plan(&c, &o).actions.first() {
+        Some(Action::RotateKey { key, .. }) => key.clone(),
+        other => panic!("expected a rotation, got {other:?}"),
+    };
+    // The response was lost: key_1 is superseded, the Secret still holds key_1.
+    let mut k1 = api_key("key_1", "a");
+    k1.superseded_by = Some("key_2".into());
+    o.keys = Some(vec![k1, api_key("key_2", "a")]);
+    let replay = plan(&c, &o);
+    assert!(
+        matches!(replay.actions.first(), Some(Action::RotateKey { key_id, key, .. }) if key_id == "key_1" && *key == first),
+        "{:?}",
+        replay.actions
+    );
+    // The same value applied again later to another key id is a different request.
+    o.keys = Some(vec![api_key("key_9", "a")]);
+    o.secrets.insert("acme-a".into(), owned("key_9"));
+    assert!(
+        matches!(plan(&c, &o).actions.first(), Some(Action::RotateKey { key, .. }) if *key != first)
+    );
+}
+
+#[test]
+fn key_minted_during_a_rotation_records_it_and_completes_it() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    c.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_KEYS_ANNOTATION.to_string(),
+        "7".to_string(),
+    )]));
+    let mut o = tracked(&c);
+    o.keys = Some(Vec::new());
+    let p = plan(&c, &o);
+    assert!(
+        matches!(p.actions.as_slice(), [Action::MintKey { rotation: Some(r), .. }, Action::MarkRotated { value }] if r == "7" && value == "7"),
+        "{:?}",
+        p.actions
+    );
 }
 
 #[test]

@@ -17,6 +17,8 @@ use super::plan::SecretSeen;
 pub const KEY_ID_ANNOTATION: &str = "orgops.dev/key-id";
 pub const WEBHOOK_ID_ANNOTATION: &str = "orgops.dev/webhook-id";
 pub const ORG_ID_ANNOTATION: &str = "orgops.dev/org-id";
+/// The `orgops.dev/rotate-keys` value the key in this Secret was minted or rotated for.
+pub const ROTATED_FOR_ANNOTATION: &str = "orgops.dev/rotated-for";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -55,7 +57,8 @@ pub async fn seen(
         .get(KEY_ID_ANNOTATION)
         .or_else(|| annotations.get(WEBHOOK_ID_ANNOTATION))
         .cloned();
-    Ok(SecretSeen::Owned { id })
+    let rotated_for = annotations.get(ROTATED_FOR_ANNOTATION).cloned();
+    Ok(SecretSeen::Owned { id, rotated_for })
 }
 
 /// What to put in a Secret.
@@ -67,6 +70,8 @@ pub struct Payload<'a> {
     pub plain: BTreeMap<&'static str, String>,
     pub secret_key: &'static str,
     pub secret: &'a Secret,
+    /// Recorded as `orgops.dev/rotated-for` (keys only).
+    pub rotated_for: Option<&'a str>,
 }
 
 /// Creates or updates the Secret; refuses when another owner controls it.
@@ -98,6 +103,13 @@ pub async fn write(
         payload.secret_key.to_string(),
         ByteString(payload.secret.expose().as_bytes().to_vec()),
     );
+    let mut annotations = BTreeMap::from([
+        (payload.id_annotation.to_string(), payload.id.to_string()),
+        (ORG_ID_ANNOTATION.to_string(), payload.org_id.to_string()),
+    ]);
+    if let Some(value) = payload.rotated_for {
+        annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
+    }
     let secret = KubeSecret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -106,10 +118,7 @@ pub async fn write(
                 "app.kubernetes.io/managed-by".to_string(),
                 "orgops".to_string(),
             )])),
-            annotations: Some(BTreeMap::from([
-                (payload.id_annotation.to_string(), payload.id.to_string()),
-                (ORG_ID_ANNOTATION.to_string(), payload.org_id.to_string()),
-            ])),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -47,7 +47,7 @@ pub fn observed(corg: &CustomerOrg, org: Option<&Org>, obs: &Observed) -> Custom
         }
     }
     let secret_id = |name: &str| match obs.secrets.get(name) {
-        Some(SecretSeen::Owned { id }) => id.clone(),
+        Some(SecretSeen::Owned { id, .. }) => id.clone(),
         _ => None,
     };
     if let Some(keys) = &obs.keys {

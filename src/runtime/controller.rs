@@ -4,6 +4,7 @@ use super::error::RuntimeError;
 use super::events;
 use super::finalizer;
 use super::metrics::{KubeWrite, Metrics, ReconcileResult};
+use super::own_writes::{OwnWrites, Seen};
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
 use crate::api::{
@@ -37,6 +38,8 @@ pub struct OrgCtx {
     pub metrics: Metrics,
     pub resync: Duration,
     pub backoff: Backoff<ObjectRef<Guarded>>,
+    /// Our own status writes, so the reconcile each one triggers skips the provider.
+    pub own_writes: OwnWrites<ObjectRef<Guarded>>,
     /// Global bound on concurrent reconciles across the per-namespace controllers.
     pub permits: Arc<Semaphore>,
 }
@@ -104,11 +107,32 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
     let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let span = info_span!("reconcile", object = %object);
     async move {
-        let corg = match &obj.0 {
+        let cached = match &obj.0 {
             Ok(corg) => corg,
             Err(invalid) => {
                 warn!(error = %invalid.error, "CustomerOrg cannot be decoded; skipped until it changes");
                 return Ok(Action::await_change());
+            }
+        };
+        let fresh;
+        let corg = match ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true) {
+            Seen::Unknown | Seen::OursVerify => cached,
+            // Triggered by our own status write: the pass that wrote it already observed
+            // the provider and chose when to look again.
+            Seen::Ours(left) => return Ok(skip(left)),
+            Seen::Other => {
+                let api: Api<CustomerOrg> =
+                    Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+                let Some(current) = api.get_opt(&cached.name_any()).await? else {
+                    return Ok(Action::await_change());
+                };
+                match ctx.own_writes.seen(&oref, current.metadata.resource_version.as_deref(), false) {
+                    Seen::Ours(left) => return Ok(skip(left)),
+                    Seen::Other => ctx.own_writes.forget(&oref),
+                    Seen::Unknown | Seen::OursVerify => {}
+                }
+                fresh = current;
+                &fresh
             }
         };
         // Closed only at shutdown; then skip the work.
@@ -118,16 +142,29 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
         let started = Instant::now();
         let result = reconcile_org(corg, &ctx).await;
         let (action, kind) = match &result {
-            Ok((retry, paused)) => {
+            Ok((retry, paused, written)) => {
                 let kind = match (retry, paused) {
                     (_, true) => ReconcileResult::Paused,
                     (Retry::Slow, _) => ReconcileResult::Stalled,
                     (Retry::Backoff, _) => ReconcileResult::Error,
                     _ => ReconcileResult::Ok,
                 };
-                (action_for(*retry, &oref, &ctx), kind)
+                let delay = delay_for(*retry, &oref, &ctx);
+                match written {
+                    // A pass that wants to verify soon does the work on the next trigger.
+                    Some(rv) => ctx.own_writes.record(
+                        oref.clone(),
+                        rv.clone(),
+                        (*retry != Retry::Soon).then_some(delay),
+                    ),
+                    None => ctx.own_writes.forget(&oref),
+                }
+                (Action::requeue(delay), kind)
             }
-            Err(_) => (Action::await_change(), ReconcileResult::Error),
+            Err(_) => {
+                ctx.own_writes.forget(&oref);
+                (Action::await_change(), ReconcileResult::Error)
+            }
         };
         ctx.metrics
             .reconciled(kind, started.elapsed().as_secs_f64());
@@ -146,21 +183,29 @@ pub fn error_policy(obj: Arc<Guarded>, err: &RuntimeError, ctx: Arc<OrgCtx>) -> 
     Action::requeue(ctx.backoff.failed(ObjectRef::from_obj(obj.as_ref())))
 }
 
-fn action_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Action {
+fn skip(left: Duration) -> Action {
+    debug!(requeue_in = ?left, "own status write; no provider call");
+    Action::requeue(left.max(requeue::SOON))
+}
+
+fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration {
     match retry {
-        Retry::Backoff => return Action::requeue(ctx.backoff.failed(oref.clone())),
+        Retry::Backoff => return ctx.backoff.failed(oref.clone()),
         Retry::Resync | Retry::Soon | Retry::Slow => ctx.backoff.succeeded(oref),
     }
-    let delay = match retry {
+    match retry {
         Retry::Soon => requeue::SOON,
         Retry::Slow => requeue::jitter(requeue::SLOW.max(ctx.resync)),
         _ => requeue::jitter(ctx.resync),
-    };
-    Action::requeue(delay)
+    }
 }
 
-/// Returns when to come back and whether the object is paused.
-async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool), RuntimeError> {
+/// Returns when to come back, whether the object is paused and the resourceVersion our
+/// status write produced (None: no status write).
+async fn reconcile_org(
+    corg: &CustomerOrg,
+    ctx: &OrgCtx,
+) -> Result<(Retry, bool, Option<String>), RuntimeError> {
     let name = corg.name_any();
     let ns = corg.namespace().unwrap_or_default();
     let api: Api<CustomerOrg> = Api::namespaced(ctx.client.clone(), &ns);
@@ -170,7 +215,7 @@ async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool)
         .get(PAUSED_ANNOTATION)
         .is_some_and(|v| v == "true");
     if deleting && !finalizer::has(corg) {
-        return Ok((Retry::Resync, paused));
+        return Ok((Retry::Resync, paused, None));
     }
     let provider_name = corg.spec.provider_ref.name.clone();
     let current = ctx.providers.get(&ObjectRef::new(&provider_name));
@@ -183,12 +228,12 @@ async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool)
             if deleting && corg.spec.deletion_policy == DeletionPolicy::Orphan {
                 // Orphan needs no API call: let the object go.
                 remove_finalizer(&api, corg, ctx).await?;
-                return Ok((Retry::Resync, paused));
+                return Ok((Retry::Resync, paused, None));
             }
             debug!(%reason, "provider unavailable");
             let status = reconcile::status::unavailable(corg, &reason, &message);
-            apply_status(&api, corg, &status, ctx).await?;
-            return Ok((Retry::Slow, paused));
+            let written = apply_status(&api, corg, &status, ctx).await?;
+            return Ok((Retry::Slow, paused, written));
         }
     };
     let rctx = reconcile::Context {
@@ -201,9 +246,9 @@ async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool)
         publish(ctx, corg, &off.events).await;
         if off.done {
             remove_finalizer(&api, corg, ctx).await?;
-            return Ok((Retry::Resync, paused));
+            return Ok((Retry::Resync, paused, None));
         }
-        return Ok((off.retry, paused));
+        return Ok((off.retry, paused, None));
     }
     if !finalizer::has(corg) {
         // Before the first provider write, so a deletion always offboards.
@@ -212,8 +257,8 @@ async fn reconcile_org(corg: &CustomerOrg, ctx: &OrgCtx) -> Result<(Retry, bool)
     }
     let outcome = reconcile::reconcile(&rctx, corg).await?;
     publish(ctx, corg, &outcome.events).await;
-    apply_status(&api, corg, &outcome.status, ctx).await?;
-    Ok((outcome.retry, paused))
+    let written = apply_status(&api, corg, &outcome.status, ctx).await?;
+    Ok((outcome.retry, paused, written))
 }
 
 async fn remove_finalizer(
@@ -237,29 +282,30 @@ async fn publish(ctx: &OrgCtx, corg: &CustomerOrg, evs: &[OrgEvent]) {
 }
 
 /// Server-side apply of the whole status, skipped when nothing changed (a converged
-/// object costs zero writes).
+/// object costs zero writes). Returns the resourceVersion the write produced.
 async fn apply_status(
     api: &Api<CustomerOrg>,
     corg: &CustomerOrg,
     status: &CustomerOrgStatus,
     ctx: &OrgCtx,
-) -> Result<(), RuntimeError> {
+) -> Result<Option<String>, RuntimeError> {
     if !status_differs(corg.status.as_ref(), status) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = serde_json::json!({
         "apiVersion": "orgops.dev/v1alpha1",
         "kind": "CustomerOrg",
         "status": status,
     });
-    api.patch_status(
-        &corg.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let updated = api
+        .patch_status(
+            &corg.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics.kube_write(KubeWrite::Status);
-    Ok(())
+    Ok(updated.metadata.resource_version)
 }
 
 /// Compared as JSON, the way the API server would store it.

@@ -18,6 +18,7 @@ pub mod finalizer;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod own_writes;
 pub mod provider_controller;
 pub mod registry;
 pub mod requeue;
@@ -123,6 +124,7 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
         metrics,
         resync: args.resync_interval,
         backoff: Default::default(),
+        own_writes: Default::default(),
         permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
     });
     let namespaces = args.watched_namespaces();

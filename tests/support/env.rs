@@ -37,9 +37,9 @@ impl TestEnv {
         kubectl_ok(&all)
     }
 
-    /// Deletes the namespace (without waiting) and the ServiceAccount's bindings. CustomerOrgs left with the operator's
-    /// finalizer after the operator is gone would pin it in Terminating, so their
-    /// finalizers are dropped first.
+    /// Deletes the namespace (without waiting) and the ServiceAccount's bindings.
+    /// CustomerOrgs are deleted and their finalizers dropped first: with the operator gone
+    /// they would pin the namespace in Terminating.
     pub async fn cleanup(mut self) {
         self.delete_namespace();
     }
@@ -50,6 +50,9 @@ impl TestEnv {
             return;
         }
         self.cleaned = true;
+        // Mark CustomerOrgs deleted first: once deleting, no finalizer can be added back, so a
+        // still-running operator cannot re-add the one stripped below.
+        let _ = self.kubectl(&["delete", "customerorgs.orgops.dev", "--all", "--wait=false"]);
         let names = self.kubectl(&["get", "customerorgs.orgops.dev", "-o", "name"]);
         if names.status.success() {
             for name in String::from_utf8_lossy(&names.stdout).lines() {

@@ -54,7 +54,8 @@ pub fn events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let by_project = ctx.q("projectId").is_some();
     let org = &st.orgs[&id];
     let body = page(
-        org.ledger.iter(),
+        org.ledger.len(),
+        |i| org.ledger.get(i),
         |e| e.seq,
         |e| {
             !by_project

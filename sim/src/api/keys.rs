@@ -129,13 +129,10 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let id = child(st, ctx, ctx.param(0))?;
     let limit = validate::limit(ctx.q("limit"), 25, 100)?;
     let before = decode_cursor(ctx.q("cursor"))?;
-    let keys: Vec<&ApiKeyRec> = st.orgs[&id]
-        .keys
-        .iter()
-        .filter_map(|k| st.keys.get(k))
-        .collect();
+    let ids = &st.orgs[&id].keys;
     let body = page(
-        keys.iter().copied(),
+        ids.len(),
+        |i| ids.get(i).and_then(|k| st.keys.get(k)),
         |k| k.seq,
         |_| true,
         before,

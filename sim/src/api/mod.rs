@@ -259,24 +259,23 @@ fn run(
         buf.extend_from_slice(body);
         sha256_hex(&buf)
     });
-    if let (Some(k), Some(fp)) = (&store_key, &fingerprint) {
-        if let Some(e) = st.idem.get(k) {
-            if e.stored_us + shared.idem_window_us > now {
-                if &e.fingerprint != fp {
-                    return Err(ApiError::new(
-                        409,
-                        "IDEMPOTENCY_CONFLICT",
-                        "this Idempotency-Key was already used with a different request",
-                    ));
-                }
-                let body = e.replay_body.clone().unwrap_or_else(|| e.body.clone());
-                return Ok(Reply {
-                    status: e.status,
-                    body: Bytes::from(body),
-                    headers: vec![("idempotent-replayed", "true".into())],
-                });
-            }
+    if let (Some(k), Some(fp)) = (&store_key, &fingerprint)
+        && let Some(e) = st.idem.get(k)
+        && e.stored_us + shared.idem_window_us > now
+    {
+        if &e.fingerprint != fp {
+            return Err(ApiError::new(
+                409,
+                "IDEMPOTENCY_CONFLICT",
+                "this Idempotency-Key was already used with a different request",
+            ));
         }
+        let body = e.replay_body.clone().unwrap_or_else(|| e.body.clone());
+        return Ok(Reply {
+            status: e.status,
+            body: Bytes::from(body),
+            headers: vec![("idempotent-replayed", "true".into())],
+        });
     }
 
     let result = dispatch(&mut st, &ctx, matched.op);
@@ -285,24 +284,25 @@ fn run(
         Err(e) => (e.status, e.body(rid), None),
     };
     let bytes = serde_json::to_string(&body_v).unwrap_or_default();
-    if let (Some(k), Some(fp)) = (store_key, fingerprint) {
-        if status < 500 {
-            if st.idem.len() > 100_000 {
-                let window = shared.idem_window_us;
-                st.idem.retain(|_, e| e.stored_us + window > now);
-            }
-            let replay_body = replay_v.map(|v| serde_json::to_string(&v).unwrap_or_default());
-            st.idem.insert(
-                k,
-                IdemEntry {
-                    fingerprint: fp,
-                    status,
-                    body: bytes.clone(),
-                    replay_body,
-                    stored_us: now,
-                },
-            );
+    // 5xx outcomes are not stored, so a retry re-executes.
+    if let (Some(k), Some(fp)) = (store_key, fingerprint)
+        && status < 500
+    {
+        if st.idem.len() > 100_000 {
+            let window = shared.idem_window_us;
+            st.idem.retain(|_, e| e.stored_us + window > now);
         }
+        let replay_body = replay_v.map(|v| serde_json::to_string(&v).unwrap_or_default());
+        st.idem.insert(
+            k,
+            IdemEntry {
+                fingerprint: fp,
+                status,
+                body: bytes.clone(),
+                replay_body,
+                stored_us: now,
+            },
+        );
     }
     drop(st);
     if *method != Method::GET {
@@ -352,28 +352,50 @@ fn dispatch(st: &mut State, ctx: &Ctx, op: Op) -> Result<Out, ApiError> {
     }
 }
 
-/// Builds one page of a newest-first listing from items in ascending `seq` order.
+/// Builds one page of a newest-first listing over `len` items in ascending `seq` order,
+/// read through `at`. The cursor position is found by binary search, so deep pages stay cheap.
 pub fn page<'a, T: 'a>(
-    items: impl DoubleEndedIterator<Item = &'a T>,
+    len: usize,
+    at: impl Fn(usize) -> Option<&'a T>,
     seq: impl Fn(&T) -> u64,
     keep: impl Fn(&T) -> bool,
     before: Option<u64>,
     limit: usize,
     render: impl Fn(&T) -> Value,
 ) -> Value {
+    let seq_at = |i: usize| at(i).map_or(0, &seq);
+    let end = match before {
+        None => len,
+        Some(b) => {
+            let (mut lo, mut hi) = (0, len);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if seq_at(mid) < b {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        }
+    };
     let mut out = Vec::with_capacity(limit.min(256));
-    let mut next = None;
-    for it in items.rev() {
-        if before.is_some_and(|b| seq(it) >= b) || !keep(it) {
+    let mut more = false;
+    for it in (0..end).rev().filter_map(&at) {
+        if !keep(it) {
             continue;
         }
         if out.len() == limit {
-            next = out.last().map(|_| ());
+            more = true;
             break;
         }
         out.push((seq(it), render(it)));
     }
-    let cursor = next.and(out.last().map(|(s, _)| crate::validate::encode_cursor(*s)));
+    let cursor = if more {
+        out.last().map(|(s, _)| crate::validate::encode_cursor(*s))
+    } else {
+        None
+    };
     json!({
         "object": "list",
         "items": out.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),

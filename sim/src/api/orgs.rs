@@ -79,13 +79,10 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let Some(me) = st.orgs.get(&ctx.acting) else {
         return Err(ApiError::not_found("organization"));
     };
-    let kids: Vec<&Org> = me
-        .children
-        .iter()
-        .filter_map(|id| st.orgs.get(id))
-        .collect();
+    let kids = &me.children;
     let body = page(
-        kids.iter().copied(),
+        kids.len(),
+        |i| kids.get(i).and_then(|id| st.orgs.get(id)),
         |o| o.seq,
         |o| status.is_none_or(|s| o.status == s),
         before,
@@ -196,11 +193,11 @@ pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     }
     let mut revoked = 0;
     for k in key_ids {
-        if let Some(key) = st.keys.get_mut(&k) {
-            if key.is_active(now) {
-                key.revoked_us = Some(now);
-                revoked += 1;
-            }
+        if let Some(key) = st.keys.get_mut(&k)
+            && key.is_active(now)
+        {
+            key.revoked_us = Some(now);
+            revoked += 1;
         }
     }
     for e in endpoint_ids {

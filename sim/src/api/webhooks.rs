@@ -195,13 +195,10 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         .orgs
         .get(&ctx.acting)
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    let eps: Vec<&Endpoint> = org
-        .endpoints
-        .iter()
-        .filter_map(|e| st.endpoints.get(e))
-        .collect();
+    let ids = &org.endpoints;
     let body = page(
-        eps.iter().copied(),
+        ids.len(),
+        |i| ids.get(i).and_then(|e| st.endpoints.get(e)),
         |e| e.seq,
         |e| !by_project && status.as_ref().is_none_or(|s| &e.status == s),
         before,
