@@ -733,10 +733,15 @@ async fn api_rejection_stalls_with_the_message_and_does_not_retry() {
         .unwrap_or(0);
     assert_eq!(warnings, 1, "one Warning per episode: {events}");
 
+    // A rejected object does not hold up the others.
+    apply_yaml_ok(&w.corg_yaml("other", ""));
+    w.wait_ready("other").await;
+    assert_eq!(live_orgs(&w.sim.state().await).len(), 1);
+
     // Fixing the spec (new generation) converges.
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     w.wait_ready("acme").await;
-    assert_eq!(live_orgs(&w.sim.state().await).len(), 1);
+    assert_eq!(live_orgs(&w.sim.state().await).len(), 2);
     w.cleanup().await;
 }
 
