@@ -2,7 +2,7 @@
 //! and users editing, suspending, resuming and deleting CustomerOrgs meanwhile. Afterwards an
 //! audit of the simulator's ledger and the cluster proves nothing was lost or duplicated.
 //!
-//! Scale: `ORGOPS_CHAOS_ORGS` (default 40, "full" = 200) and `ORGOPS_CHAOS_KILLS`
+//! Scale: `ORGOPS_CHAOS_ORGS` (default and "full" 200; 40 for a quick local run) and `ORGOPS_CHAOS_KILLS`
 //! (default 10). Needs `cargo build -p layers-sim` first. Run with `-- --nocapture` to see
 //! the summary line.
 mod support;
@@ -648,7 +648,7 @@ async fn audit_catches_tampering(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_nothing_and_duplicates_nothing() {
-    let n = env_usize("ORGOPS_CHAOS_ORGS", 40);
+    let n = env_usize("ORGOPS_CHAOS_ORGS", 200);
     let kills = env_usize("ORGOPS_CHAOS_KILLS", 10);
     let settle_secs = env_usize("ORGOPS_CHAOS_SETTLE_SECS", 240.max(n * 3)) as u64;
 

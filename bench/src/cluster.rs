@@ -5,7 +5,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -277,47 +279,90 @@ pub async fn wait_all_ready(
     }
 }
 
-/// apiserver_request_total for writes, summed by "resource[/subresource] VERB".
-pub async fn apiserver_writes(client: &kube::Client) -> Result<BTreeMap<String, u64>> {
-    let req = http::Request::get("/metrics")
-        .body(Vec::new())
-        .map_err(|e| failed(format!("build /metrics request: {e}")))?;
-    let text = client.request_text(req).await?;
-    Ok(parse_writes(&text))
+/// Counts the changes (ADDED/MODIFIED/DELETED) to CustomerOrgs, Secrets and Events in one
+/// namespace: the writes that changed something. The apiserver's own request counters have no
+/// namespace label, so on a shared control plane they would count other tests' writes too.
+pub struct WriteWatch {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn parse_writes(text: &str) -> BTreeMap<String, u64> {
+impl WriteWatch {
+    pub fn start(client: &kube::Client, ns: &str) -> WriteWatch {
+        let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let events: Api<Event> = Api::namespaced(client.clone(), ns);
+        let tasks = vec![
+            tokio::spawn(count_changes(corgs, "customerorgs", counts.clone())),
+            tokio::spawn(count_changes(secrets, "secrets", counts.clone())),
+            tokio::spawn(count_changes(events, "events", counts.clone())),
+        ];
+        WriteWatch { counts, tasks }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for WriteWatch {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+async fn count_changes<K>(
+    api: Api<K>,
+    what: &'static str,
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = stream.next().await {
+        let key = match event {
+            Ok(watcher::Event::Apply(_)) => format!("{what} changed"),
+            Ok(watcher::Event::Delete(_)) => format!("{what} deleted"),
+            // The initial list and re-lists are not writes.
+            Ok(_) => continue,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Ok(mut c) = counts.lock() {
+            *c.entry(key).or_insert(0) += 1;
+        }
+    }
+}
+
+/// `orgops_kube_writes_total` by kind from the operator's /metrics (write attempts, no-ops
+/// included); empty when the endpoint does not answer.
+pub async fn operator_write_attempts(metrics_addr: &str) -> BTreeMap<String, u64> {
+    let text = match reqwest::get(format!("http://{metrics_addr}/metrics")).await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => return BTreeMap::new(),
+    };
+    parse_write_attempts(&text)
+}
+
+fn parse_write_attempts(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in text
         .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.starts_with("orgops_kube_writes_total{"))
     {
         let Some((labels, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let label = |name: &str| {
-            let pat = format!("{name}=\"");
-            labels
-                .find(&pat)
-                .map(|i| &labels[i + pat.len()..])
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let verb = label("verb");
-        if !matches!(
-            verb.as_str(),
-            "APPLY" | "PATCH" | "POST" | "PUT" | "DELETE" | "DELETECOLLECTION"
-        ) {
-            continue;
-        }
-        let mut resource = label("resource");
-        let sub = label("subresource");
-        if !sub.is_empty() {
-            resource = format!("{resource}/{sub}");
-        }
+        let kind = labels
+            .split("kind=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
         let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
-        *out.entry(format!("{resource} {verb}")).or_insert(0) += n;
+        *out.entry(format!("operator {kind} writes")).or_insert(0) += n;
     }
     out
 }
@@ -339,23 +384,17 @@ pub fn diff(
         .collect()
 }
 
-/// Writes the operator makes for its objects (leases of other components excluded).
-pub fn operator_writes(d: &BTreeMap<String, u64>) -> u64 {
+/// Changes seen by the watch (effective writes).
+pub fn effective_writes(d: &BTreeMap<String, u64>) -> u64 {
     d.iter()
-        .filter(|(k, _)| {
-            ["customerorgs", "secrets", "events"]
-                .iter()
-                .any(|r| k.starts_with(r))
-        })
+        .filter(|(k, _)| !k.starts_with("operator "))
         .map(|(_, v)| v)
         .sum()
 }
 
-pub fn status_patches(d: &BTreeMap<String, u64>) -> u64 {
-    d.iter()
-        .filter(|(k, _)| k.starts_with("customerorgs/status "))
-        .map(|(_, v)| v)
-        .sum()
+/// Status writes the operator attempted.
+pub fn status_writes(d: &BTreeMap<String, u64>) -> u64 {
+    d.get("operator status writes").copied().unwrap_or(0)
 }
 
 pub fn default_kubeconfig(root: &Path) -> PathBuf {
@@ -369,18 +408,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_writes_by_resource_and_verb() {
-        let text = r#"# HELP apiserver_request_total x
-apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 3
-apiserver_request_total{code="200",component="apiserver",dry_run="",group="orgops.dev",resource="customerorgs",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 2
-apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 40
-apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 1
-"#;
-        let w = parse_writes(text);
-        assert_eq!(w.get("secrets POST"), Some(&4));
-        assert_eq!(w.get("customerorgs/status APPLY"), Some(&2));
+    fn reads_the_operator_write_counter_by_kind() {
+        let text = "# TYPE orgops_kube_writes counter\norgops_kube_writes_total{kind=\"status\"} 3\norgops_kube_writes_total{kind=\"event\"} 5\norgops_reconciles_total{result=\"ok\"} 9\n";
+        let w = parse_write_attempts(text);
+        assert_eq!(status_writes(&w), 3);
+        assert_eq!(w.get("operator event writes"), Some(&5));
         assert_eq!(w.len(), 2);
-        assert_eq!(status_patches(&w), 2);
-        assert_eq!(operator_writes(&w), 6);
+        let mut later = w.clone();
+        later.insert("secrets changed".into(), 4);
+        later.insert("operator status writes".into(), 3);
+        let d = diff(&w, &later);
+        assert_eq!(effective_writes(&d), 4);
+        assert_eq!(status_writes(&d), 0);
     }
 }

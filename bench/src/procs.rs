@@ -113,6 +113,7 @@ pub struct OperatorProc {
     args: Vec<String>,
     kubeconfig: PathBuf,
     log_path: PathBuf,
+    pub metrics_addr: String,
 }
 
 impl OperatorProc {
@@ -147,6 +148,7 @@ impl OperatorProc {
             args,
             kubeconfig: kubeconfig.to_path_buf(),
             log_path: log_dir()?.join(format!("operator-{ns}.log")),
+            metrics_addr: metrics_addr.clone(),
         };
         op.spawn()?;
         Ok(op)

@@ -57,6 +57,7 @@ struct Run {
     provider: String,
     sim: SimProc,
     api: SimApi,
+    watch: cluster::WriteWatch,
 }
 
 impl Run {
@@ -81,12 +82,14 @@ impl Run {
             t.elapsed().as_secs_f64(),
             common.apply_parallel
         );
+        let watch = cluster::WriteWatch::start(&client, &ns);
         Ok(Run {
             client,
             ns,
             provider,
             sim,
             api,
+            watch,
         })
     }
 
@@ -121,7 +124,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     };
 
     let run = Run::setup(common, &opts.tier, n, &sim_args).await?;
-    let writes_before = cluster::apiserver_writes(&run.client).await?;
+    let writes_before = run.watch.snapshot();
     let calls_before = run.api.counters().await?;
     // Converge with the default (long) resync so resyncs do not add load while converging.
     let mut op = OperatorProc::start(
@@ -145,10 +148,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     let cpu = pid.and_then(machine::cpu_seconds);
     let rss = pid.and_then(machine::peak_rss_mib);
     let calls = run.api.counters().await?.since(&calls_before);
-    let writes = cluster::diff(
-        &writes_before,
-        &cluster::apiserver_writes(&run.client).await?,
-    );
+    let writes = cluster::diff(&writes_before, &writes_now(&run, &op).await);
 
     println!(
         "== converge {n} CustomerOrgs (tier {}, concurrency {}) ==",
@@ -209,7 +209,8 @@ async fn restart_and_steady(
     let resync_arg = format!("{}s", resync.as_secs().max(1));
     op.kill();
     let before = run.api.counters().await?;
-    let writes_before = cluster::apiserver_writes(&run.client).await?;
+    // The new process's counters start at zero.
+    let writes_before = run.watch.snapshot();
     *op = OperatorProc::start(
         &common.kubeconfig,
         &run.ns,
@@ -229,10 +230,7 @@ async fn restart_and_steady(
         prev = now;
     }
     let total = prev.since(&before);
-    let writes = cluster::diff(
-        &writes_before,
-        &cluster::apiserver_writes(&run.client).await?,
-    );
+    let writes = cluster::diff(&writes_before, &writes_now(run, op).await);
     if opts.restart {
         let peak = per_second.iter().copied().max().unwrap_or(0);
         let mean = total.total() as f64 / per_second.len().max(1) as f64;
@@ -247,16 +245,16 @@ async fn restart_and_steady(
         );
         println!("per-second series: {per_second:?}");
         println!(
-            "Kubernetes writes in the window: {} ({:?})",
-            cluster::operator_writes(&writes),
-            writes
+            "Kubernetes writes in the window: {} changes, {} status writes ({writes:?})",
+            cluster::effective_writes(&writes),
+            cluster::status_writes(&writes),
         );
     }
     if opts.steady {
         // One more period lets the restart's work finish before measuring.
         tokio::time::sleep(resync).await;
         let calls_before = run.api.counters().await?;
-        let writes_before = cluster::apiserver_writes(&run.client).await?;
+        let writes_before = writes_now(run, op).await;
         let window = resync * opts.steady_periods;
         let start = Instant::now();
         while start.elapsed() < window {
@@ -264,10 +262,7 @@ async fn restart_and_steady(
             op.check_alive()?;
         }
         let calls = run.api.counters().await?.since(&calls_before);
-        let writes = cluster::diff(
-            &writes_before,
-            &cluster::apiserver_writes(&run.client).await?,
-        );
+        let writes = cluster::diff(&writes_before, &writes_now(run, op).await);
         let periods = f64::from(opts.steady_periods);
         println!(
             "== steady state: {n} objects, {} resync periods of {resync_arg} ==",
@@ -279,10 +274,9 @@ async fn restart_and_steady(
             calls.by_route()
         );
         println!(
-            "Kubernetes writes: {} (status patches {}); all writes in window: {:?}",
-            cluster::operator_writes(&writes),
-            cluster::status_patches(&writes),
-            writes
+            "Kubernetes writes: {} changes, {} status writes ({writes:?})",
+            cluster::effective_writes(&writes),
+            cluster::status_writes(&writes),
         );
     }
     Ok(())
@@ -356,10 +350,17 @@ fn print_calls(calls: &Counters, n: usize) {
     }
 }
 
+/// Changes seen in the namespace plus the operator's own write-attempt counters.
+async fn writes_now(run: &Run, op: &OperatorProc) -> BTreeMap<String, u64> {
+    let mut all = run.watch.snapshot();
+    all.extend(cluster::operator_write_attempts(&op.metrics_addr).await);
+    all
+}
+
 fn print_writes(writes: &BTreeMap<String, u64>, n: usize) {
-    let total = cluster::operator_writes(writes);
+    let total = cluster::effective_writes(writes);
     println!(
-        "Kubernetes writes (customerorgs, secrets, events): {total}, {:.2} per org",
+        "Kubernetes writes (changes to CustomerOrgs, Secrets, Events in the namespace): {total}, {:.2} per org",
         total as f64 / n as f64
     );
     for (k, v) in writes {

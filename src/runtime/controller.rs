@@ -39,7 +39,7 @@ pub struct OrgCtx {
     pub resync: Duration,
     pub backoff: Backoff<ObjectRef<Guarded>>,
     /// Our own status writes, so the reconcile each one triggers skips the provider.
-    pub own_writes: OwnWrites<ObjectRef<Guarded>>,
+    pub own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     /// Global bound on concurrent reconciles across the per-namespace controllers.
     pub permits: Arc<Semaphore>,
 }
@@ -50,6 +50,7 @@ pub fn controller(
     namespace: Option<&str>,
     providers: Store<OrgProvider>,
     registry: &Registry,
+    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
 ) -> Controller<Guarded> {
     let (orgs, secrets): (Api<Guarded>, Api<Secret>) = match namespace {
         Some(ns) => (
@@ -65,12 +66,18 @@ pub fn controller(
         watcher::Config::default().labels(MANAGED_BY_SELECTOR),
     );
     let store = ctrl.store();
+    // A provider change is news our last status write did not know: no skipping.
+    let writes = own_writes.clone();
     ctrl.watches(
         Api::<OrgProvider>::all(client),
         watcher::Config::default().any_semantic(),
-        move |p: OrgProvider| users_of(&store, &p.name_any()),
+        move |p: OrgProvider| {
+            let users = users_of(&store, &p.name_any());
+            users.iter().for_each(|u| writes.verify_next(u));
+            users
+        },
     )
-    .reconcile_all_on(provider_changes(registry, providers))
+    .reconcile_all_on(provider_changes(registry, providers, own_writes))
 }
 
 fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
@@ -91,11 +98,15 @@ fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
 fn provider_changes(
     registry: &Registry,
     _providers: Store<OrgProvider>,
+    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
 ) -> impl Stream<Item = ()> + Send + 'static {
     let rx = registry.subscribe();
-    futures::stream::unfold(rx, |mut rx| async move {
+    futures::stream::unfold((rx, own_writes), |(mut rx, own_writes)| async move {
         match rx.recv().await {
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                own_writes.verify_all();
+                Some(((), (rx, own_writes)))
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
@@ -140,6 +151,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             return Ok(Action::await_change());
         };
         let started = Instant::now();
+        let epoch = ctx.own_writes.epoch();
         let result = reconcile_org(corg, &ctx).await;
         let (action, kind) = match &result {
             Ok((retry, paused, written)) => {
@@ -156,6 +168,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                         oref.clone(),
                         rv.clone(),
                         (*retry != Retry::Soon).then_some(delay),
+                        epoch,
                     ),
                     None => ctx.own_writes.forget(&oref),
                 }

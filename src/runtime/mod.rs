@@ -124,7 +124,7 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
         metrics,
         resync: args.resync_interval,
         backoff: Default::default(),
-        own_writes: Default::default(),
+        own_writes: Arc::new(Default::default()),
         permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
     });
     let namespaces = args.watched_namespaces();
@@ -136,7 +136,13 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];
     for ns in scopes {
-        let ctrl = controller::controller(client.clone(), ns, providers.clone(), &registry);
+        let ctrl = controller::controller(
+            client.clone(),
+            ns,
+            providers.clone(),
+            &registry,
+            org_ctx.own_writes.clone(),
+        );
         tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
     }
     futures::future::join_all(tasks).await;

@@ -35,51 +35,88 @@ pub enum Seen {
 }
 
 #[derive(Debug)]
+struct State<K> {
+    written: HashMap<K, Written>,
+    /// Bumped by `verify_all`; a pass that started before it records no skip.
+    epoch: u64,
+}
+
+#[derive(Debug)]
 pub struct OwnWrites<K> {
-    written: Mutex<HashMap<K, Written>>,
+    state: Mutex<State<K>>,
 }
 
 impl<K: Eq + Hash> Default for OwnWrites<K> {
     fn default() -> Self {
         OwnWrites {
-            written: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                written: HashMap::new(),
+                epoch: 0,
+            }),
         }
     }
 }
 
 impl<K: Eq + Hash> OwnWrites<K> {
+    /// Taken when a pass starts, handed back to `record`.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Our status write produced `resource_version`; `delay`: when the pass wants another
-    /// look (None: soon, doing the work).
-    pub fn record(&self, key: K, resource_version: String, delay: Option<Duration>) {
-        let mut map = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(
+    /// look (None: soon, doing the work). No skip when `verify_all` ran since `epoch`:
+    /// the pass decided on news that is already old.
+    pub fn record(&self, key: K, resource_version: String, delay: Option<Duration>, epoch: u64) {
+        let mut state = self.lock();
+        let due = delay
+            .filter(|_| state.epoch == epoch)
+            .map(|d| Instant::now() + d);
+        state.written.insert(
             key,
             Written {
                 resource_version,
-                due: delay.map(|d| Instant::now() + d),
+                due,
             },
         );
     }
 
     /// Forgets `key` (a pass that wrote no status, or a version seen once already).
     pub fn forget(&self, key: &K) {
-        let mut map = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(key);
+        self.lock().written.remove(key);
+    }
+
+    /// The next reconcile of `key` does the work (its provider changed). The version
+    /// stays known, so a stale cache is still re-read.
+    pub fn verify_next(&self, key: &K) {
+        if let Some(w) = self.lock().written.get_mut(key) {
+            w.due = None;
+        }
+    }
+
+    /// `verify_next` for every object (some provider's availability changed).
+    pub fn verify_all(&self) {
+        let mut state = self.lock();
+        state.written.values_mut().for_each(|w| w.due = None);
+        state.epoch = state.epoch.wrapping_add(1);
     }
 
     /// Classifies a reconcile of `resource_version`. `consume`: the version came from a
     /// watch event (not a re-read), so seeing our own version uses the record up and any
     /// later trigger of the same version does the full work.
     pub fn seen(&self, key: &K, resource_version: Option<&str>, consume: bool) -> Seen {
-        let mut map = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(written) = map.get(key).cloned() else {
+        let mut state = self.lock();
+        let Some(written) = state.written.get(key).cloned() else {
             return Seen::Unknown;
         };
         if Some(written.resource_version.as_str()) != resource_version {
             return Seen::Other;
         }
         if consume {
-            map.remove(key);
+            state.written.remove(key);
         }
         match written.due {
             Some(due) => Seen::Ours(due.saturating_duration_since(Instant::now())),
@@ -92,10 +129,16 @@ impl<K: Eq + Hash> OwnWrites<K> {
 mod tests {
     use super::*;
 
+    const MIN: Option<Duration> = Some(Duration::from_secs(60));
+
+    fn record(w: &OwnWrites<&'static str>, key: &'static str, rv: &str, delay: Option<Duration>) {
+        w.record(key, rv.to_string(), delay, w.epoch());
+    }
+
     #[test]
     fn only_the_first_event_of_our_own_version_is_skipped() {
         let w = OwnWrites::default();
-        w.record("a", "10".to_string(), Some(Duration::from_secs(60)));
+        record(&w, "a", "10", MIN);
         // A stale trigger re-read to our version: skipped, record kept for the real event.
         assert!(matches!(w.seen(&"a", Some("10"), false), Seen::Ours(_)));
         match w.seen(&"a", Some("10"), true) {
@@ -115,14 +158,32 @@ mod tests {
     fn other_versions_are_re_read_and_verify_passes_do_the_work() {
         let w = OwnWrites::default();
         assert_eq!(w.seen(&"a", Some("9"), true), Seen::Unknown);
-        w.record("a", "10".to_string(), Some(Duration::from_secs(60)));
+        record(&w, "a", "10", MIN);
         assert_eq!(w.seen(&"b", Some("10"), true), Seen::Unknown);
         assert_eq!(w.seen(&"a", Some("9"), true), Seen::Other, "stale cache");
         assert_eq!(w.seen(&"a", None, true), Seen::Other);
-        w.record("a", "12".to_string(), None);
+        record(&w, "a", "12", None);
         assert_eq!(w.seen(&"a", Some("12"), true), Seen::OursVerify);
-        w.record("a", "13".to_string(), Some(Duration::from_secs(1)));
+        record(&w, "a", "13", MIN);
         w.forget(&"a");
         assert_eq!(w.seen(&"a", Some("13"), true), Seen::Unknown);
+    }
+
+    #[test]
+    fn a_provider_change_turns_skips_into_work_but_keeps_stale_detection() {
+        let w = OwnWrites::default();
+        record(&w, "a", "14", MIN);
+        record(&w, "b", "15", MIN);
+        w.verify_all();
+        assert_eq!(w.seen(&"a", Some("14"), true), Seen::OursVerify);
+        assert_eq!(w.seen(&"b", Some("1"), true), Seen::Other, "still re-read");
+        // A pass that started before the provider changed records no skip.
+        let started = w.epoch();
+        w.verify_all();
+        w.record("a", "16".to_string(), MIN, started);
+        assert_eq!(w.seen(&"a", Some("16"), true), Seen::OursVerify);
+        record(&w, "c", "17", MIN);
+        w.verify_next(&"c");
+        assert_eq!(w.seen(&"c", Some("17"), true), Seen::OursVerify);
     }
 }
