@@ -118,7 +118,7 @@ spec:
     }
 
     async fn writes(&self) -> u64 {
-        count(&self.sim.counters().await, |m| m != "GET")
+        count(&self.sim.counters().await, |m, _| m != "GET")
     }
 
     async fn cleanup(self) {
@@ -133,16 +133,27 @@ spec:
     }
 }
 
-fn count(counters: &Value, method: impl Fn(&str) -> bool) -> u64 {
+/// Requests the simulator counted whose (method, route template) pass `keep`.
+fn count(counters: &Value, keep: impl Fn(&str, &str) -> bool) -> u64 {
     counters["requests"]
         .as_array()
         .map(|rows| {
             rows.iter()
-                .filter(|r| method(r["method"].as_str().unwrap_or_default()))
+                .filter(|r| {
+                    keep(
+                        r["method"].as_str().unwrap_or_default(),
+                        r["route"].as_str().unwrap_or_default(),
+                    )
+                })
                 .map(|r| r["count"].as_u64().unwrap_or(0))
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A string field the test relies on; `what` names it when it is missing.
+fn text(v: &Value, what: &str) -> String {
+    v.as_str().expect(what).to_string()
 }
 
 fn live_orgs(state: &Value) -> Vec<Value> {
@@ -198,10 +209,7 @@ async fn apply_converges_once_and_then_stays_quiet() {
     let w = World::new("converge", "3s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let org_id = corg["status"]["orgId"]
-        .as_str()
-        .expect("status.orgId")
-        .to_string();
+    let org_id = text(&corg["status"]["orgId"], "status.orgId");
     assert_eq!(
         corg["metadata"]["finalizers"],
         serde_json::json!(["orgops.dev/offboard"])
@@ -221,10 +229,10 @@ async fn apply_converges_once_and_then_stays_quiet() {
     assert_eq!(org["balance"], 500);
 
     // The key's Secret authenticates as the child; the webhook lives inside the child.
-    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
-        .as_str()
-        .expect("status.apiKeys[0].secretName")
-        .to_string();
+    let secret_name = text(
+        &corg["status"]["apiKeys"][0]["secretName"],
+        "status.apiKeys[0].secretName",
+    );
     let key = wait_for_some("the key Secret", CONVERGE, || async {
         secret_value(&w.env, &secret_name, "apiKey")
     })
@@ -251,7 +259,7 @@ async fn apply_converges_once_and_then_stays_quiet() {
         rv,
         "cluster writes at steady state"
     );
-    let reads = count(&w.sim.counters().await, |m| m == "GET");
+    let reads = count(&w.sim.counters().await, |m, _| m == "GET");
     assert!(reads > 0, "resync must still read the org");
 
     // The operator's metrics endpoint works and carries no per-object labels.
@@ -276,11 +284,8 @@ async fn suspend_resume_and_archived_is_terminal() {
     let w = World::new("suspend", "30s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
-    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
-        .as_str()
-        .expect("secret")
-        .to_string();
+    let org_id = text(&corg["status"]["orgId"], "orgId");
+    let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
     let key = secret_value(&w.env, &secret_name, "apiKey").expect("key Secret");
 
     apply_yaml_ok(&w.corg_yaml("acme", "  state: suspended\n"));
@@ -319,7 +324,7 @@ async fn top_up_moves_exactly_the_difference_once() {
     let w = World::new("topup", "3s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let org_id = text(&corg["status"]["orgId"], "orgId");
     let yaml = w
         .corg_yaml("acme", "")
         .replace("allocated: 500", "allocated: 800");
@@ -354,7 +359,7 @@ async fn out_of_band_changes_are_corrected_on_resync() {
     let w = World::new("drift", "3s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
+    let org_id = text(&corg["status"]["orgId"], "orgId");
     let http = reqwest::Client::new();
     let base = w.sim.base_url().to_string();
     let resp = http
@@ -392,14 +397,8 @@ async fn delete_archives_and_orphan_leaves_the_org() {
     let w = World::new("delete", "30s").await;
     apply_yaml_ok(&w.corg_yaml("gone", ""));
     apply_yaml_ok(&w.corg_yaml("kept", "  deletionPolicy: Orphan\n"));
-    let gone = w.wait_ready("gone").await["status"]["orgId"]
-        .as_str()
-        .expect("orgId")
-        .to_string();
-    let kept = w.wait_ready("kept").await["status"]["orgId"]
-        .as_str()
-        .expect("orgId")
-        .to_string();
+    let gone = text(&w.wait_ready("gone").await["status"]["orgId"], "orgId");
+    let kept = text(&w.wait_ready("kept").await["status"]["orgId"], "orgId");
 
     w.env
         .kubectl_ok(&["delete", "customerorg", "gone", "--timeout=60s"]);
@@ -428,30 +427,13 @@ async fn pause_stops_api_calls_and_rotation_yields_a_new_key() {
     let w = World::new("pause", "2s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
-        .as_str()
-        .expect("secret")
-        .to_string();
+    let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
     let old_key = secret_value(&w.env, &secret_name, "apiKey").expect("key Secret");
 
     w.env
         .kubectl_ok(&["annotate", "customerorg", "acme", "orgops.dev/paused=true"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let org_calls = |c: &Value| {
-        c["requests"]
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .filter(|r| {
-                        r["route"]
-                            .as_str()
-                            .is_some_and(|r| r.starts_with("/v1/organizations/"))
-                    })
-                    .map(|r| r["count"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-            })
-            .unwrap_or(0)
-    };
+    let org_calls = |c: &Value| count(c, |_, route| route.starts_with("/v1/organizations/"));
     let before = org_calls(&w.sim.counters().await);
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
@@ -482,11 +464,8 @@ async fn lost_cluster_reapply_creates_nothing_new() {
     let yaml = w.corg_yaml("acme", "");
     apply_yaml_ok(&yaml);
     let corg = w.wait_ready("acme").await;
-    let org_id = corg["status"]["orgId"].as_str().expect("orgId").to_string();
-    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
-        .as_str()
-        .expect("secret")
-        .to_string();
+    let org_id = text(&corg["status"]["orgId"], "orgId");
+    let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
     let orgs_before = w.sim.state().await["orgs"].as_array().map_or(0, Vec::len);
     let transfers = |s: &Value| {
         s["ledgers"][org_id.as_str()].as_array().map_or(0, |l| {
@@ -578,7 +557,7 @@ spec:
     })
     .await;
     assert_eq!(
-        count(&sim.counters().await, |m| m != "GET"),
+        count(&sim.counters().await, |m, _| m != "GET"),
         0,
         "no writes without a provider"
     );
@@ -664,16 +643,8 @@ impl World {
 
     /// API requests about child orgs (not the provider's whoami checks, not /_sim/).
     async fn org_requests(&self) -> u64 {
-        let counters = self.sim.counters().await;
-        counters["requests"].as_array().map_or(0, |rows| {
-            rows.iter()
-                .filter(|r| {
-                    r["route"]
-                        .as_str()
-                        .is_some_and(|r| r != "/v1/whoami" && r.starts_with("/v1/"))
-                })
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum()
+        count(&self.sim.counters().await, |_, route| {
+            route != "/v1/whoami" && route.starts_with("/v1/")
         })
     }
 }
@@ -810,10 +781,7 @@ async fn foreign_secret_is_never_overwritten() {
 async fn second_customer_org_with_the_same_external_id_is_an_adoption_conflict() {
     let w = World::new("dupext", "30s").await;
     apply_yaml_ok(&w.corg_yaml("first", ""));
-    let org_id = w.wait_ready("first").await["status"]["orgId"]
-        .as_str()
-        .expect("orgId")
-        .to_string();
+    let org_id = text(&w.wait_ready("first").await["status"]["orgId"], "orgId");
     let second = w.corg_yaml("second", "").replace(
         &format!("externalId: {}-second", w.env.ns),
         &format!("externalId: {}-first", w.env.ns),
@@ -832,29 +800,10 @@ async fn removed_key_is_revoked_and_webhook_url_change_is_patched() {
     let w = World::new("edits", "30s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
-    let key_id = corg["status"]["apiKeys"][0]["id"]
-        .as_str()
-        .expect("key id")
-        .to_string();
-    let secret_name = corg["status"]["apiKeys"][0]["secretName"]
-        .as_str()
-        .expect("secret")
-        .to_string();
-    let hook_id = corg["status"]["webhooks"][0]["id"]
-        .as_str()
-        .expect("webhook id")
-        .to_string();
-    let patches = |c: &Value| {
-        c["requests"].as_array().map_or(0, |rows| {
-            rows.iter()
-                .filter(|r| {
-                    r["method"] == "PATCH"
-                        && r["route"].as_str().is_some_and(|r| r.contains("webhook"))
-                })
-                .map(|r| r["count"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-        })
-    };
+    let key_id = text(&corg["status"]["apiKeys"][0]["id"], "key id");
+    let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
+    let hook_id = text(&corg["status"]["webhooks"][0]["id"], "webhook id");
+    let patches = |c: &Value| count(c, |m, route| m == "PATCH" && route.contains("webhook"));
     assert_eq!(patches(&w.sim.counters().await), 0);
 
     let yaml = w

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::cluster;
-use crate::error::Result;
+use crate::error::{BenchError, Result};
 use crate::machine;
 use crate::naive;
 use crate::procs::{OperatorProc, SimProc, workspace_root};
@@ -136,15 +136,28 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     )?;
     let pid = op.pid();
     let mut last_print = Instant::now();
-    let wall = cluster::wait_all_ready(&run.client, &run.ns, n, common.timeout, |ready| {
+    let started = Instant::now();
+    let waited = cluster::wait_all_ready(&run.client, &run.ns, n, common.timeout, |ready| {
         op.check_alive()?;
         if last_print.elapsed() >= Duration::from_secs(15) {
-            println!("  ... {ready}/{n} Ready");
+            println!(
+                "  ... {ready}/{n} Ready after {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
             last_print = Instant::now();
         }
         Ok(())
     })
-    .await?;
+    .await;
+    // On a timeout the figures so far are still worth printing.
+    let (wall, converged) = match waited {
+        Ok(wall) => (wall, true),
+        Err(e @ BenchError::Timeout { .. }) => {
+            println!("NOT CONVERGED: {e}; figures below cover the whole wait");
+            (started.elapsed(), false)
+        }
+        Err(e) => return Err(e),
+    };
     let cpu = pid.and_then(machine::cpu_seconds);
     let rss = pid.and_then(machine::peak_rss_mib);
     let calls = run.api.counters().await?.since(&calls_before);
@@ -177,7 +190,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
         );
     }
 
-    if opts.restart || opts.steady {
+    if converged && (opts.restart || opts.steady) {
         restart_and_steady(common, opts, &run, &mut op).await?;
     }
     op.kill();

@@ -103,6 +103,17 @@ fn finish(
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+fn finish_error(
+    shared: &Shared,
+    method: &Method,
+    template: &'static str,
+    class: Option<Class>,
+    err: &ApiError,
+    rid: &str,
+) -> Response<Full<Bytes>> {
+    finish(shared, method, template, class, Reply::error(err, rid), rid)
+}
+
 fn fault_injected(shared: &Shared) {
     shared.faults_injected.fetch_add(1, Ordering::Relaxed);
 }
@@ -124,14 +135,7 @@ pub async fn handle(
         Ok(m) => m,
         Err(Miss::NotFound) => {
             let err = ApiError::new(404, "NOT_FOUND", format!("no route for {method} {path}"));
-            return Ok(finish(
-                &shared,
-                &method,
-                unmatched,
-                None,
-                Reply::error(&err, &rid),
-                &rid,
-            ));
+            return Ok(finish_error(&shared, &method, unmatched, None, &err, &rid));
         }
         Err(Miss::MethodNotAllowed(allowed)) => {
             let err = ApiError::new(
@@ -183,13 +187,8 @@ pub async fn handle(
                     code,
                     "injected fault: transient server error, retry",
                 );
-                return Ok(finish(
-                    &shared,
-                    &method,
-                    template,
-                    class_hdr,
-                    Reply::error(&err, &rid),
-                    &rid,
+                return Ok(finish_error(
+                    &shared, &method, template, class_hdr, &err, &rid,
                 ));
             }
             Action::RateLimited => {
@@ -197,13 +196,8 @@ pub async fn handle(
                 let mut err =
                     ApiError::new(429, "RATE_LIMITED", "rate limit exceeded (injected fault)");
                 err.retry_after = Some(1);
-                return Ok(finish(
-                    &shared,
-                    &method,
-                    template,
-                    class_hdr,
-                    Reply::error(&err, &rid),
-                    &rid,
+                return Ok(finish_error(
+                    &shared, &method, template, class_hdr, &err, &rid,
                 ));
             }
             Action::Proceed | Action::LoseResponse(_) => {}

@@ -130,13 +130,7 @@ async fn auth_and_scope_errors() {
     assert!(r.header("x-request-id").unwrap().starts_with("req_"));
     // a child key lacks org:admin
     let org = s.create_org("c").await;
-    let r = s
-        .write(
-            Method::POST,
-            &format!("/v1/organizations/{org}/api-keys"),
-            json!({ "name": "k", "scopes": ["content:read"] }),
-        )
-        .await;
+    let r = s.mint_read_key(&org).await;
     let child = r.json["secret"].as_str().unwrap().to_string();
     let r = send(s.req_as(&child, Method::GET, "/v1/organizations")).await;
     r.assert_error(403, "FORBIDDEN_SCOPE");
@@ -217,13 +211,7 @@ async fn not_found_never_forbidden_and_malformed_ids() {
     // a child's key and a sibling: 404 for everything not the caller's direct child
     let a = s.create_org("a").await;
     let b = s.create_org("b").await;
-    let r = s
-        .write(
-            Method::POST,
-            &format!("/v1/organizations/{a}/api-keys"),
-            json!({ "name": "k", "scopes": ["content:read"] }),
-        )
-        .await;
+    let r = s.mint_read_key(&a).await;
     let kid = r.json["apiKey"]["id"].as_str().unwrap().to_string();
     send(s.req(
         Method::DELETE,
@@ -251,13 +239,7 @@ async fn not_found_never_forbidden_and_malformed_ids() {
 async fn lifecycle_suspend_resume_archive() {
     let s = Sim::start().await;
     let org = s.create_org("life").await;
-    let r = s
-        .write(
-            Method::POST,
-            &format!("/v1/organizations/{org}/api-keys"),
-            json!({ "name": "k", "scopes": ["content:read"] }),
-        )
-        .await;
+    let r = s.mint_read_key(&org).await;
     let child = r.json["secret"].as_str().unwrap().to_string();
     s.write(
         Method::POST,
@@ -341,46 +323,33 @@ async fn lifecycle_suspend_resume_archive() {
     ] {
         send(s.req(m, &p)).await.assert_error(409, "CONFLICT");
     }
-    s.write(
-        Method::PATCH,
-        &format!("/v1/organizations/{org}"),
-        json!({ "name": "x" }),
-    )
-    .await
-    .assert_error(409, "CONFLICT");
-    s.write(
-        Method::POST,
-        &format!("/v1/organizations/{org}/credits/allocate"),
-        json!({ "credits": 1 }),
-    )
-    .await
-    .assert_error(409, "CONFLICT");
-    s.write(
-        Method::PATCH,
-        &format!("/v1/organizations/{org}/credit-config"),
-        json!({ "monthlyCreditCap": 1 }),
-    )
-    .await
-    .assert_error(409, "CONFLICT");
-    s.write(
-        Method::POST,
-        &format!("/v1/organizations/{org}/api-keys"),
-        json!({ "name": "k", "scopes": ["content:read"] }),
-    )
-    .await
-    .assert_error(409, "CONFLICT");
+    for (m, rest, body) in [
+        (Method::PATCH, "", json!({ "name": "x" })),
+        (Method::POST, "/credits/allocate", json!({ "credits": 1 })),
+        (
+            Method::PATCH,
+            "/credit-config",
+            json!({ "monthlyCreditCap": 1 }),
+        ),
+        (
+            Method::POST,
+            "/api-keys",
+            json!({ "name": "k", "scopes": ["content:read"] }),
+        ),
+    ] {
+        s.write(m, &format!("/v1/organizations/{org}{rest}"), body)
+            .await
+            .assert_error(409, "CONFLICT");
+    }
     // still readable and listed under status=archived
     assert_eq!(
         s.get(&format!("/v1/organizations/{org}")).await.json["status"],
         "archived"
     );
     let l = s.get("/v1/organizations?status=archived").await;
-    assert_eq!(l.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(l.item_count(), 1);
     assert_eq!(
-        s.get("/v1/organizations?status=active").await.json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
+        s.get("/v1/organizations?status=active").await.item_count(),
         0
     );
     s.sim.shutdown().await;
@@ -410,15 +379,15 @@ async fn patch_metadata_merge_and_limits() {
         json!({ "b": "2", "c": "3" }),
         "omitted fields are kept"
     );
-    s.write(Method::PATCH, &p, json!({ "metadata": { "b": null } }))
-        .await
-        .assert_error(422, "VALIDATION");
-    s.write(Method::PATCH, &p, json!({ "status": "suspended" }))
-        .await
-        .assert_error(422, "VALIDATION");
-    s.write(Method::PATCH, &p, json!({ "bogus": 1 }))
-        .await
-        .assert_error(422, "VALIDATION");
+    for body in [
+        json!({ "metadata": { "b": null } }),
+        json!({ "status": "suspended" }),
+        json!({ "bogus": 1 }),
+    ] {
+        s.write(Method::PATCH, &p, body)
+            .await
+            .assert_error(422, "VALIDATION");
+    }
     let r = s
         .write(Method::PATCH, &p, json!({ "metadata": null }))
         .await;
@@ -426,54 +395,22 @@ async fn patch_metadata_merge_and_limits() {
     // limits
     let many: serde_json::Map<String, serde_json::Value> =
         (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
-    s.write(
-        Method::POST,
-        "/v1/organizations",
-        json!({ "name": "x", "metadata": many }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
-    s.write(
-        Method::POST,
-        "/v1/organizations",
-        json!({ "name": "x", "metadata": { "k".repeat(41): "v" } }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
-    s.write(
-        Method::POST,
-        "/v1/organizations",
-        json!({ "name": "x", "metadata": { "k": "v".repeat(501) } }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
     let big: serde_json::Map<String, serde_json::Value> = (0..40)
         .map(|i| (format!("k{i:02}"), json!("v".repeat(450))))
         .collect();
-    s.write(
-        Method::POST,
-        "/v1/organizations",
+    for body in [
+        json!({ "name": "x", "metadata": many }),
+        json!({ "name": "x", "metadata": { "k".repeat(41): "v" } }),
+        json!({ "name": "x", "metadata": { "k": "v".repeat(501) } }),
         json!({ "name": "x", "metadata": big }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
-    s.write(
-        Method::POST,
-        "/v1/organizations",
         json!({ "name": "n".repeat(129) }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
-    s.write(Method::POST, "/v1/organizations", json!({}))
-        .await
-        .assert_error(422, "VALIDATION");
-    s.write(
-        Method::POST,
-        "/v1/organizations",
+        json!({}),
         json!({ "name": "x", "billingEmail": "nope" }),
-    )
-    .await
-    .assert_error(422, "VALIDATION");
+    ] {
+        s.write(Method::POST, "/v1/organizations", body)
+            .await
+            .assert_error(422, "VALIDATION");
+    }
     s.sim.shutdown().await;
 }
 
@@ -695,14 +632,8 @@ async fn webhooks_and_acting_inside_a_child() {
             .header(hdr.0, &hdr.1),
     )
     .await;
-    assert_eq!(l.json["items"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        s.get("/v1/webhook-endpoints").await.json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(l.item_count(), 1);
+    assert_eq!(s.get("/v1/webhook-endpoints").await.item_count(), 0);
     send(s.req(Method::GET, &format!("/v1/webhook-endpoints/{ep}")))
         .await
         .assert_error(404, "NOT_FOUND");
@@ -754,13 +685,7 @@ async fn webhooks_and_acting_inside_a_child() {
     ))
     .await
     .assert_error(404, "NOT_FOUND");
-    let k = s
-        .write(
-            Method::POST,
-            &format!("/v1/organizations/{org}/api-keys"),
-            json!({ "name": "k", "scopes": ["content:read"] }),
-        )
-        .await;
+    let k = s.mint_read_key(&org).await;
     let child = k.json["secret"].as_str().unwrap().to_string();
     send(
         s.req_as(&child, Method::GET, "/v1/webhook-endpoints")
@@ -772,10 +697,7 @@ async fn webhooks_and_acting_inside_a_child() {
     assert_eq!(
         send(s.req_as(&child, Method::GET, "/v1/webhook-endpoints"))
             .await
-            .json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
+            .item_count(),
         1
     );
     send(s.req_as(&child, Method::POST, "/v1/webhook-endpoints").json(&json!({ "url": "https://e.com", "events": ["test.ping"], "scope": "all_children" }))).await.assert_error(403, "FORBIDDEN_SCOPE");

@@ -18,13 +18,7 @@ async fn replay_is_byte_for_byte_and_does_not_reexecute() {
     assert_eq!((a.status, b.status), (201, 201));
     assert_eq!(a.text, b.text, "replay must be byte-identical");
     assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
-    assert_eq!(
-        s.get("/v1/organizations").await.json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.get("/v1/organizations").await.item_count(), 1);
     // same key, different body
     send(mint("k1", json!({ "name": "Other" })))
         .await
@@ -49,13 +43,7 @@ async fn replay_is_byte_for_byte_and_does_not_reexecute() {
             .json(&json!({ "name": "dup" })),
     )
     .await;
-    assert_eq!(
-        s.get("/v1/organizations").await.json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(s.get("/v1/organizations").await.item_count(), 3);
     s.sim.shutdown().await;
 }
 
@@ -74,10 +62,7 @@ async fn mint_and_allocate_replays() {
     assert_eq!(
         s.get(&format!("/v1/organizations/{org}/api-keys"))
             .await
-            .json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
+            .item_count(),
         1
     );
 
@@ -157,13 +142,7 @@ async fn concurrent_duplicates_execute_once() {
         bodies.push(r.text);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    assert_eq!(
-        s.get("/v1/organizations").await.json["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.get("/v1/organizations").await.item_count(), 1);
     s.sim.shutdown().await;
 }
 

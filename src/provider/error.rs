@@ -192,19 +192,22 @@ impl ProviderError {
     }
 }
 
+/// A refusal as the API sends it, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_failure(status: u16, code: &str) -> ApiFailure {
+    ApiFailure {
+        status,
+        code: code.to_string(),
+        message: "not allowed".to_string(),
+        request_id: Some("req_1".to_string()),
+        retry_after: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_failure as failure;
     use super::*;
-
-    fn failure(status: u16, code: &str) -> ApiFailure {
-        ApiFailure {
-            status,
-            code: code.to_string(),
-            message: "m".to_string(),
-            request_id: Some("req_1".to_string()),
-            retry_after: None,
-        }
-    }
 
     #[test]
     fn documented_codes_map_to_their_variant() {

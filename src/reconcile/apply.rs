@@ -8,7 +8,7 @@ use kube::api::Api;
 
 use crate::api::{ApiKeyStatus, CreditsStatus, CustomerOrg, CustomerOrgStatus, WebhookStatus};
 use crate::provider::error::ProviderError;
-use crate::provider::{MintedKey, Provider};
+use crate::provider::{MintedKey, Provider, Secret};
 
 use super::OrgEvent;
 use super::plan::{ALLOCATION_MARKER, Action, Plan};
@@ -102,6 +102,72 @@ fn upsert_hook(status: &mut CustomerOrgStatus, entry: WebhookStatus) {
     status.webhooks.retain(|w| w.name != entry.name);
     status.webhooks.push(entry);
     status.webhooks.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+fn record_key(
+    status: &mut CustomerOrgStatus,
+    name: &str,
+    secret_name: &str,
+    spec_hash: &str,
+    minted: &MintedKey,
+) {
+    upsert_key(
+        status,
+        ApiKeyStatus {
+            name: name.to_string(),
+            id: minted.key.id.clone(),
+            prefix: minted.key.prefix.clone(),
+            secret_name: secret_name.to_string(),
+            spec_hash: spec_hash.to_string(),
+        },
+    );
+}
+
+fn record_hook(
+    status: &mut CustomerOrgStatus,
+    name: &str,
+    id: &str,
+    secret_name: &str,
+    spec_hash: &str,
+) {
+    upsert_hook(
+        status,
+        WebhookStatus {
+            name: name.to_string(),
+            id: id.to_string(),
+            secret_name: secret_name.to_string(),
+            spec_hash: spec_hash.to_string(),
+        },
+    );
+}
+
+/// Revoking or deleting what is already gone is what was asked (and what a retry after a
+/// lost response sees).
+fn already_gone_is_done(result: Result<(), ProviderError>) -> Result<(), ProviderError> {
+    match result {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+async fn write_hook_secret(
+    secret_api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    secret_name: &str,
+    org_id: &str,
+    hook_id: &str,
+    secret: &Secret,
+) -> Result<(), StepError> {
+    let payload = Payload {
+        id_annotation: WEBHOOK_ID_ANNOTATION,
+        id: hook_id,
+        org_id,
+        plain: BTreeMap::from([("endpointId", hook_id.to_string())]),
+        secret_key: "signingSecret",
+        secret,
+        rotated_for: None,
+    };
+    Ok(secrets::write(secret_api, corg, secret_name, payload).await?)
 }
 
 async fn write_key_secret(
@@ -238,16 +304,7 @@ async fn step(
                 rotation.as_deref(),
             )
             .await?;
-            upsert_key(
-                status,
-                ApiKeyStatus {
-                    name: name.clone(),
-                    id: minted.key.id.clone(),
-                    prefix: minted.key.prefix.clone(),
-                    secret_name: secret_name.clone(),
-                    spec_hash: spec_hash.clone(),
-                },
-            );
+            record_key(status, name, secret_name, spec_hash, &minted);
             events.push(event(
                 "KeyMinted",
                 "Mint",
@@ -286,16 +343,7 @@ async fn step(
                 Some(rotation.as_str()),
             )
             .await?;
-            upsert_key(
-                status,
-                ApiKeyStatus {
-                    name: name.clone(),
-                    id: minted.key.id.clone(),
-                    prefix: minted.key.prefix.clone(),
-                    secret_name: secret_name.clone(),
-                    spec_hash: spec_hash.clone(),
-                },
-            );
+            record_key(status, name, secret_name, spec_hash, &minted);
             events.push(event(
                 "KeyRotated",
                 "Rotate",
@@ -303,11 +351,7 @@ async fn step(
             ));
         }
         Action::RevokeKey { name, key_id } => {
-            match provider.revoke_key(org_id(status)?, key_id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+            already_gone_is_done(provider.revoke_key(org_id(status)?, key_id).await)?;
             if !corg.spec.api_keys.iter().any(|k| &k.name == name) {
                 status.api_keys.retain(|k| &k.name != name);
             }
@@ -326,25 +370,10 @@ async fn step(
         } => {
             let id = org_id(status)?.to_string();
             let created = provider.create_webhook(&id, new, key).await?;
-            let payload = Payload {
-                id_annotation: WEBHOOK_ID_ANNOTATION,
-                id: &created.endpoint.id,
-                org_id: &id,
-                plain: BTreeMap::from([("endpointId", created.endpoint.id.clone())]),
-                secret_key: "signingSecret",
-                secret: &created.signing_secret,
-                rotated_for: None,
-            };
-            secrets::write(secret_api, corg, secret_name, payload).await?;
-            upsert_hook(
-                status,
-                WebhookStatus {
-                    name: name.clone(),
-                    id: created.endpoint.id.clone(),
-                    secret_name: secret_name.clone(),
-                    spec_hash: spec_hash.clone(),
-                },
-            );
+            let hook_id = &created.endpoint.id;
+            let secret = &created.signing_secret;
+            write_hook_secret(secret_api, corg, secret_name, &id, hook_id, secret).await?;
+            record_hook(status, name, hook_id, secret_name, spec_hash);
             events.push(event(
                 "WebhookCreated",
                 "Create",
@@ -367,11 +396,7 @@ async fn step(
             ));
         }
         Action::DeleteWebhook { name, id } => {
-            match provider.delete_webhook(org_id(status)?, id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+            already_gone_is_done(provider.delete_webhook(org_id(status)?, id).await)?;
             if !corg.spec.webhooks.iter().any(|w| &w.name == name) {
                 status.webhooks.retain(|w| &w.name != name);
             }
@@ -390,25 +415,8 @@ async fn step(
         } => {
             let org = org_id(status)?.to_string();
             let secret = provider.rotate_webhook_secret(&org, id, key).await?;
-            let payload = Payload {
-                id_annotation: WEBHOOK_ID_ANNOTATION,
-                id,
-                org_id: &org,
-                plain: BTreeMap::from([("endpointId", id.clone())]),
-                secret_key: "signingSecret",
-                secret: &secret,
-                rotated_for: None,
-            };
-            secrets::write(secret_api, corg, secret_name, payload).await?;
-            upsert_hook(
-                status,
-                WebhookStatus {
-                    name: name.clone(),
-                    id: id.clone(),
-                    secret_name: secret_name.clone(),
-                    spec_hash: spec_hash.clone(),
-                },
-            );
+            write_hook_secret(secret_api, corg, secret_name, &org, id, &secret).await?;
+            record_hook(status, name, id, secret_name, spec_hash);
         }
         Action::DeleteSecret { name } => {
             secrets::delete_owned(secret_api, corg, name).await?;

@@ -391,17 +391,7 @@ fn clone_kube_error(e: &kube::Error) -> kube::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::error::ApiFailure;
-
-    fn failure(status: u16, code: &str) -> ApiFailure {
-        ApiFailure {
-            status,
-            code: code.to_string(),
-            message: "not allowed".to_string(),
-            request_id: Some("req_1".to_string()),
-            retry_after: None,
-        }
-    }
+    use crate::provider::error::test_failure as failure;
 
     fn reason(v: &Verdict) -> &str {
         match v {

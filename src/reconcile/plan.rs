@@ -623,6 +623,53 @@ fn rotate_key(uid: &str, name: &str, value: &str, key_id: &str) -> IdempotencyKe
     derive(&[uid, "rotate", name, value, key_id])
 }
 
+/// The Secret this CustomerOrg may write at `secret_name`, or `None` (and Stalled) when
+/// another owner controls it: such a Secret is never overwritten.
+fn usable_secret(
+    secrets: &BTreeMap<String, SecretSeen>,
+    secret_name: &str,
+    field: &str,
+    plan: &mut Plan,
+) -> Option<SecretSeen> {
+    let seen = secrets
+        .get(secret_name)
+        .cloned()
+        .unwrap_or(SecretSeen::Missing);
+    if seen == SecretSeen::Foreign {
+        plan.stalled.get_or_insert((
+            "SecretConflict".into(),
+            format!("Secret {secret_name} exists and is not owned by this CustomerOrg; it is never overwritten: delete it or set {field}.secretName"),
+        ));
+        return None;
+    }
+    Some(seen)
+}
+
+/// Of several provider objects with one name, the one the Secret points at, else the one
+/// status records, else the first; the others are extras.
+fn kept<'a, T>(
+    found: &[&'a T],
+    id: impl Fn(&T) -> &String,
+    secret_id: &Option<String>,
+    recorded_id: Option<&String>,
+) -> Option<&'a T> {
+    found
+        .iter()
+        .find(|x| Some(id(x)) == secret_id.as_ref())
+        .or_else(|| found.iter().find(|x| recorded_id == Some(id(x))))
+        .or(found.first())
+        .copied()
+}
+
+/// Only a Secret this CustomerOrg owns is ever deleted.
+fn delete_owned_secret(secrets: &BTreeMap<String, SecretSeen>, name: &str, plan: &mut Plan) {
+    if matches!(secrets.get(name), Some(SecretSeen::Owned { .. })) {
+        plan.actions.push(Action::DeleteSecret {
+            name: name.to_string(),
+        });
+    }
+}
+
 fn is_current(k: &ApiKey) -> bool {
     k.status == KeyStatus::Active && k.superseded_by.is_none()
 }
@@ -640,18 +687,11 @@ fn plan_keys(
     let mut rotation_complete = true;
     for spec in &corg.spec.api_keys {
         let secret_name = key_secret_name(corg, spec);
-        let seen = secrets
-            .get(&secret_name)
-            .cloned()
-            .unwrap_or(SecretSeen::Missing);
-        if seen == SecretSeen::Foreign {
-            plan.stalled.get_or_insert((
-                "SecretConflict".into(),
-                format!("Secret {secret_name} exists and is not owned by this CustomerOrg; it is never overwritten: delete it or set spec.apiKeys[{}].secretName", spec.name),
-            ));
+        let field = format!("spec.apiKeys[{}]", spec.name);
+        let Some(seen) = usable_secret(secrets, &secret_name, &field, plan) else {
             rotation_complete = false;
             continue;
-        }
+        };
         let (secret_id, secret_rotated_for) = match &seen {
             SecretSeen::Owned { id, rotated_for } => (id.clone(), rotated_for.clone()),
             _ => (None, None),
@@ -659,17 +699,7 @@ fn plan_keys(
         let recorded = status.api_keys.iter().find(|s| s.name == spec.name);
         let named: Vec<&ApiKey> = keys.iter().filter(|k| k.name == spec.name).collect();
         let current: Vec<&ApiKey> = named.iter().copied().filter(|k| is_current(k)).collect();
-        // Several current keys of one name: keep the one the Secret (or status) points at.
-        let keep = current
-            .iter()
-            .find(|k| Some(&k.id) == secret_id.as_ref())
-            .or_else(|| {
-                current
-                    .iter()
-                    .find(|k| recorded.is_some_and(|r| r.id == k.id))
-            })
-            .or(current.first())
-            .copied();
+        let keep = kept(&current, |k| &k.id, &secret_id, recorded.map(|r| &r.id));
         for extra in current
             .iter()
             .filter(|k| Some(k.id.as_str()) != keep.map(|k| k.id.as_str()))
@@ -779,14 +809,8 @@ fn plan_keys(
         }
         if let Some(old) = recorded
             && old.secret_name != secret_name
-            && matches!(
-                secrets.get(&old.secret_name),
-                Some(SecretSeen::Owned { .. })
-            )
         {
-            plan.actions.push(Action::DeleteSecret {
-                name: old.secret_name.clone(),
-            });
+            delete_owned_secret(secrets, &old.secret_name, plan);
         }
     }
     let spec_names: BTreeSet<&str> = corg.spec.api_keys.iter().map(|k| k.name.as_str()).collect();
@@ -804,14 +828,7 @@ fn plan_keys(
                 key_id: k.id.clone(),
             });
         }
-        if matches!(
-            secrets.get(&gone.secret_name),
-            Some(SecretSeen::Owned { .. })
-        ) {
-            plan.actions.push(Action::DeleteSecret {
-                name: gone.secret_name.clone(),
-            });
-        }
+        delete_owned_secret(secrets, &gone.secret_name, plan);
     }
     if let Some(value) = rotation
         && rotation_complete
@@ -839,33 +856,17 @@ fn plan_webhooks(
     };
     for spec in &corg.spec.webhooks {
         let secret_name = webhook_secret_name(corg, spec);
-        let seen = secrets
-            .get(&secret_name)
-            .cloned()
-            .unwrap_or(SecretSeen::Missing);
-        if seen == SecretSeen::Foreign {
-            plan.stalled.get_or_insert((
-                "SecretConflict".into(),
-                format!("Secret {secret_name} exists and is not owned by this CustomerOrg; it is never overwritten: delete it or set spec.webhooks[{}].secretName", spec.name),
-            ));
+        let field = format!("spec.webhooks[{}]", spec.name);
+        let Some(seen) = usable_secret(secrets, &secret_name, &field, plan) else {
             continue;
-        }
+        };
         let secret_id = match &seen {
             SecretSeen::Owned { id, .. } => id.clone(),
             _ => None,
         };
         let recorded = status.webhooks.iter().find(|s| s.name == spec.name);
         let found = ours(&spec.name);
-        let keep = found
-            .iter()
-            .find(|h| Some(&h.id) == secret_id.as_ref())
-            .or_else(|| {
-                found
-                    .iter()
-                    .find(|h| recorded.is_some_and(|r| r.id == h.id))
-            })
-            .or(found.first())
-            .copied();
+        let keep = kept(&found, |h| &h.id, &secret_id, recorded.map(|r| &r.id));
         let spec_hash = webhook_hash(corg, spec);
         let events = sorted(&spec.events);
         for extra in found
@@ -927,14 +928,8 @@ fn plan_webhooks(
         }
         if let Some(old) = recorded
             && old.secret_name != secret_name
-            && matches!(
-                secrets.get(&old.secret_name),
-                Some(SecretSeen::Owned { .. })
-            )
         {
-            plan.actions.push(Action::DeleteSecret {
-                name: old.secret_name.clone(),
-            });
+            delete_owned_secret(secrets, &old.secret_name, plan);
         }
     }
     let spec_names: BTreeSet<&str> = corg.spec.webhooks.iter().map(|w| w.name.as_str()).collect();
@@ -949,13 +944,6 @@ fn plan_webhooks(
                 id: h.id.clone(),
             });
         }
-        if matches!(
-            secrets.get(&gone.secret_name),
-            Some(SecretSeen::Owned { .. })
-        ) {
-            plan.actions.push(Action::DeleteSecret {
-                name: gone.secret_name.clone(),
-            });
-        }
+        delete_owned_secret(secrets, &gone.secret_name, plan);
     }
 }

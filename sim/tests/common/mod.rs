@@ -26,6 +26,11 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
     /// Asserts an error response with the documented envelope.
+    /// Length of a list response's `items`.
+    pub fn item_count(&self) -> usize {
+        self.json["items"].as_array().expect("items").len()
+    }
+
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.text);
         assert_eq!(self.code(), code, "body: {}", self.text);
@@ -102,6 +107,16 @@ impl Sim {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         r.json["id"].as_str().expect("id").to_string()
+    }
+
+    /// Mints a `content:read` key named `k` in `org` with the parent key.
+    pub async fn mint_read_key(&self, org: &str) -> Resp {
+        self.write(
+            Method::POST,
+            &format!("/v1/organizations/{org}/api-keys"),
+            serde_json::json!({ "name": "k", "scopes": ["content:read"] }),
+        )
+        .await
     }
 
     pub async fn state(&self) -> Value {

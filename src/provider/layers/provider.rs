@@ -55,7 +55,35 @@ fn opt_u64(v: Option<u64>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
+fn credit_config_request<'a>(method: Method, org_id: &str) -> ProviderResult<Request<'a>> {
+    Ok(Request::new(
+        method,
+        "/v1/organizations/:orgId/credit-config",
+        org_path(org_id, "/credit-config")?,
+    ))
+}
+
 impl LayersProvider {
+    /// Suspend and resume are idempotent by state: a repeat is a no-op at the provider.
+    async fn transition_org(
+        &self,
+        org_id: &str,
+        route: &'static str,
+        rest: &str,
+    ) -> ProviderResult<Org> {
+        let req = Request::new(Method::POST, route, org_path(org_id, rest)?).idempotent_by_state();
+        Ok(self.http.json::<OrgWire>(&req).await?.into())
+    }
+
+    async fn credit_config(&self, req: Request<'_>) -> ProviderResult<CreditConfig> {
+        Ok(self
+            .http
+            .json::<CreditConfigEnvelope>(&req)
+            .await?
+            .config
+            .into())
+    }
+
     async fn list_orgs(&self, status: &str) -> ProviderResult<Vec<Org>> {
         let req = Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
         let items: Vec<OrgWire> = self.http.list_all(req, ORG_LIMIT).await?;
@@ -143,23 +171,13 @@ impl Provider for LayersProvider {
     }
 
     async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
-        let req = Request::new(
-            Method::POST,
-            "/v1/organizations/:orgId/suspend",
-            org_path(org_id, "/suspend")?,
-        )
-        .idempotent_by_state();
-        Ok(self.http.json::<OrgWire>(&req).await?.into())
+        self.transition_org(org_id, "/v1/organizations/:orgId/suspend", "/suspend")
+            .await
     }
 
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org> {
-        let req = Request::new(
-            Method::POST,
-            "/v1/organizations/:orgId/resume",
-            org_path(org_id, "/resume")?,
-        )
-        .idempotent_by_state();
-        Ok(self.http.json::<OrgWire>(&req).await?.into())
+        self.transition_org(org_id, "/v1/organizations/:orgId/resume", "/resume")
+            .await
     }
 
     async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
@@ -168,17 +186,8 @@ impl Provider for LayersProvider {
     }
 
     async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig> {
-        let req = Request::new(
-            Method::GET,
-            "/v1/organizations/:orgId/credit-config",
-            org_path(org_id, "/credit-config")?,
-        );
-        Ok(self
-            .http
-            .json::<CreditConfigEnvelope>(&req)
-            .await?
-            .config
-            .into())
+        self.credit_config(credit_config_request(Method::GET, org_id)?)
+            .await
     }
 
     /// Sends every field, so the result is exactly `config` (null clears).
@@ -193,19 +202,10 @@ impl Provider for LayersProvider {
             "refillThreshold": opt_u64(config.refill.as_ref().map(|r| r.threshold)),
             "refillAmount": opt_u64(config.refill.as_ref().map(|r| r.amount)),
         });
-        let req = Request::new(
-            Method::PATCH,
-            "/v1/organizations/:orgId/credit-config",
-            org_path(org_id, "/credit-config")?,
-        )
-        .json(&body)
-        .key(key);
-        Ok(self
-            .http
-            .json::<CreditConfigEnvelope>(&req)
-            .await?
-            .config
-            .into())
+        let req = credit_config_request(Method::PATCH, org_id)?
+            .json(&body)
+            .key(key);
+        self.credit_config(req).await
     }
 
     async fn allocate_credits(
