@@ -328,37 +328,50 @@ async fn run_case(case: &Case) -> Seen {
     seen
 }
 
-/// Every case's result, computed once (all cases in parallel) for all tests of this file.
+/// Cases that must run with no other operator alive: every operator writes every
+/// OrgProvider's status, so another one would write it first and hide the refusal.
+const ALONE: &[&str] = &["orgproviders_status"];
+
+fn spawn_case(case: Case) -> (String, std::thread::JoinHandle<Seen>) {
+    let name = case.name.clone();
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(run_case(&case))
+    });
+    (name, handle)
+}
+
+fn join_case(
+    (name, handle): (String, std::thread::JoinHandle<Seen>),
+) -> (String, Result<Seen, String>) {
+    let result = handle.join().map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "scenario panicked".into())
+    });
+    (name, result)
+}
+
+/// Every case's result, computed once for all tests of this file: the shared cases in
+/// parallel, then each `ALONE` case by itself.
 fn results() -> &'static HashMap<String, Result<Seen, String>> {
     static RESULTS: OnceLock<HashMap<String, Result<Seen, String>>> = OnceLock::new();
     RESULTS.get_or_init(|| {
-        let handles: Vec<_> = cases()
+        let (alone, shared): (Vec<Case>, Vec<Case>) = cases()
             .into_iter()
-            .map(|case| {
-                let name = case.name.clone();
-                let handle = std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("tokio runtime")
-                        .block_on(run_case(&case))
-                });
-                (name, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(name, handle)| {
-                let result = handle.join().map_err(|panic| {
-                    panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "scenario panicked".into())
-                });
-                (name, result)
-            })
-            .collect()
+            .partition(|c| ALONE.contains(&c.name.as_str()));
+        let handles: Vec<_> = shared.into_iter().map(spawn_case).collect();
+        let mut results: HashMap<_, _> = handles.into_iter().map(join_case).collect();
+        for case in alone {
+            let (name, result) = join_case(spawn_case(case));
+            results.insert(name, result);
+        }
+        results
     })
 }
 

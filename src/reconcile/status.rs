@@ -199,6 +199,19 @@ pub fn paused(corg: &CustomerOrg) -> CustomerOrgStatus {
     status
 }
 
+/// The status while the provider is not checked yet or briefly unreachable: work is
+/// pending, no human is needed.
+pub fn provider_pending(corg: &CustomerOrg, message: &str) -> CustomerOrgStatus {
+    let status = corg.status.clone().unwrap_or_default();
+    finish(
+        corg,
+        status,
+        &Verdict::Transient {
+            message: message.to_string(),
+        },
+    )
+}
+
 /// The status to show when the provider is missing or not Ready: keeps what was observed,
 /// says why nothing happens. `Stalled` because a human must fix the OrgProvider.
 pub fn unavailable(corg: &CustomerOrg, reason: &str, message: &str) -> CustomerOrgStatus {

@@ -237,16 +237,32 @@ async fn reconcile_org(
         .availability(&provider_name, current.as_deref())
     {
         Availability::Ready(p) => p,
-        Availability::Unavailable { reason, message } => {
+        Availability::Unavailable {
+            reason,
+            message,
+            transient,
+        } => {
             if deleting && corg.spec.deletion_policy == DeletionPolicy::Orphan {
                 // Orphan needs no API call: let the object go.
                 remove_finalizer(&api, corg, ctx).await?;
                 return Ok((Retry::Resync, paused, None));
             }
             debug!(%reason, "provider unavailable");
-            let status = reconcile::status::unavailable(corg, &reason, &message);
+            // A provider not checked yet (e.g. right after a restart) or briefly
+            // unreachable is no reason to wait minutes: back off from a second.
+            let (status, retry) = if transient {
+                (
+                    reconcile::status::provider_pending(corg, &message),
+                    Retry::Backoff,
+                )
+            } else {
+                (
+                    reconcile::status::unavailable(corg, &reason, &message),
+                    Retry::Slow,
+                )
+            };
             let written = apply_status(&api, corg, &status, ctx).await?;
-            return Ok((Retry::Slow, paused, written));
+            return Ok((retry, paused, written));
         }
     };
     let rctx = reconcile::Context {

@@ -228,7 +228,7 @@ fn classify(err: &ProviderError) -> (&'static str, bool) {
         ProviderError::Unauthenticated(_) => ("Unauthorized", false),
         ProviderError::ForbiddenScope(_) => ("Forbidden", false),
         ProviderError::KillSwitch(_) => ("KillSwitch", false),
-        e if e.is_retryable() => ("Unreachable", true),
+        e if e.is_retryable() => (super::registry::UNREACHABLE, true),
         _ => ("ApiRejected", false),
     }
 }

@@ -24,10 +24,19 @@ pub struct Slot {
     pub health: Result<(), (String, String)>,
 }
 
+/// Health reason of a provider whose check failed in a way worth retrying soon.
+pub const UNREACHABLE: &str = "Unreachable";
+
 /// A provider ready for CustomerOrgs, or why it is not.
 pub enum Availability {
     Ready(Arc<dyn Provider>),
-    Unavailable { reason: String, message: String },
+    /// `transient`: not checked yet, or unreachable for now; CustomerOrgs retry soon
+    /// instead of waiting for a human.
+    Unavailable {
+        reason: String,
+        message: String,
+        transient: bool,
+    },
 }
 
 pub struct Registry {
@@ -89,6 +98,7 @@ impl Registry {
             return Availability::Unavailable {
                 reason: "ProviderNotFound".into(),
                 message: format!("OrgProvider {name:?} does not exist"),
+                transient: false,
             };
         };
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
@@ -108,10 +118,12 @@ impl Registry {
             }) => Availability::Unavailable {
                 reason: reason.clone(),
                 message: format!("OrgProvider {name:?} is not Ready: {message}"),
+                transient: reason == UNREACHABLE,
             },
             _ => Availability::Unavailable {
                 reason: "ProviderNotReady".into(),
                 message: format!("OrgProvider {name:?} has not been checked yet"),
+                transient: true,
             },
         }
     }
