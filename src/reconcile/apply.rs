@@ -8,7 +8,7 @@ use kube::api::Api;
 
 use crate::api::{ApiKeyStatus, CreditsStatus, CustomerOrg, CustomerOrgStatus, WebhookStatus};
 use crate::provider::error::ProviderError;
-use crate::provider::{MintedKey, Provider, Secret};
+use crate::provider::{MintedKey, Org, Provider, Secret};
 
 use super::OrgEvent;
 use super::plan::{ALLOCATION_MARKER, Action, Plan};
@@ -39,6 +39,8 @@ pub struct Applied {
     pub writes: usize,
     pub events: Vec<OrgEvent>,
     pub failure: Option<StepError>,
+    /// The org a `CreateOrg` action returned.
+    pub created: Option<Org>,
 }
 
 fn event(reason: &str, action: &str, note: String) -> OrgEvent {
@@ -61,9 +63,14 @@ pub async fn apply(
         writes: 0,
         events: Vec::new(),
         failure: None,
+        created: None,
     };
     for action in &plan.actions {
-        match step(provider, secret_api, corg, action, status, &mut out.events).await {
+        let mut done = Done {
+            events: &mut out.events,
+            created: &mut out.created,
+        };
+        match step(provider, secret_api, corg, action, status, &mut done).await {
             Ok(()) => {
                 if action.is_write() {
                     out.writes += 1;
@@ -201,14 +208,21 @@ async fn write_key_secret(
     }
 }
 
+/// Where a step reports what it did besides the status.
+struct Done<'a> {
+    events: &'a mut Vec<OrgEvent>,
+    created: &'a mut Option<Org>,
+}
+
 async fn step(
     provider: &dyn Provider,
     secret_api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     action: &Action,
     status: &mut CustomerOrgStatus,
-    events: &mut Vec<OrgEvent>,
+    done: &mut Done<'_>,
 ) -> Result<(), StepError> {
+    let events = &mut *done.events;
     match action {
         Action::CreateOrg { new, key } => {
             let org = provider.create_org(new, key).await?;
@@ -219,6 +233,7 @@ async fn step(
                 "Create",
                 format!("created org {}", org.id),
             ));
+            *done.created = Some(org);
         }
         Action::UpdateOrg { patch, key } => {
             provider.update_org(org_id(status)?, patch, key).await?;

@@ -298,16 +298,31 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
             action: "Adopt".to_string(),
         });
     }
-    let applied = apply::apply(
-        ctx.provider.as_ref(),
-        &secrets::api(corg, &ctx.client),
-        corg,
-        &plan,
-        &mut working,
-    )
-    .await;
+    let secret_api = secrets::api(corg, &ctx.client);
+    let provider = ctx.provider.as_ref();
+    let applied = apply::apply(provider, &secret_api, corg, &plan, &mut working).await;
     events.extend(applied.events);
-    if let Some(failure) = applied.failure {
+    let mut writes = applied.writes;
+    let mut failure = applied.failure;
+    let mut plan = plan;
+    // The org this pass created is known to be empty: plan its follow-ups now instead of
+    // re-reading everything next pass (safety: docs/architecture.md, "Exactly once").
+    if failure.is_none()
+        && plan.stalled.is_none()
+        && let Some(created) = &applied.created
+        && let Some(fresh) = plan::fresh_org_observation(corg, created, &obs)
+    {
+        let mut next = corg.clone();
+        next.status = Some(working.clone());
+        let follow = plan::plan(&next, &fresh);
+        working = status::observed(&next, follow.org.as_ref(), &fresh);
+        let more = apply::apply(provider, &secret_api, &next, &follow, &mut working).await;
+        events.extend(more.events);
+        writes += more.writes;
+        failure = more.failure;
+        plan = follow;
+    }
+    if let Some(failure) = failure {
         let (verdict, retry, event) = match &failure {
             StepError::Provider(e) => provider_failure(e),
             StepError::Kube(e) => {
@@ -348,8 +363,8 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
             events,
         ));
     }
-    if applied.writes > 0 {
-        let message = format!("applied {} change(s); verifying", applied.writes);
+    if writes > 0 {
+        let message = format!("applied {writes} change(s); verifying");
         return Ok(finish(
             corg,
             working,

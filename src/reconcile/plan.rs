@@ -947,3 +947,44 @@ fn plan_webhooks(
         delete_owned_secret(secrets, &gone.secret_name, plan);
     }
 }
+
+/// What a pass that just created `created` knows without reading: a new org has no keys,
+/// no webhooks, an empty ledger and the default credit config. `None` when that cannot be
+/// trusted because the create may have replayed an earlier create whose follow-ups used
+/// other idempotency keys: a spec edited since (generation > 1), a pending rotation, or a
+/// status that already records keys, webhooks, credits or a rotation.
+pub fn fresh_org_observation(
+    corg: &CustomerOrg,
+    created: &Org,
+    seen: &Observed,
+) -> Option<Observed> {
+    let first_generation = corg.metadata.generation.unwrap_or(1) == 1;
+    let no_records = corg.status.as_ref().is_none_or(|s| {
+        s.api_keys.is_empty()
+            && s.webhooks.is_empty()
+            && s.credits.is_none()
+            && s.keys_rotated_for.is_none()
+    });
+    if !first_generation
+        || !no_records
+        || rotation_pending(corg).is_some()
+        || created.status != OrgStatus::Active
+    {
+        return None;
+    }
+    let caps = seen.capabilities;
+    let mut org = created.clone();
+    org.summary.get_or_insert(crate::provider::OrgSummary {
+        balance: 0,
+        available: 0,
+        credit_config: CreditConfig::default(),
+    });
+    Some(Observed {
+        found: Found::Tracked(Some(org)),
+        keys: caps.child_api_keys.then(Vec::new),
+        webhooks: caps.webhooks.then(Vec::new),
+        ledger: caps.allocation_ledger.then_some(0),
+        secrets: seen.secrets.clone(),
+        capabilities: caps,
+    })
+}

@@ -700,6 +700,144 @@ fn arb_state() -> impl Strategy<Value = DesiredState> {
     ]
 }
 
+/// A new CustomerOrg wanting everything a customer gets on day one.
+fn full_new_corg() -> CustomerOrg {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 500,
+        monthly_cap: Some(100),
+        auto_refill: Some(AutoRefillSpec {
+            threshold: Some(10),
+            amount: Some(20),
+        }),
+    });
+    s.api_keys = vec![key_spec("app")];
+    s.webhooks = vec![hook_spec("events", "https://hooks.acme.example/layers")];
+    let mut c = corg(s);
+    c.metadata.generation = Some(1);
+    c
+}
+
+/// The org the create call returns: as asked, active, no summary.
+fn created_for(c: &CustomerOrg) -> Org {
+    let mut o = org_for(c);
+    o.summary = None;
+    o
+}
+
+#[test]
+fn fresh_org_plans_all_follow_ups_in_the_creating_pass() {
+    let c = full_new_corg();
+    let first = obs(Found::Nothing);
+    let p = plan(&c, &first);
+    assert!(matches!(p.actions.as_slice(), [Action::CreateOrg { .. }]));
+
+    let created = created_for(&c);
+    let fresh = fresh_org_observation(&c, &created, &first).expect("a fresh org is known empty");
+    let mut next = c.clone();
+    next.status = Some(CustomerOrgStatus {
+        org_id: Some(created.id.clone()),
+        ..Default::default()
+    });
+    let follow = plan(&next, &fresh);
+    let kinds: Vec<&str> = follow
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::SetCreditConfig { .. } => "credit-config",
+            Action::Allocate {
+                credits: 500,
+                ledger: 0,
+                ..
+            } => "allocate-500",
+            Action::MintKey {
+                name,
+                replaces: None,
+                ..
+            } if name == "app" => "mint",
+            Action::CreateWebhook { name, .. } if name == "events" => "webhook",
+            _ => "unexpected",
+        })
+        .collect();
+    assert_eq!(kinds, ["credit-config", "allocate-500", "mint", "webhook"]);
+    assert!(follow.stalled.is_none() && follow.adopted.is_none());
+
+    // The same writes, keys included, that a pass reading the empty org would plan: a
+    // replayed create therefore leads to replayed follow-ups, not second ones.
+    let mut read = fresh.clone();
+    let mut summarized = created.clone();
+    summarized.summary = Some(OrgSummary {
+        balance: 0,
+        available: 0,
+        credit_config: CreditConfig::default(),
+    });
+    read.found = Found::Tracked(Some(summarized));
+    assert_eq!(plan(&next, &read).actions, follow.actions);
+}
+
+#[test]
+fn fresh_org_follow_ups_respect_capabilities_and_foreign_secrets() {
+    let c = full_new_corg();
+    let mut first = obs(Found::Nothing);
+    first.capabilities.webhooks = false;
+    first.secrets.insert("acme-app".into(), SecretSeen::Foreign);
+    let fresh = fresh_org_observation(&c, &created_for(&c), &first).unwrap();
+    assert!(fresh.webhooks.is_none() && fresh.keys == Some(vec![]) && fresh.ledger == Some(0));
+    let mut next = c.clone();
+    next.status = Some(CustomerOrgStatus {
+        org_id: Some("org_1".into()),
+        ..Default::default()
+    });
+    let follow = plan(&next, &fresh);
+    assert!(
+        !follow
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::MintKey { .. } | Action::CreateWebhook { .. }))
+    );
+    assert_eq!(
+        follow.stalled.as_ref().map(|s| s.0.as_str()),
+        Some("SecretConflict")
+    );
+}
+
+#[test]
+fn fresh_org_shortcut_refused_when_a_replay_could_differ() {
+    let c = full_new_corg();
+    let first = obs(Found::Nothing);
+    let created = created_for(&c);
+    assert!(fresh_org_observation(&c, &created, &first).is_some());
+
+    // Spec edited since the first reconcile: an earlier create's follow-ups may have used
+    // other keys (another allocation target, another webhook generation).
+    let mut edited = c.clone();
+    edited.metadata.generation = Some(2);
+    assert!(fresh_org_observation(&edited, &created, &first).is_none());
+
+    let mut rotating = c.clone();
+    rotating.metadata.annotations = Some(BTreeMap::from([(
+        ROTATE_KEYS_ANNOTATION.to_string(),
+        "2026-01".to_string(),
+    )]));
+    assert!(fresh_org_observation(&rotating, &created, &first).is_none());
+
+    // Status already records work: not a first create.
+    let mut recorded = c.clone();
+    recorded.status = Some(CustomerOrgStatus {
+        credits: Some(CreditsStatus {
+            allocated: 500,
+            balance: 500,
+            available: 500,
+        }),
+        ..Default::default()
+    });
+    assert!(fresh_org_observation(&recorded, &created, &first).is_none());
+
+    let mut suspended = created.clone();
+    suspended.status = OrgStatus::Suspended;
+    assert!(fresh_org_observation(&c, &suspended, &first).is_none());
+}
+
 proptest! {
     /// Invariants over random specs and observations.
     #[test]

@@ -3,8 +3,10 @@
 use super::error::RuntimeError;
 use super::events;
 use super::finalizer;
+use super::first_seen::{self, FirstSeen};
 use super::metrics::{KubeWrite, Metrics, ReconcileResult};
 use super::own_writes::{OwnWrites, Seen};
+use super::owned_secrets::OwnedSecrets;
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
 use crate::api::{
@@ -19,6 +21,8 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -42,15 +46,23 @@ pub struct OrgCtx {
     pub own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     /// Global bound on concurrent reconciles across the per-namespace controllers.
     pub permits: Arc<Semaphore>,
+    /// First reconcile in this process of a converged object: deferred, spread.
+    pub first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    pub owned_secrets: OwnedSecrets,
 }
+
+/// How long a first reconcile waits for the owned-Secret cache before giving up the
+/// shortcut (and doing the full pass).
+const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One controller for `namespace` (None: all namespaces).
 pub fn controller(
     client: Client,
     namespace: Option<&str>,
     providers: Store<OrgProvider>,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
+    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
 ) -> Controller<Guarded> {
     let (orgs, secrets): (Api<Guarded>, Api<Secret>) = match namespace {
         Some(ns) => (
@@ -77,7 +89,9 @@ pub fn controller(
             users
         },
     )
-    .reconcile_all_on(provider_changes(registry, providers, own_writes))
+    .reconcile_all_on(provider_changes(
+        registry, providers, own_writes, first_seen,
+    ))
 }
 
 fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
@@ -92,23 +106,85 @@ fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
         .collect()
 }
 
+/// What the provider-change stream needs to decide whether deferred first looks stay.
+struct Watch {
+    rx: tokio::sync::broadcast::Receiver<String>,
+    registry: Arc<Registry>,
+    providers: Store<OrgProvider>,
+    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
+    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    /// Providers this process has heard about once already.
+    known: HashSet<String>,
+}
+
 /// A tick whenever a provider's availability changes in the registry (checked, rebuilt,
 /// failed), so CustomerOrgs retry now rather than after a slow requeue. The stable
 /// controller API can only re-trigger every object; provider changes are rare.
+/// A provider's first check in this process coming out Ready is no news for a converged
+/// object: its deferred first look stays deferred (else a restart would stampede).
 fn provider_changes(
-    registry: &Registry,
-    _providers: Store<OrgProvider>,
+    registry: &Arc<Registry>,
+    providers: Store<OrgProvider>,
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
+    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
 ) -> impl Stream<Item = ()> + Send + 'static {
-    let rx = registry.subscribe();
-    futures::stream::unfold((rx, own_writes), |(mut rx, own_writes)| async move {
-        match rx.recv().await {
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                own_writes.verify_all();
-                Some(((), (rx, own_writes)))
+    let watch = Watch {
+        rx: registry.subscribe(),
+        registry: registry.clone(),
+        providers,
+        own_writes,
+        first_seen,
+        known: HashSet::new(),
+    };
+    futures::stream::unfold(watch, |mut w| async move {
+        match w.rx.recv().await {
+            Ok(name) => {
+                let first = w.known.insert(name.clone());
+                let current = w.providers.get(&ObjectRef::new(&name));
+                let ready = matches!(
+                    w.registry.availability(&name, current.as_deref()),
+                    Availability::Ready(_)
+                );
+                if !(first && ready) {
+                    w.first_seen.cancel(Some(&name));
+                }
+                w.own_writes.verify_all();
+                Some(((), w))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                w.first_seen.cancel(None);
+                w.own_writes.verify_all();
+                Some(((), w))
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
+    })
+}
+
+/// The first-seen shortcut: Some(delay) when this trigger makes no provider call.
+async fn first_look(
+    oref: &ObjectRef<Guarded>,
+    corg: &CustomerOrg,
+    ctx: &OrgCtx,
+) -> Option<Duration> {
+    if corg.metadata.deletion_timestamp.is_some() {
+        // Going away: full passes from now on, and no entry left behind.
+        ctx.first_seen.forget(oref);
+        return None;
+    }
+    if !ctx.first_seen.is_new_or_deferred(oref) {
+        return None;
+    }
+    let secrets =
+        if first_seen::converged(corg) && ctx.owned_secrets.ready(SECRETS_READY_TIMEOUT).await {
+            ctx.owned_secrets
+                .versions(corg, &first_seen::expected_secrets(corg))
+        } else {
+            None
+        };
+    let resync = ctx.resync;
+    ctx.first_seen.check(oref, corg, secrets, || {
+        resync.mul_f64(rand::rng().random_range(0.0..1.0))
     })
 }
 
@@ -125,6 +201,10 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 return Ok(Action::await_change());
             }
         };
+        if let Some(wait) = first_look(&oref, cached, &ctx).await {
+            debug!(first_look_in = ?wait, "converged at its generation; first look deferred");
+            return Ok(Action::requeue(wait.max(requeue::SOON)));
+        }
         let fresh;
         let corg = match ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true) {
             Seen::Unknown | Seen::OursVerify => cached,
@@ -135,6 +215,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 let api: Api<CustomerOrg> =
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
+                    ctx.first_seen.forget(&oref);
                     return Ok(Action::await_change());
                 };
                 match ctx.own_writes.seen(&oref, current.metadata.resource_version.as_deref(), false) {

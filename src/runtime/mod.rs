@@ -15,10 +15,12 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod finalizer;
+pub mod first_seen;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;
+pub mod owned_secrets;
 pub mod provider_controller;
 pub mod registry;
 pub mod requeue;
@@ -117,6 +119,19 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
         resync: args.resync_interval,
         backoff: Default::default(),
     });
+    let namespaces = args.watched_namespaces();
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut owned_secrets = owned_secrets::OwnedSecrets::default();
+    let mut caches = Vec::new();
+    for ns in &scopes {
+        caches.push(owned_secrets.watch(client.clone(), *ns).boxed());
+    }
+    // The caches run until the controllers stop.
+    let caches = futures::future::select(futures::future::join_all(caches), stop.clone());
     let org_ctx = Arc::new(controller::OrgCtx {
         client: client.clone(),
         registry: registry.clone(),
@@ -126,13 +141,9 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
         backoff: Default::default(),
         own_writes: Arc::new(Default::default()),
         permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
+        first_seen: Arc::new(Default::default()),
+        owned_secrets,
     });
-    let namespaces = args.watched_namespaces();
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];
     for ns in scopes {
@@ -142,10 +153,11 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
             providers.clone(),
             &registry,
             org_ctx.own_writes.clone(),
+            org_ctx.first_seen.clone(),
         );
         tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
     }
-    futures::future::join_all(tasks).await;
+    futures::future::select(futures::future::join_all(tasks), caches).await;
     info!("controllers stopped");
 }
 

@@ -2,6 +2,7 @@
 
 mod client;
 pub mod model;
+mod org_index;
 mod provider;
 pub mod ratelimit;
 pub mod retry;
@@ -16,6 +17,7 @@ use crate::provider::metrics::ProviderMetrics;
 use crate::provider::types::Secret;
 
 use client::Http;
+use org_index::OrgIndex;
 use ratelimit::Buckets;
 
 /// Rate-limit tier of a Layers credential (reference §3.4).
@@ -94,6 +96,10 @@ pub struct LayersConfig {
     /// First backoff ceiling; doubles per attempt up to `retry_max_delay` (full jitter).
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
+    /// How long the cached `externalId` index may be reused before a lookup lists every
+    /// live child again (this client's own writes keep it current in between). Orgs
+    /// created by anyone else become visible to lookups after at most this long.
+    pub org_index_max_age: Duration,
 }
 
 impl LayersConfig {
@@ -109,6 +115,7 @@ impl LayersConfig {
             metrics: None,
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
+            org_index_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +130,7 @@ impl fmt::Debug for LayersConfig {
             .field("request_timeout", &self.request_timeout)
             .field("max_attempts", &self.max_attempts)
             .field("max_retry_time", &self.max_retry_time)
+            .field("org_index_max_age", &self.org_index_max_age)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +139,7 @@ impl fmt::Debug for LayersConfig {
 pub struct LayersProvider {
     http: Http,
     buckets: Arc<Buckets>,
+    orgs: OrgIndex,
 }
 
 impl LayersProvider {
@@ -138,7 +147,11 @@ impl LayersProvider {
         let buckets = Buckets::shared(&cfg.base_url, &cfg.api_key);
         buckets.set_tier(cfg.tier.unwrap_or(RateTier::Standard));
         let http = Http::new(&cfg, buckets.clone())?;
-        Ok(LayersProvider { http, buckets })
+        Ok(LayersProvider {
+            http,
+            buckets,
+            orgs: OrgIndex::new(cfg.org_index_max_age),
+        })
     }
 
     /// Resizes the limiters of this credential (e.g. after whoami). A no-op when the

@@ -22,7 +22,6 @@ const ORG_LIMIT: u32 = 200;
 const KEY_LIMIT: u32 = 100;
 const EVENT_LIMIT: u32 = 100;
 const WEBHOOK_LIMIT: u32 = 100;
-const EXTERNAL_ID: &str = "externalId";
 
 /// An id used as a path segment: ids are `[A-Za-z0-9_-]`, so anything else is refused
 /// locally instead of being sent (no path tricks, no encoding surprises).
@@ -72,7 +71,9 @@ impl LayersProvider {
         rest: &str,
     ) -> ProviderResult<Org> {
         let req = Request::new(Method::POST, route, org_path(org_id, rest)?).idempotent_by_state();
-        Ok(self.http.json::<OrgWire>(&req).await?.into())
+        let org: Org = self.http.json::<OrgWire>(&req).await?.into();
+        self.orgs.upsert(&org);
+        Ok(org)
     }
 
     async fn credit_config(&self, req: Request<'_>) -> ProviderResult<CreditConfig> {
@@ -112,25 +113,31 @@ impl Provider for LayersProvider {
 
     async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>> {
         let req = Request::new(Method::GET, ORG, org_path(org_id, "")?);
+        // A fresh read also refreshes the index entry (e.g. archived by someone else).
         match self.http.json::<OrgWire>(&req).await {
-            Ok(o) => Ok(Some(o.into())),
-            Err(e) if e.is_not_found() => Ok(None),
+            Ok(o) => {
+                let org: Org = o.into();
+                self.orgs.upsert(&org);
+                Ok(Some(org))
+            }
+            Err(e) if e.is_not_found() => {
+                self.orgs.remove(org_id);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Layers has no filter on metadata: this lists every active and suspended child
-    /// (one GET per 200 children and status) and filters here.
+    /// Layers has no filter on metadata: answered from the cached index (see
+    /// `org_index.rs`), which lists every active and suspended child when it is stale.
     async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>> {
-        let mut found = Vec::new();
-        for status in ["active", "suspended"] {
-            found.extend(
-                self.list_orgs(status).await?.into_iter().filter(|o| {
-                    o.metadata.get(EXTERNAL_ID).map(String::as_str) == Some(external_id)
-                }),
-            );
-        }
-        Ok(found)
+        self.orgs
+            .find(external_id, || async {
+                let mut live = self.list_orgs("active").await?;
+                live.extend(self.list_orgs("suspended").await?);
+                Ok(live)
+            })
+            .await
     }
 
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org> {
@@ -145,7 +152,9 @@ impl Provider for LayersProvider {
         let req = Request::new(Method::POST, ORGS, ORGS.into())
             .json(&Value::Object(body))
             .key(key);
-        Ok(self.http.json::<OrgWire>(&req).await?.into())
+        let org: Org = self.http.json::<OrgWire>(&req).await?.into();
+        self.orgs.upsert(&org);
+        Ok(org)
     }
 
     async fn update_org(
@@ -167,7 +176,9 @@ impl Provider for LayersProvider {
         let req = Request::new(Method::PATCH, ORG, org_path(org_id, "")?)
             .json(&Value::Object(body))
             .key(key);
-        Ok(self.http.json::<OrgWire>(&req).await?.into())
+        let org: Org = self.http.json::<OrgWire>(&req).await?.into();
+        self.orgs.upsert(&org);
+        Ok(org)
     }
 
     async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
@@ -182,7 +193,12 @@ impl Provider for LayersProvider {
 
     async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
         let req = Request::new(Method::DELETE, ORG, org_path(org_id, "")?);
-        Ok(self.http.json::<ArchiveWire>(&req).await?.into())
+        let result = self.http.json::<ArchiveWire>(&req).await;
+        // Archived or not a child (404): either way no longer a live org.
+        if result.as_ref().is_ok() || result.as_ref().is_err_and(|e| e.is_not_found()) {
+            self.orgs.remove(org_id);
+        }
+        Ok(result?.into())
     }
 
     async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig> {

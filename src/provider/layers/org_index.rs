@@ -1,0 +1,264 @@
+//! Cached `externalId -> live orgs` index for `find_orgs_by_external_id`.
+//!
+//! Layers cannot filter children on metadata, so a lookup means listing every live child.
+//! The index is built from one full listing, reused until it is older than `max_age`, and
+//! patched in place by this client's own writes (create, update, suspend, resume, archive).
+//! Callers that find it stale share one refresh (single-flight).
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::provider::ProviderResult;
+use crate::provider::types::{Org, OrgStatus};
+
+/// Org metadata key the index is keyed by.
+pub const EXTERNAL_ID: &str = "externalId";
+
+/// An own write to apply to the index.
+#[derive(Clone, Debug)]
+enum Change {
+    Upsert(Org),
+    Remove(String),
+}
+
+#[derive(Default)]
+struct Entries {
+    by_id: HashMap<String, Org>,
+    by_ext: HashMap<String, BTreeSet<String>>,
+}
+
+impl Entries {
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Upsert(org) => {
+                self.remove(&org.id);
+                if org.status == OrgStatus::Archived {
+                    return;
+                }
+                if let Some(ext) = org.metadata.get(EXTERNAL_ID) {
+                    self.by_ext
+                        .entry(ext.clone())
+                        .or_default()
+                        .insert(org.id.clone());
+                }
+                // List rows carry no summary; keep the index uniform.
+                let mut row = org.clone();
+                row.summary = None;
+                self.by_id.insert(org.id.clone(), row);
+            }
+            Change::Remove(id) => self.remove(id),
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if let Some(ext) = old.metadata.get(EXTERNAL_ID)
+            && let Some(ids) = self.by_ext.get_mut(ext)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_ext.remove(ext);
+            }
+        }
+    }
+
+    fn find(&self, ext: &str) -> Vec<Org> {
+        self.by_ext
+            .get(ext)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id).cloned())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: Entries,
+    built_at: Option<Instant>,
+    /// Own writes seen while a listing is in flight, replayed onto its result.
+    pending: Option<Vec<Change>>,
+}
+
+pub struct OrgIndex {
+    max_age: Duration,
+    state: Mutex<State>,
+    /// Held while listing, so concurrent stale lookups share one refresh.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl OrgIndex {
+    pub fn new(max_age: Duration) -> OrgIndex {
+        OrgIndex {
+            max_age,
+            state: Mutex::new(State::default()),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        let state = self.lock();
+        let fresh = state.built_at.is_some_and(|at| at.elapsed() < self.max_age);
+        fresh.then_some(state)
+    }
+
+    /// Live orgs carrying `external_id`; `list_all` lists every live child when the index
+    /// is missing or older than `max_age`.
+    pub async fn find<F, Fut>(&self, external_id: &str, list_all: F) -> ProviderResult<Vec<Org>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ProviderResult<Vec<Org>>>,
+    {
+        if let Some(state) = self.fresh() {
+            return Ok(state.entries.find(external_id));
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Another caller may have refreshed while this one waited.
+        if let Some(state) = self.fresh() {
+            return Ok(state.entries.find(external_id));
+        }
+        let started = Instant::now();
+        self.lock().pending = Some(Vec::new());
+        let listed = list_all().await;
+        let mut state = self.lock();
+        let pending = state.pending.take().unwrap_or_default();
+        let orgs = listed?;
+        let mut entries = Entries::default();
+        for org in orgs {
+            entries.apply(&Change::Upsert(org));
+        }
+        // Own writes that finished during the listing may be missing from it.
+        for change in &pending {
+            entries.apply(change);
+        }
+        state.entries = entries;
+        // Aged from the start of the listing: nothing older than max_age is trusted.
+        state.built_at = Some(started);
+        Ok(state.entries.find(external_id))
+    }
+
+    /// Records an org this client just created, updated or moved between live states.
+    pub fn upsert(&self, org: &Org) {
+        self.record(Change::Upsert(org.clone()));
+    }
+
+    /// Records an org this client just archived.
+    pub fn remove(&self, org_id: &str) {
+        self.record(Change::Remove(org_id.to_string()));
+    }
+
+    fn record(&self, change: Change) {
+        let mut state = self.lock();
+        state.entries.apply(&change);
+        if let Some(pending) = state.pending.as_mut() {
+            pending.push(change);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn org(id: &str, ext: &str, status: OrgStatus) -> Org {
+        Org {
+            id: id.into(),
+            name: id.into(),
+            status,
+            metadata: BTreeMap::from([(EXTERNAL_ID.to_string(), ext.to_string())]),
+            billing_email: None,
+            summary: None,
+        }
+    }
+
+    fn ids(orgs: &[Org]) -> Vec<&str> {
+        orgs.iter().map(|o| o.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_stale_lookups_share_one_listing() {
+        let index = Arc::new(OrgIndex::new(Duration::from_secs(30)));
+        let listings = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let index = index.clone();
+            let listings = listings.clone();
+            tasks.push(tokio::spawn(async move {
+                index
+                    .find(&format!("ext-{}", i % 2), || async move {
+                        listings.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(vec![org("org_a", "ext-0", OrgStatus::Active)])
+                    })
+                    .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let found = t.await.unwrap().unwrap();
+            assert_eq!(found.len(), usize::from(i % 2 == 0));
+        }
+        assert_eq!(listings.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn own_writes_during_a_listing_survive_it() {
+        let index = OrgIndex::new(Duration::from_secs(30));
+        let found = index
+            .find("acme", || async {
+                // Created while the (older) listing was in flight: not in its result.
+                index.upsert(&org("org_new", "acme", OrgStatus::Active));
+                index.remove("org_old");
+                Ok(vec![org("org_old", "acme", OrgStatus::Active)])
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&found), ["org_new"]);
+    }
+
+    #[tokio::test]
+    async fn archive_and_metadata_change_move_entries() {
+        let index = OrgIndex::new(Duration::from_secs(30));
+        let list = || async { Ok(vec![org("org_a", "acme", OrgStatus::Suspended)]) };
+        assert_eq!(ids(&index.find("acme", list).await.unwrap()), ["org_a"]);
+        index.upsert(&org("org_a", "beta", OrgStatus::Active));
+        let unused = || async { Err(crate::provider::error::ProviderError::Timeout) };
+        assert!(index.find("acme", unused).await.unwrap().is_empty());
+        assert_eq!(ids(&index.find("beta", unused).await.unwrap()), ["org_a"]);
+        index.remove("org_a");
+        assert!(index.find("beta", unused).await.unwrap().is_empty());
+        index.upsert(&org("org_b", "beta", OrgStatus::Archived));
+        assert!(index.find("beta", unused).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_is_not_cached() {
+        let index = OrgIndex::new(Duration::from_secs(30));
+        let failing = || async { Err(crate::provider::error::ProviderError::Timeout) };
+        assert!(index.find("acme", failing).await.is_err());
+        let ok = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
+        assert_eq!(ids(&index.find("acme", ok).await.unwrap()), ["org_a"]);
+    }
+
+    #[tokio::test]
+    async fn an_old_index_is_listed_again() {
+        let index = OrgIndex::new(Duration::ZERO);
+        let first = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
+        assert_eq!(index.find("acme", first).await.unwrap().len(), 1);
+        let second = || async { Ok(Vec::new()) };
+        assert!(index.find("acme", second).await.unwrap().is_empty());
+    }
+}
