@@ -31,6 +31,10 @@ pub trait Provider: Send + Sync {
     async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>>;
     /// Live (not archived) direct children whose `metadata.externalId` equals `external_id`.
     async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>>;
+    /// Live direct children whose `metadata[key]` equals `value`, read fresh from the
+    /// provider (no cache): for rare paths that must not miss an org, such as offboarding
+    /// an object whose org id was never recorded.
+    async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>>;
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org>;
     async fn update_org(
         &self,

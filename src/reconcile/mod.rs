@@ -95,30 +95,56 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             retry: Retry::Resync,
         });
     }
-    let Some(org_id) = corg.status.as_ref().and_then(|s| s.org_id.clone()) else {
-        return Ok(Offboard {
-            done: true,
-            events: Vec::new(),
-            retry: Retry::Resync,
-        });
-    };
     if plan::gate(corg) == Some(plan::Gate::Paused) {
+        let org = corg
+            .status
+            .as_ref()
+            .and_then(|s| s.org_id.as_deref())
+            .unwrap_or("(not recorded)");
         return Ok(Offboard {
             done: false,
             events: vec![warn(
                 "Paused",
                 format!(
-                    "{} is \"true\": org {org_id} is not archived until it is removed",
+                    "{} is \"true\": org {org} is not archived until it is removed",
                     crate::api::PAUSED_ANNOTATION
                 ),
             )],
             retry: Retry::Slow,
         });
     }
-    match ctx.provider.archive_org(&org_id).await {
-        Ok(result) => Ok(Offboard {
-            done: true,
-            events: vec![OrgEvent {
+    // Without a recorded org id the org may still exist: created, then the status write
+    // or the create's response was lost. Our owner marker in its metadata finds it.
+    let org_ids = match corg.status.as_ref().and_then(|s| s.org_id.clone()) {
+        Some(id) => vec![id],
+        None => match ctx
+            .provider
+            .find_orgs_by_metadata(plan::OWNER_KEY, &plan::owner_of(corg))
+            .await
+        {
+            Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
+            Err(e) => {
+                return Ok(Offboard {
+                    done: false,
+                    events: vec![warn(
+                        "OffboardFailed",
+                        format!(
+                            "looking up an unrecorded org failed: {} {}",
+                            e.code(),
+                            e.message()
+                        ),
+                    )],
+                    retry: failure_retry(&e),
+                });
+            }
+        },
+    };
+    let mut done = true;
+    let mut retry = Retry::Resync;
+    let mut events = Vec::new();
+    for org_id in &org_ids {
+        match ctx.provider.archive_org(org_id).await {
+            Ok(result) => events.push(OrgEvent {
                 warning: false,
                 reason: "Archived".to_string(),
                 note: format!(
@@ -126,33 +152,35 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
                     result.reclaimed_credits, result.revoked_api_keys
                 ),
                 action: "Offboard".to_string(),
-            }],
-            retry: Retry::Resync,
-        }),
-        Err(e) if e.is_not_found() => Ok(Offboard {
-            done: true,
-            events: Vec::new(),
-            retry: Retry::Resync,
-        }),
-        Err(e) => {
-            let retry = if e.is_auth() || e.needs_human() {
-                Retry::Slow
-            } else {
-                Retry::Backoff
-            };
-            Ok(Offboard {
-                done: false,
-                events: vec![warn(
+            }),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                done = false;
+                retry = failure_retry(&e);
+                events.push(warn(
                     "OffboardFailed",
                     format!(
                         "archiving org {org_id} failed: {} {}",
                         e.code(),
                         e.message()
                     ),
-                )],
-                retry,
-            })
+                ));
+            }
         }
+    }
+    Ok(Offboard {
+        done,
+        events,
+        retry,
+    })
+}
+
+/// Credentials or a human are needed: slow; anything else is transient.
+fn failure_retry(e: &crate::provider::error::ProviderError) -> Retry {
+    if e.is_auth() || e.needs_human() {
+        Retry::Slow
+    } else {
+        Retry::Backoff
     }
 }
 

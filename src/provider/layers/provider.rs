@@ -140,6 +140,13 @@ impl Provider for LayersProvider {
             .await
     }
 
+    async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
+        let mut live = self.list_orgs("active").await?;
+        live.extend(self.list_orgs("suspended").await?);
+        live.retain(|org| org.metadata.get(key).is_some_and(|v| v == value));
+        Ok(live)
+    }
+
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org> {
         let mut body = Map::new();
         body.insert("name".into(), json!(new.name));
