@@ -15,7 +15,8 @@ fn generated() -> Vec<(String, String)> {
         .iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            let yaml = serde_yaml::to_string(crd).unwrap();
+            // Each file is one `---` document, so `cat crds/*.yaml` equals `orgops crds`.
+            let yaml = format!("---\n{}", serde_yaml::to_string(crd).unwrap());
             (
                 format!("orgops.dev_{}.yaml", name.split('.').next().unwrap()),
                 yaml,
@@ -52,10 +53,7 @@ fn drift_crds_subcommand_prints_the_files() {
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let expected: String = generated()
-        .into_iter()
-        .map(|(_, yaml)| format!("---\n{yaml}"))
-        .collect();
+    let expected: String = generated().into_iter().map(|(_, yaml)| yaml).collect();
     assert_eq!(printed, expected);
     assert!(crd_dir().join("orgops.dev_customerorgs.yaml").exists());
     assert!(crd_dir().join("orgops.dev_orgproviders.yaml").exists());
