@@ -9,6 +9,8 @@ use tokio::task::JoinHandle;
 /// about 15 s.
 const LEASE_SECONDS: u64 = 15;
 const GRACE_SECONDS: u64 = 5;
+/// How long shutdown waits for the Lease release before leaving it to expire.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Leadership {
     pub is_leader: watch::Receiver<bool>,
@@ -55,12 +57,18 @@ impl Leadership {
     }
 
     /// Releases the Lease so a standby takes over at once instead of after expiry.
+    /// Bounded: with the API server gone the Lease simply expires, and shutdown must not hang.
     pub async fn release(self) {
         drop(self.is_leader);
-        match self.task.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "releasing the leader Lease"),
-            Err(err) => tracing::warn!(error = %err, "leader election task"),
+        let task = self.task;
+        match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "releasing the leader Lease"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "leader election task"),
+            Err(_) => tracing::warn!(
+                timeout_secs = RELEASE_TIMEOUT.as_secs(),
+                "releasing the leader Lease timed out; it will expire instead"
+            ),
         }
     }
 }
