@@ -5,13 +5,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Readiness of the process. Ready means "doing its job": running the controllers as
-/// leader, or standing by as a healthy non-leader (so rollouts of several replicas finish).
+/// leader, or standing by as a healthy non-leader (so rollouts of several replicas finish),
+/// and holding every permission it needs where it was told to work (see `access`).
 #[derive(Clone, Default)]
-pub struct Health(Arc<AtomicU8>);
+pub struct Health(Arc<AtomicU8>, Arc<Mutex<Option<String>>>);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -35,8 +36,18 @@ impl Health {
         }
     }
 
+    /// Permissions the start-up check found missing (None: all granted).
+    pub fn set_missing_permissions(&self, missing: Option<String>) {
+        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = missing;
+    }
+
+    pub fn missing_permissions(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn ready(&self) -> bool {
         matches!(self.phase(), Phase::StandingBy | Phase::Leading)
+            && self.missing_permissions().is_none()
     }
 }
 
@@ -77,12 +88,18 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Phase::Leading => "ok: leading",
         Phase::Stopping => "stopping",
     };
+    if let Some(missing) = state.health.missing_permissions() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("missing permissions: {missing}"),
+        );
+    }
     let code = if state.health.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, text)
+    (code, text.to_string())
 }
 
 #[cfg(test)]
@@ -115,6 +132,12 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         health.set(Phase::StandingBy);
+        assert_eq!(get_path(app.clone(), "/readyz").await.0, StatusCode::OK);
+        health.set_missing_permissions(Some("namespace team-a: list secrets".into()));
+        let (code, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("namespace team-a: list secrets"), "{body}");
+        health.set_missing_permissions(None);
         assert_eq!(get_path(app.clone(), "/readyz").await.0, StatusCode::OK);
         health.set(Phase::Stopping);
         assert_eq!(

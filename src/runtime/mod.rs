@@ -10,6 +10,7 @@
 //! - `orgops_queue_depth` counts reconciles in flight or waiting for a worker slot; objects
 //!   only scheduled for a later requeue are not counted (approximate by design).
 
+pub mod access;
 pub mod args;
 pub mod controller;
 pub mod error;
@@ -62,6 +63,12 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
     info!(addr = %args.metrics_addr, namespaces = ?args.watched_namespaces(),
         resync = ?args.resync_interval, concurrency = args.concurrency,
         leader_election = args.leader_election, "starting orgops");
+    tokio::spawn(access::check_until_granted(
+        client.clone(),
+        args.watched_namespaces(),
+        args.lease_namespace(),
+        health.clone(),
+    ));
 
     let shutdown: Signal = shutdown_signal().boxed().shared();
     if !args.leader_election {
@@ -110,7 +117,9 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
 /// one for all), until `stop` resolves and in-flight reconciles finish.
 async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics, stop: Signal) {
     let registry = Arc::new(Registry::default());
-    let provider_ctrl = provider_controller::controller(client.clone());
+    let credentials =
+        access::credential_namespaces(&args.watched_namespaces(), &args.lease_namespace());
+    let provider_ctrl = provider_controller::controller(client.clone(), credentials.as_deref());
     let providers = provider_ctrl.store();
     let provider_ctx = Arc::new(provider_controller::ProviderCtx {
         client: client.clone(),

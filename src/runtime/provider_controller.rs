@@ -42,25 +42,36 @@ struct Check {
 }
 
 /// Builds the OrgProvider controller. `store()` of the returned controller lets the
-/// CustomerOrg controller look providers up.
-pub fn controller(client: Client) -> Controller<OrgProvider> {
+/// CustomerOrg controller look providers up. Credential Secrets are watched for rotation
+/// in `secret_namespaces` (None: all namespaces); a Secret elsewhere is still read, and a
+/// rotation of it is noticed at the next resync.
+pub fn controller(client: Client, secret_namespaces: Option<&[String]>) -> Controller<OrgProvider> {
     let providers: Api<OrgProvider> = Api::all(client.clone());
-    let ctrl = Controller::new(providers, watcher::Config::default().any_semantic());
-    let store = ctrl.store();
+    let mut ctrl = Controller::new(providers, watcher::Config::default().any_semantic());
     // Metadata only: a rotated parent key shows up as a new resourceVersion without
     // caching every Secret's data.
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client);
-    ctrl.watches(
-        secrets,
-        watcher::Config::default().any_semantic(),
-        move |secret: PartialObjectMeta<Secret>| {
-            referencing(
-                &store,
-                &secret.namespace().unwrap_or_default(),
-                &secret.name_any(),
-            )
-        },
-    )
+    let apis: Vec<Api<PartialObjectMeta<Secret>>> = match secret_namespaces {
+        None => vec![Api::all(client)],
+        Some(namespaces) => namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect(),
+    };
+    for secrets in apis {
+        let store = ctrl.store();
+        ctrl = ctrl.watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |secret: PartialObjectMeta<Secret>| {
+                referencing(
+                    &store,
+                    &secret.namespace().unwrap_or_default(),
+                    &secret.name_any(),
+                )
+            },
+        );
+    }
+    ctrl
 }
 
 fn referencing(store: &Store<OrgProvider>, ns: &str, name: &str) -> Vec<ObjectRef<OrgProvider>> {
