@@ -26,14 +26,30 @@ grep -q 'value: "customers,team-b"' "$out/full.yaml"
 grep -q 'cidr: 203.0.113.0/24' "$out/full.yaml"
 grep -q '^kind: OrgProvider$' "$out/full.yaml"
 grep -q '^kind: ServiceMonitor$' "$out/sm.yaml"
+# Namespaced mode (operator.namespaces set): Roles per namespace, no Secrets cluster-wide.
+helm template orgops "$chart" -n orgops-system --set operator.namespaces='{team-a,team-b}' > "$out/namespaced.yaml"
+python3 hack/tools/rbac-check "$out/default.yaml" cluster-wide orgops-system
+python3 hack/tools/rbac-check "$out/namespaced.yaml" namespaced orgops-system team-a team-b
 
-hack/tools/validate "$out/default.yaml" "$out/full.yaml"
+hack/tools/validate "$out/default.yaml" "$out/full.yaml" "$out/namespaced.yaml"
 
 : "${KUBECONFIG:?KUBECONFIG must point at the running control plane (hack/test exports it)}"
-# A dry-run creates nothing, so the CRDs (for the OrgProvider) and the namespace must exist.
+# Server-side dry-run under names of its own (release, namespaces, cluster-scoped objects), so
+# whatever else is installed in the cluster (the demo's kustomize install, an earlier failed
+# run) cannot collide with it: an existing Deployment "orgops" has another, immutable selector.
+own=orgops-helm-check
+mine=(--set fullnameOverride=$own --set provider.name=$own)
+helm template $own "$chart" -n $own "${mine[@]}" > "$out/dry-default.yaml"
+helm template $own "$chart" -n $own --include-crds "${full[@]}" "${mine[@]}" \
+  --set operator.namespaces="{$own-a,$own-b}" > "$out/dry-namespaced.yaml"
+# A dry-run creates nothing, so the CRDs (for the OrgProvider) and the namespaces must exist.
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/customerorgs.orgops.dev crd/orgproviders.orgops.dev >/dev/null
-kubectl create namespace orgops-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply --dry-run=server -f "$out/default.yaml" >/dev/null
-kubectl apply --server-side --dry-run=server --force-conflicts -f "$out/full.yaml" >/dev/null
-echo "10-helm: PASS (helm lint, kubeconform -strict, server-side dry-run)"
+for ns in $own $own-a $own-b; do
+  kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+done
+cleanup() { kubectl delete namespace $own $own-a $own-b --timeout=60s --ignore-not-found >/dev/null 2>&1 || true; rm -rf "$out"; }
+trap cleanup EXIT
+kubectl apply --dry-run=server -f "$out/dry-default.yaml" >/dev/null
+kubectl apply --server-side --dry-run=server --force-conflicts -f "$out/dry-namespaced.yaml" >/dev/null
+echo "10-helm: PASS (helm lint, kubeconform -strict, both RBAC modes, server-side dry-run under its own names)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kustomize base, overlay and samples: build, strict schema validation, server-side dry-run.
+# Kustomize base (cluster-wide), namespaced overlay, add-on and samples: build, strict schema validation, server-side dry-run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -9,6 +9,15 @@ trap 'rm -rf "$out"' EXIT
 hack/tools/sync-crds --check
 kubectl kustomize deploy/ > "$out/base.yaml"
 kubectl kustomize deploy/overlays/servicemonitor/ > "$out/servicemonitor.yaml"
+kubectl kustomize deploy/overlays/namespaced/ > "$out/namespaced.yaml"
+python3 hack/tools/rbac-check "$out/base.yaml" cluster-wide orgops-system
+python3 hack/tools/rbac-check "$out/namespaced.yaml" namespaced orgops-system customers
+# Both modes share the leader-election Role; its rules are written twice, so they must agree.
+python3 - deploy/rbac.yaml deploy/overlays/namespaced/rbac.yaml <<'PY'
+import sys, yaml
+rules = [[d["rules"] for d in yaml.safe_load_all(open(p)) if d and d["kind"] == "Role" and d["metadata"]["name"] == "orgops-leader-election"] for p in sys.argv[1:]]
+assert len(rules[0]) == len(rules[1]) == 1 and rules[0] == rules[1], f"40-kustomize: leader-election Role differs between {sys.argv[1]} and {sys.argv[2]}"
+PY
 kubectl kustomize deploy/samples/ > "$out/samples.yaml"
 grep -q '^kind: ServiceMonitor$' "$out/servicemonitor.yaml"
 # The add-on composes with the base the way docs/install.md tells users to.
@@ -27,7 +36,7 @@ if grep -q '^kind: Secret$' "$out/samples.yaml"; then
   exit 1
 fi
 
-hack/tools/validate "$out/base.yaml" "$out/samples.yaml"
+hack/tools/validate "$out/base.yaml" "$out/namespaced.yaml" "$out/samples.yaml"
 
 : "${KUBECONFIG:?KUBECONFIG must point at the running control plane (hack/test exports it)}"
 # Dry-run does not create namespaces or CRDs, so the objects inside them need them for real.
@@ -37,5 +46,6 @@ for ns in orgops-system customers; do
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 done
 kubectl apply -k deploy/ --dry-run=server >/dev/null
+kubectl apply -k deploy/overlays/namespaced/ --dry-run=server >/dev/null
 kubectl apply -k deploy/samples/ --dry-run=server >/dev/null
-echo "40-kustomize: PASS (kustomize build, kubeconform -strict, server-side dry-run of base and samples)"
+echo "40-kustomize: PASS (kustomize build, kubeconform -strict, both RBAC modes, server-side dry-run of base, namespaced overlay and samples)"
