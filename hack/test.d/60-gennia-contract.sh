@@ -66,7 +66,9 @@ checks.response_schema_conformance.enabled = false
 TOML
 
 echo "60-gennia-contract: schemathesis against $url" >&2
-timeout 300 "$st" --config-file "$work/schemathesis.toml" run "$spec" --url "$url" \
+# Run from the scratch directory: schemathesis keeps a .schemathesis/ cache in the cwd.
+cd "$work"
+timeout 300 "$st" --config-file "$work/schemathesis.toml" run "$root/$spec" --url "$url" \
   -H "X-Api-Key: $key" --max-examples "${GENNIA_CONTRACT_EXAMPLES:-40}" \
   --workers 1 --no-color >"$work/report" 2>&1 || {
   cat "$work/report" >&2
