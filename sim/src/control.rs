@@ -1,18 +1,25 @@
 //! The `/_sim/` test and chaos API (only with `--control`): no auth, no faults, no limits.
 use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use crate::api::credits::{self, MAX_CREDITS};
 use crate::error::ApiError;
 use crate::faults::FaultConfig;
 use crate::http::Reply;
-use crate::ids::org_id;
-use crate::model::{Org, State};
-use crate::router::Op;
-use crate::time::now_us;
+use crate::ids::{org_id, parse_id};
+use crate::model::{Org, OrgStatus, State};
+use crate::router::{Matched, Op};
+use crate::store::Seed;
+use crate::time::fmt_z;
+use crate::validate::{self, object};
 use crate::{Shared, lock};
 
-pub fn handle(shared: &Shared, op: Op, body: &[u8], rid: &str) -> Reply {
+/// At most ten years per `POST /_sim/clock` call.
+const MAX_ADVANCE_SECS: i64 = 10 * 366 * 86_400;
+
+pub fn handle(shared: &Shared, matched: &Matched, body: &[u8], rid: &str) -> Reply {
+    let op = matched.op;
     if op == Op::SimState {
         let bytes = dump(&lock(&shared.state), shared);
         return Reply {
@@ -33,12 +40,14 @@ fn run(shared: &Shared, op: Op, body: &[u8]) -> Result<Value, ApiError> {
         Op::SimReset => {
             {
                 let mut st = lock(&shared.state);
-                let fresh = State::fresh(
-                    &st.parent_key,
-                    st.parent_id,
-                    st.parent_key_id,
-                    shared.parent_credits,
-                );
+                let fresh = State::fresh(Seed {
+                    parent_key: &st.parent_key,
+                    parent_id: st.parent_id,
+                    parent_key_id: st.parent_key_id,
+                    credits: shared.parent_credits,
+                    scopes: &shared.parent_scopes,
+                    clock_offset_us: st.clock_offset_us,
+                });
                 *st = fresh;
             }
             lock(&shared.limiter).clear();
@@ -55,8 +64,107 @@ fn run(shared: &Shared, op: Op, body: &[u8]) -> Result<Value, ApiError> {
             *shared.faults.write().unwrap_or_else(|p| p.into_inner()) = cfg;
             Ok(faults_json(shared))
         }
+        Op::SimClockGet => Ok(clock_json(&lock(&shared.state))),
+        Op::SimClock => {
+            let map = object(body, &["advanceSeconds"], false)?;
+            let secs = validate::integer(
+                required(&map, "advanceSeconds")?,
+                "advanceSeconds",
+                0,
+                MAX_ADVANCE_SECS,
+            )?;
+            let mut st = lock(&shared.state);
+            st.clock_offset_us += secs * 1_000_000;
+            let v = clock_json(&st);
+            drop(st);
+            shared.dirty.notify_one();
+            Ok(v)
+        }
+        Op::SimTopup => {
+            let map = object(body, &["credits"], false)?;
+            let n = validate::integer(required(&map, "credits")?, "credits", 1, MAX_CREDITS)?;
+            let mut st = lock(&shared.state);
+            let now = st.now();
+            let v = credits::topup(&mut st, n, now);
+            drop(st);
+            shared.dirty.notify_one();
+            Ok(v)
+        }
+        Op::SimSpend => {
+            let map = object(body, &["orgId", "credits"], false)?;
+            let raw = validate::string(required(&map, "orgId")?, "orgId", 1, 64)?;
+            let n = validate::integer(required(&map, "credits")?, "credits", 1, MAX_CREDITS)?;
+            let id = parse_id(&raw, "org").ok_or_else(|| {
+                ApiError::validation(format!("orgId: {raw:?} is not a valid organization id"))
+                    .with_details(json!({ "field": "orgId" }))
+            })?;
+            let mut st = lock(&shared.state);
+            let now = st.now();
+            match st.orgs.get(&id) {
+                Some(o) if o.parent == Some(st.parent_id) => match o.status {
+                    OrgStatus::Active => {}
+                    OrgStatus::Suspended => return Err(ApiError::kill_switch("organization")),
+                    OrgStatus::Archived => {
+                        return Err(ApiError::conflict(
+                            "the organization is archived; it cannot spend",
+                        ));
+                    }
+                },
+                _ => return Err(ApiError::not_found("organization")),
+            }
+            if st.kill_switch {
+                return Err(ApiError::kill_switch("organization"));
+            }
+            let r = credits::spend(&mut st, id, n, now);
+            drop(st);
+            shared.dirty.notify_one();
+            r
+        }
+        Op::SimSwitchesGet => Ok(switches_json(&lock(&shared.state))),
+        Op::SimSwitchesPatch => {
+            let map = object(body, &["killSwitch", "parentKeyRevoked"], false)?;
+            let flag = |name: &str| -> Result<Option<bool>, ApiError> {
+                match map.get(name) {
+                    None => Ok(None),
+                    Some(Value::Bool(b)) => Ok(Some(*b)),
+                    Some(_) => Err(
+                        ApiError::validation(format!("{name}: must be true or false"))
+                            .with_details(json!({ "field": name })),
+                    ),
+                }
+            };
+            let (kill, revoked) = (flag("killSwitch")?, flag("parentKeyRevoked")?);
+            let mut st = lock(&shared.state);
+            if let Some(k) = kill {
+                st.kill_switch = k;
+            }
+            if let Some(r) = revoked {
+                st.parent_key_revoked = r;
+            }
+            let v = switches_json(&st);
+            drop(st);
+            shared.dirty.notify_one();
+            Ok(v)
+        }
         _ => Err(ApiError::not_found("route")),
     }
+}
+
+fn required<'a>(map: &'a Map<String, Value>, name: &str) -> Result<&'a Value, ApiError> {
+    map.get(name).ok_or_else(|| {
+        ApiError::validation(format!("{name}: is required")).with_details(json!({ "field": name }))
+    })
+}
+
+fn clock_json(st: &State) -> Value {
+    json!({
+        "now": fmt_z(st.now()),
+        "offsetSeconds": st.clock_offset_us / 1_000_000,
+    })
+}
+
+fn switches_json(st: &State) -> Value {
+    json!({ "killSwitch": st.kill_switch, "parentKeyRevoked": st.parent_key_revoked })
 }
 
 fn faults_json(shared: &Shared) -> Value {
@@ -82,11 +190,12 @@ fn counters(shared: &Shared) -> Value {
     })
 }
 
-fn org_entry(o: &Org) -> Value {
+fn org_entry(o: &Org, now: i64) -> Value {
     let mut v = o.json();
     v["creditConfig"] = o.config.json();
     v["balance"] = json!(o.balance);
     v["available"] = json!(o.balance.max(0));
+    v["usedThisPeriod"] = json!(o.used_in_period(now));
     v
 }
 
@@ -104,7 +213,7 @@ fn write_array(out: &mut Vec<u8>, name: &str, items: impl Iterator<Item = Value>
 /// The whole state, written piece by piece so 100k orgs do not build one huge JSON tree.
 /// Never includes secrets or their hashes.
 fn dump(st: &State, shared: &Shared) -> Vec<u8> {
-    let now = now_us();
+    let now = st.now();
     let mut all: Vec<&Org> = st.orgs.values().collect();
     all.sort_by_key(|o| o.seq);
     let mut keys: Vec<_> = st.keys.values().collect();
@@ -119,12 +228,16 @@ fn dump(st: &State, shared: &Shared) -> Vec<u8> {
             "balance": parent.map_or(0, |p| p.balance),
         },
         "tier": shared.tier.name(),
+        "clock": clock_json(st),
+        "switches": switches_json(st),
         "idempotencyKeys": st.idem.len(),
+        "idempotencyInFlight": st.in_flight.len(),
+        "rateLimitAlgorithm": shared.rate_limit_algorithm.name(),
     });
     let mut out = serde_json::to_vec(&head).unwrap_or_else(|_| b"{\"parent\":null}".to_vec());
     out.pop(); // reopen the object
     let children = all.iter().filter(|o| o.parent.is_some());
-    write_array(&mut out, "orgs", children.map(|o| org_entry(o)));
+    write_array(&mut out, "orgs", children.map(|o| org_entry(o, now)));
     write_array(
         &mut out,
         "apiKeys",

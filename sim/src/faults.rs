@@ -45,6 +45,10 @@ pub struct FaultConfig {
     pub latency: f64,
     pub latency_ms: u64,
     pub lose_response_mode: LoseMode,
+    /// Probability that a write is held "in flight" for `slowCommitMs` before it executes
+    /// (duplicates with the same `Idempotency-Key` see it as in flight).
+    pub slow_commit: f64,
+    pub slow_commit_ms: u64,
     pub read: Option<FaultRates>,
     pub write: Option<FaultRates>,
 }
@@ -63,6 +67,8 @@ pub enum Action {
 pub struct Plan {
     pub latency: Option<Duration>,
     pub action: Action,
+    /// Hold the request in flight this long before it executes (writes only).
+    pub slow_commit: Option<Duration>,
 }
 
 impl FaultConfig {
@@ -108,8 +114,14 @@ impl FaultConfig {
                 }
             }
         }
+        if !(0.0..=1.0).contains(&self.slow_commit) {
+            return Err("slowCommit must be a probability between 0 and 1".into());
+        }
         if self.latency_ms > 60_000 {
             return Err("latencyMs must be at most 60000".into());
+        }
+        if self.slow_commit_ms > 60_000 {
+            return Err("slowCommitMs must be at most 60000".into());
         }
         Ok(())
     }
@@ -119,6 +131,7 @@ impl FaultConfig {
             == FaultConfig {
                 latency_ms: self.latency_ms,
                 lose_response_mode: self.lose_response_mode,
+                slow_commit_ms: self.slow_commit_ms,
                 ..FaultConfig::default()
             }
     }
@@ -130,6 +143,7 @@ impl FaultConfig {
             return Plan {
                 latency: None,
                 action: Action::Proceed,
+                slow_commit: None,
             };
         }
         let r = self.rates(class);
@@ -153,7 +167,15 @@ impl FaultConfig {
         } else {
             Action::Proceed
         };
-        Plan { latency, action }
+        let slow_commit = (class == Class::Write
+            && self.slow_commit_ms > 0
+            && rand::rng().random_bool(self.slow_commit.clamp(0.0, 1.0)))
+        .then(|| Duration::from_millis(self.slow_commit_ms));
+        Plan {
+            latency,
+            action,
+            slow_commit,
+        }
     }
 }
 

@@ -49,6 +49,8 @@ pub struct ReqHeaders {
     pub bearer: Option<String>,
     pub idempotency_key: Option<String>,
     pub acting_org: Option<String>,
+    /// An `X-Api-Key` header was sent (refused: the NEW docs accept only Bearer).
+    pub x_api_key: bool,
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
@@ -58,18 +60,17 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
 
 impl ReqHeaders {
     fn from(h: &HeaderMap) -> ReqHeaders {
-        let bearer = header(h, "authorization")
-            .map(|a| match a.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    rest.trim().to_string()
-                }
-                _ => String::new(),
-            })
-            .or_else(|| header(h, "x-api-key"));
+        let bearer = header(h, "authorization").map(|a| match a.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+                rest.trim().to_string()
+            }
+            _ => String::new(),
+        });
         ReqHeaders {
             bearer,
             idempotency_key: header(h, "idempotency-key"),
             acting_org: header(h, "x-layers-organization"),
+            x_api_key: h.contains_key("x-api-key"),
         }
     }
 }
@@ -246,19 +247,27 @@ pub async fn handle(
             ))
         }
     });
+    let slow_commit = plan.and_then(|p| p.slow_commit);
+    if slow_commit.is_some() {
+        fault_injected(&shared);
+    }
     let reply = match body {
         Err(err) => Reply::error(&err, &rid),
-        Ok(body) if control => control::handle(&shared, matched.op, &body, &rid),
-        Ok(body) => api::handle(
-            &shared,
-            &matched,
-            &method,
-            &path,
-            query.as_deref(),
-            &headers,
-            &body,
-            &rid,
-        ),
+        Ok(body) if control => control::handle(&shared, &matched, &body, &rid),
+        Ok(body) => {
+            api::handle(
+                &shared,
+                &matched,
+                &method,
+                &path,
+                query.as_deref(),
+                &headers,
+                &body,
+                &rid,
+                slow_commit,
+            )
+            .await
+        }
     };
 
     if let Some(Action::LoseResponse(drop)) = plan.map(|p| p.action) {

@@ -10,6 +10,7 @@ mod ids;
 mod model;
 mod ratelimit;
 mod router;
+mod scopes;
 mod store;
 mod time;
 mod validate;
@@ -30,7 +31,20 @@ use uuid::Uuid;
 
 pub use error::SimError;
 pub use faults::{FaultConfig, FaultRates, LoseMode};
-pub use ratelimit::Tier;
+pub use ratelimit::{Algorithm as RateLimitAlgorithm, Tier};
+pub use scopes::{
+    CATALOG as SCOPE_CATALOG, DEFAULT_PARENT as DEFAULT_PARENT_SCOPES, parse_list as parse_scopes,
+};
+
+/// What a duplicate request gets while the original (same `Idempotency-Key`) is still running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InFlightMode {
+    /// Wait for the original to finish, then replay its stored outcome.
+    #[default]
+    Wait,
+    /// Answer `409 IDEMPOTENCY_CONFLICT` with `details.inFlight: true` and `Retry-After: 1`.
+    Conflict,
+}
 
 /// How to run the simulator.
 #[derive(Clone, Debug)]
@@ -45,6 +59,18 @@ pub struct SimConfig {
     pub state_file: Option<PathBuf>,
     pub faults: FaultConfig,
     pub idempotency_window: Duration,
+    /// The parent key's scopes; each must be in [`SCOPE_CATALOG`].
+    pub parent_scopes: Vec<String>,
+    pub rate_limit_algorithm: RateLimitAlgorithm,
+    /// Replaces the tier's documented daily write-light cap (assumed knob, for tests that
+    /// cannot send 10,000 writes); `None` = the documented figure.
+    pub daily_write_cap: Option<u32>,
+    pub idempotency_in_flight: InFlightMode,
+    /// Store and replay 4xx outcomes under their `Idempotency-Key` (2xx are always stored,
+    /// 5xx never).
+    pub idempotency_store_4xx: bool,
+    /// Archive deletes the child's webhook endpoints (default: they are kept).
+    pub archive_deletes_webhooks: bool,
 }
 
 impl Default for SimConfig {
@@ -58,6 +84,12 @@ impl Default for SimConfig {
             state_file: None,
             faults: FaultConfig::default(),
             idempotency_window: Duration::from_secs(24 * 3600),
+            parent_scopes: scopes::default_parent(),
+            rate_limit_algorithm: RateLimitAlgorithm::default(),
+            daily_write_cap: None,
+            idempotency_in_flight: InFlightMode::default(),
+            idempotency_store_4xx: true,
+            archive_deletes_webhooks: false,
         }
     }
 }
@@ -75,7 +107,14 @@ pub(crate) struct Shared {
     pub control: bool,
     pub idem_window_us: i64,
     pub parent_credits: i64,
+    pub parent_scopes: Vec<String>,
+    pub rate_limit_algorithm: RateLimitAlgorithm,
+    pub in_flight_mode: InFlightMode,
+    pub store_4xx: bool,
+    pub archive_deletes_webhooks: bool,
     pub dirty: Notify,
+    /// Woken whenever an in-flight idempotent request finishes.
+    pub idem_done: Notify,
 }
 
 /// A running simulator; stop it with [`RunningSim::shutdown`].
@@ -110,6 +149,8 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
         .map_err(|_| SimError::Config("parent credits too large".into()))?;
     let window = i64::try_from(cfg.idempotency_window.as_micros())
         .map_err(|_| SimError::Config("idempotency window too large".into()))?;
+    let parent_scopes = scopes::parse_list(&cfg.parent_scopes.join(","))
+        .map_err(|e| SimError::Config(format!("parent scopes: {e}")))?;
     let loaded = match &cfg.state_file {
         Some(p) => store::load(p)?,
         None => None,
@@ -119,6 +160,7 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
             if let Some(k) = cfg.parent_key.as_deref().filter(|k| *k != st.parent_key) {
                 st.replace_parent_key(k);
             }
+            st.set_parent_scopes(&parent_scopes);
             st
         }
         None => {
@@ -126,7 +168,14 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
                 .parent_key
                 .clone()
                 .unwrap_or_else(|| ids::new_api_key("live").0);
-            model::State::fresh(&key, Uuid::new_v4(), Uuid::new_v4(), credits)
+            model::State::fresh(store::Seed {
+                parent_key: &key,
+                parent_id: Uuid::new_v4(),
+                parent_key_id: Uuid::new_v4(),
+                credits,
+                scopes: &parent_scopes,
+                clock_offset_us: 0,
+            })
         }
     };
     let listener = TcpListener::bind(cfg.listen)
@@ -143,7 +192,10 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
     let parent_org_id = ids::org_id(state.parent_id);
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        limiter: Mutex::new(ratelimit::Limiter::default()),
+        limiter: Mutex::new(ratelimit::Limiter::new(
+            cfg.rate_limit_algorithm,
+            cfg.daily_write_cap,
+        )),
         faults: RwLock::new(cfg.faults.clone()),
         counters: Mutex::new(HashMap::new()),
         faults_injected: AtomicU64::new(0),
@@ -151,7 +203,13 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
         control: cfg.control,
         idem_window_us: window,
         parent_credits: credits,
+        parent_scopes,
+        rate_limit_algorithm: cfg.rate_limit_algorithm,
+        in_flight_mode: cfg.idempotency_in_flight,
+        store_4xx: cfg.idempotency_store_4xx,
+        archive_deletes_webhooks: cfg.archive_deletes_webhooks,
         dirty: Notify::new(),
+        idem_done: Notify::new(),
     });
     let (stop, rx) = watch::channel(false);
     let server = tokio::spawn(accept_loop(listener, shared.clone(), rx.clone()));

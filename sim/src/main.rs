@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use layers_sim::{FaultConfig, LoseMode, SimConfig, Tier};
+use layers_sim::{FaultConfig, InFlightMode, LoseMode, RateLimitAlgorithm, SimConfig, Tier};
 
 /// A faithful, stateful, fault-injecting simulator of the Layers Partner API.
 #[derive(Parser, Debug)]
@@ -19,9 +19,41 @@ struct Args {
     /// Credits in the partner's prepaid wallet at start and after /_sim/reset.
     #[arg(long, env = "LAYERS_SIM_PARENT_CREDITS", default_value_t = 1_000_000)]
     parent_credits: u64,
-    /// Rate-limit tier for every key.
+    /// The parent key's scopes, comma-separated, from the documented catalogue.
+    #[arg(
+        long,
+        env = "LAYERS_SIM_PARENT_SCOPES",
+        default_value = "org:admin,projects:read,projects:write,content:read,content:write"
+    )]
+    parent_scopes: String,
+    /// Rate-limit tier for every key (`unlimited` is not documented: tests and benchmarks only).
     #[arg(long, env = "LAYERS_SIM_TIER", value_enum, default_value = "standard")]
     tier: Tier,
+    /// How the per-minute limit is enforced.
+    #[arg(
+        long,
+        env = "LAYERS_SIM_RATE_LIMIT_ALGORITHM",
+        value_enum,
+        default_value = "token-bucket"
+    )]
+    rate_limit_algorithm: RateLimitAlgorithm,
+    /// Replace the tier's daily write-light cap (tests only; default: the documented figure).
+    #[arg(long, env = "LAYERS_SIM_DAILY_WRITE_CAP", value_parser = clap::value_parser!(u32).range(1..))]
+    daily_write_cap: Option<u32>,
+    /// What a duplicate gets while the original request (same Idempotency-Key) still runs.
+    #[arg(
+        long,
+        env = "LAYERS_SIM_IDEMPOTENCY_IN_FLIGHT",
+        value_enum,
+        default_value = "wait"
+    )]
+    idempotency_in_flight: InFlightMode,
+    /// Whether 4xx outcomes are stored and replayed under their Idempotency-Key.
+    #[arg(long = "idempotency-4xx", env = "LAYERS_SIM_IDEMPOTENCY_4XX", default_value = "store", value_parser = ["store", "skip"])]
+    idempotency_4xx: String,
+    /// What archiving a child does to its webhook endpoints.
+    #[arg(long, env = "LAYERS_SIM_ARCHIVE_WEBHOOKS", default_value = "keep", value_parser = ["keep", "delete"])]
+    archive_webhooks: String,
     /// Serve the /_sim/ control API.
     #[arg(long, env = "LAYERS_SIM_CONTROL")]
     control: bool,
@@ -60,6 +92,12 @@ struct Args {
     /// Probability of adding the latency.
     #[arg(long, env = "LAYERS_SIM_FAULT_LATENCY_PROB", default_value_t = 0.0)]
     fault_latency_prob: f64,
+    /// Probability that a write is held in flight before executing (with --fault-slow-commit-ms).
+    #[arg(long, env = "LAYERS_SIM_FAULT_SLOW_COMMIT", default_value_t = 0.0)]
+    fault_slow_commit: f64,
+    /// How long a slow commit holds the request in flight, in milliseconds.
+    #[arg(long, env = "LAYERS_SIM_FAULT_SLOW_COMMIT_MS", default_value_t = 0)]
+    fault_slow_commit_ms: u64,
     /// Log as JSON lines.
     #[arg(long, env = "LAYERS_SIM_LOG_JSON")]
     log_json: bool,
@@ -109,7 +147,20 @@ async fn main() -> std::process::ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    let parent_scopes = match layers_sim::parse_scopes(&args.parent_scopes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("layers-sim: --parent-scopes: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let cfg = SimConfig {
+        parent_scopes,
+        rate_limit_algorithm: args.rate_limit_algorithm,
+        daily_write_cap: args.daily_write_cap,
+        idempotency_in_flight: args.idempotency_in_flight,
+        idempotency_store_4xx: args.idempotency_4xx == "store",
+        archive_deletes_webhooks: args.archive_webhooks == "delete",
         listen: args.listen,
         parent_key: args.parent_key,
         parent_credits: args.parent_credits,
@@ -125,6 +176,8 @@ async fn main() -> std::process::ExitCode {
             reset: args.fault_reset,
             latency: args.fault_latency_prob,
             latency_ms: args.fault_latency_ms,
+            slow_commit: args.fault_slow_commit,
+            slow_commit_ms: args.fault_slow_commit_ms,
             read: None,
             write: None,
         },
@@ -139,7 +192,7 @@ async fn main() -> std::process::ExitCode {
     // Tests and scripts parse these two lines; the key is the simulator's own credential.
     println!("parent key: {}", sim.parent_key);
     println!("listening on {}", sim.base_url());
-    tracing::info!(parent_org = %sim.parent_org_id, tier = ?args.tier, control = args.control, "layers-sim started");
+    tracing::info!(parent_org = %sim.parent_org_id, tier = ?args.tier, rate_limit_algorithm = args.rate_limit_algorithm.name(), control = args.control, "layers-sim started");
     wait_for_signal().await;
     tracing::info!("shutting down");
     sim.shutdown().await;

@@ -1,12 +1,12 @@
 //! The simulator's records and their JSON views.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::ids::{key_id, org_id};
-use crate::time::{fmt_org, fmt_z};
+use crate::time::{fmt_org, fmt_z, month_bounds, wall_now_us};
 
 pub type Metadata = BTreeMap<String, String>;
 
@@ -99,6 +99,12 @@ pub struct Org {
     pub endpoints: Vec<Uuid>,
     #[serde(default)]
     pub ledger: Vec<CreditEvent>,
+    /// Start of the monthly period `used_this_period` belongs to (UTC calendar months).
+    #[serde(default)]
+    pub period_start_us: i64,
+    /// Usage debited in that period (what the monthly cap limits).
+    #[serde(default)]
+    pub used_this_period: i64,
 }
 
 impl Org {
@@ -117,10 +123,19 @@ impl Org {
         })
     }
 
-    pub fn json_with_summary(&self) -> Value {
+    /// Usage in the monthly period containing `now` (0 once a new month started).
+    pub fn used_in_period(&self, now: i64) -> i64 {
+        if self.period_start_us == month_bounds(now).0 {
+            self.used_this_period
+        } else {
+            0
+        }
+    }
+
+    pub fn json_with_summary(&self, project_count: usize) -> Value {
         let mut v = self.json();
         v["summary"] = json!({
-            "projectCount": 0,
+            "projectCount": project_count,
             "balance": self.balance,
             "available": self.balance.max(0),
             "creditConfig": self.config.json(),
@@ -128,7 +143,9 @@ impl Org {
         v
     }
 
-    pub fn wallet_json(&self) -> Value {
+    pub fn wallet_json(&self, now: i64) -> Value {
+        let (start, end) = month_bounds(now);
+        let used = self.used_in_period(now);
         json!({
             "organizationId": org_id(self.id),
             "balance": self.balance,
@@ -137,7 +154,8 @@ impl Org {
             "prepaidBalance": self.balance,
             "reservedCredits": 0,
             "includedThisPeriod": 0,
-            "usedThisPeriod": 0,
+            "usedThisPeriod": used,
+            "currentPeriod": { "start": fmt_z(start), "end": fmt_z(end), "usedCredits": used },
             "billingStatus": "active",
         })
     }
@@ -269,6 +287,25 @@ pub struct State {
     #[serde(default)]
     pub idem: HashMap<String, IdemEntry>,
     pub seq: u64,
+    /// What `POST /_sim/clock` added to the wall clock, in microseconds (never negative).
+    #[serde(default)]
+    pub clock_offset_us: i64,
+    /// `/_sim/switches`: the partner org's kill switch (every `/v1` call → 503 KILL_SWITCH).
+    #[serde(default)]
+    pub kill_switch: bool,
+    /// `/_sim/switches`: the parent key is revoked (its calls → 401).
+    #[serde(default)]
+    pub parent_key_revoked: bool,
     #[serde(skip)]
     pub key_by_hash: HashMap<String, Uuid>,
+    /// Idempotency store keys whose original request is still executing.
+    #[serde(skip)]
+    pub in_flight: HashSet<String>,
+}
+
+impl State {
+    /// The simulator's clock: the wall clock plus the `/_sim/clock` offset.
+    pub fn now(&self) -> i64 {
+        wall_now_us() + self.clock_offset_us
+    }
 }

@@ -33,13 +33,29 @@ pub enum Op {
     SimReset,
     SimFaultsGet,
     SimFaultsPut,
+    SimClockGet,
+    SimClock,
+    SimTopup,
+    SimSpend,
+    SimSwitchesGet,
+    SimSwitchesPatch,
 }
 
 impl Op {
     pub fn is_control(self) -> bool {
         matches!(
             self,
-            Op::SimState | Op::SimCounters | Op::SimReset | Op::SimFaultsGet | Op::SimFaultsPut
+            Op::SimState
+                | Op::SimCounters
+                | Op::SimReset
+                | Op::SimFaultsGet
+                | Op::SimFaultsPut
+                | Op::SimClockGet
+                | Op::SimClock
+                | Op::SimTopup
+                | Op::SimSpend
+                | Op::SimSwitchesGet
+                | Op::SimSwitchesPatch
         )
     }
 }
@@ -129,6 +145,12 @@ static TABLE: &[(&str, Method, Op)] = &[
     ("/_sim/reset", Method::POST, Op::SimReset),
     ("/_sim/faults", Method::GET, Op::SimFaultsGet),
     ("/_sim/faults", Method::PUT, Op::SimFaultsPut),
+    ("/_sim/clock", Method::GET, Op::SimClockGet),
+    ("/_sim/clock", Method::POST, Op::SimClock),
+    ("/_sim/topup", Method::POST, Op::SimTopup),
+    ("/_sim/spend", Method::POST, Op::SimSpend),
+    ("/_sim/switches", Method::GET, Op::SimSwitchesGet),
+    ("/_sim/switches", Method::PATCH, Op::SimSwitchesPatch),
 ];
 
 #[derive(Debug, Clone)]

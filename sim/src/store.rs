@@ -7,14 +7,31 @@ use uuid::Uuid;
 use crate::error::SimError;
 use crate::ids::{key_prefix, sha256_hex};
 use crate::model::{ApiKeyRec, CreditConfig, CreditEvent, Org, OrgStatus, State};
-use crate::time::now_us;
+use crate::time::wall_now_us;
 
-pub const PARENT_SCOPES: [&str; 2] = ["org:admin", "*"];
+/// Everything [`State::fresh`] needs to build the partner org and its key.
+pub struct Seed<'a> {
+    pub parent_key: &'a str,
+    pub parent_id: Uuid,
+    pub parent_key_id: Uuid,
+    pub credits: i64,
+    pub scopes: &'a [String],
+    /// The simulator clock's offset, kept across `/_sim/reset` so time never runs backwards.
+    pub clock_offset_us: i64,
+}
 
 impl State {
     /// A fresh world: one partner org holding `credits`, and its `org:admin` key.
-    pub fn fresh(parent_key: &str, parent_id: Uuid, parent_key_id: Uuid, credits: i64) -> State {
-        let now = now_us();
+    pub fn fresh(seed: Seed<'_>) -> State {
+        let Seed {
+            parent_key,
+            parent_id,
+            parent_key_id,
+            credits,
+            scopes,
+            clock_offset_us,
+        } = seed;
+        let now = wall_now_us() + clock_offset_us;
         let mut parent = Org {
             id: parent_id,
             parent: None,
@@ -32,6 +49,8 @@ impl State {
             keys: vec![parent_key_id],
             endpoints: Vec::new(),
             ledger: Vec::new(),
+            period_start_us: 0,
+            used_this_period: 0,
         };
         parent.ledger.push(CreditEvent {
             id: Uuid::new_v4(),
@@ -49,7 +68,7 @@ impl State {
             name: "partner admin key".into(),
             prefix: key_prefix(parent_key),
             env: "live".into(),
-            scopes: PARENT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            scopes: scopes.to_vec(),
             hash: sha256_hex(parent_key.as_bytes()),
             created_us: now,
             last_used_us: None,
@@ -68,7 +87,11 @@ impl State {
             endpoints: HashMap::new(),
             idem: HashMap::new(),
             seq: 3,
+            clock_offset_us,
+            kill_switch: false,
+            parent_key_revoked: false,
             key_by_hash: HashMap::new(),
+            in_flight: Default::default(),
         };
         st.reindex();
         st
@@ -89,6 +112,13 @@ impl State {
             org.keys.push(key.id);
         }
         self.keys.insert(key.id, key);
+    }
+
+    /// Gives the parent key `scopes` (used when `--parent-scopes` differs from the stored ones).
+    pub fn set_parent_scopes(&mut self, scopes: &[String]) {
+        if let Some(rec) = self.keys.get_mut(&self.parent_key_id) {
+            rec.scopes = scopes.to_vec();
+        }
     }
 
     /// Makes `key` the parent key (used when `--parent-key` differs from the stored one).

@@ -1,8 +1,33 @@
-//! Timestamp formats: organizations use `…000000+00:00`, everything else `…000Z`.
+//! The simulator's clock and timestamp formats (organizations use `…000000+00:00`,
+//! everything else `…000Z`).
+//!
+//! Every time-dependent rule (idempotency window, key and secret grace, rate-limit buckets,
+//! daily caps, monthly periods, timestamps) reads [`crate::model::State::now`], which is the
+//! wall clock plus the offset that `POST /_sim/clock` advances. Nothing else reads the wall clock.
 use jiff::{Timestamp, tz::TimeZone};
 
-pub fn now_us() -> i64 {
+pub const DAY_US: i64 = 86_400 * 1_000_000;
+
+/// The wall clock; only `State::now` may call it (plus the offset).
+pub fn wall_now_us() -> i64 {
     Timestamp::now().as_microsecond()
+}
+
+/// Start of the UTC calendar month containing `us`, and the start of the next one.
+pub fn month_bounds(us: i64) -> (i64, i64) {
+    let dt = civil(us);
+    let start = jiff::civil::date(dt.year(), dt.month(), 1);
+    let next = if dt.month() == 12 {
+        jiff::civil::date(dt.year() + 1, 1, 1)
+    } else {
+        jiff::civil::date(dt.year(), dt.month() + 1, 1)
+    };
+    let at = |d: jiff::civil::Date| {
+        d.to_zoned(TimeZone::UTC)
+            .map(|z| z.timestamp().as_microsecond())
+            .unwrap_or(0)
+    };
+    (at(start), at(next))
 }
 
 fn civil(us: i64) -> jiff::civil::DateTime {
@@ -55,5 +80,10 @@ mod tests {
         assert_eq!(fmt_z(us), "2026-06-01T14:30:00.123Z");
         assert_eq!(parse_z("2026-06-01T14:30:00.123456Z"), Some(us));
         assert_eq!(parse_z("2026-06-01T14:30:00+00:00"), None);
+        let (a, b) = month_bounds(us);
+        assert_eq!(fmt_z(a), "2026-06-01T00:00:00.000Z");
+        assert_eq!(fmt_z(b), "2026-07-01T00:00:00.000Z");
+        let dec = parse_z("2026-12-31T23:59:59Z").unwrap();
+        assert_eq!(fmt_z(month_bounds(dec).1), "2027-01-01T00:00:00.000Z");
     }
 }

@@ -118,10 +118,31 @@ pub fn check_metadata(m: &Metadata) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Metadata on create: a string map; `""` values are dropped (nothing to remove yet).
+/// Metadata on create: a string map returned unchanged (row 1), so `""` is stored as an
+/// empty value; only PATCH gives `""` the meaning "remove this key".
 pub fn metadata_new(v: &Value) -> Result<Metadata, ApiError> {
+    let Value::Object(map) = v else {
+        return Err(field_err("metadata", "must be an object of strings"));
+    };
+    if map.len() > META_MAX_KEYS {
+        return Err(field_err("metadata", "at most 50 keys"));
+    }
     let mut out = Metadata::new();
-    merge_metadata(&mut out, v)?;
+    for (k, val) in map {
+        match val {
+            Value::String(s) => {
+                out.insert(k.clone(), s.clone());
+            }
+            Value::Null => {
+                return Err(field_err(
+                    "metadata",
+                    &format!("key {k:?} is null; values must be strings"),
+                ));
+            }
+            _ => return Err(field_err("metadata", "values must be strings")),
+        }
+    }
+    check_metadata(&out)?;
     Ok(out)
 }
 

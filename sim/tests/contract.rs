@@ -123,10 +123,22 @@ async fn auth_and_scope_errors() {
     r.assert_error(401, "UNAUTHENTICATED");
     let r = send(s.req_as("lp_live_nope", Method::GET, "/v1/whoami")).await;
     r.assert_error(401, "UNAUTHENTICATED");
-    // X-Api-Key is accepted too (old docs)
+    // Bearer is the only accepted form (NEW docs): X-Api-Key alone is refused, with a hint
     let r = send(s.http.get(s.url("/v1/whoami")).header("X-Api-Key", &s.key)).await;
+    r.assert_error(401, "UNAUTHENTICATED");
+    assert!(r.text.contains("Bearer"), "{}", r.text);
+    let r = s.get("/v1/whoami").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json["scopes"], json!(["org:admin", "*"]));
+    assert_eq!(
+        r.json["scopes"],
+        json!([
+            "org:admin",
+            "projects:read",
+            "projects:write",
+            "content:read",
+            "content:write"
+        ])
+    );
     assert!(r.header("x-request-id").unwrap().starts_with("req_"));
     // a child key lacks org:admin
     let org = s.create_org("c").await;
@@ -709,25 +721,26 @@ async fn webhooks_and_acting_inside_a_child() {
     )
     .await
     .assert_error(422, "VALIDATION");
-    // archive deletes the child's endpoints; writes through the header then conflict
+    // archive keeps the child's endpoints (the docs list only keys and credits as swept);
+    // they stay readable through the header and every write conflicts
     send(s.req(Method::DELETE, &format!("/v1/organizations/{org}"))).await;
-    send(
+    let g = send(
         s.req(Method::GET, &format!("/v1/webhook-endpoints/{ep}"))
             .header(hdr.0, &hdr.1),
     )
-    .await
-    .assert_error(404, "NOT_FOUND");
+    .await;
+    assert_eq!(g.status, 200, "{}", g.text);
     send(create(
         json!({ "url": "https://e.com", "events": ["test.ping"] }),
     ))
     .await
     .assert_error(409, "CONFLICT");
-    let d = send(
+    send(
         s.req(Method::DELETE, &format!("/v1/webhook-endpoints/{ep}"))
             .header(hdr.0, &hdr.1),
     )
-    .await;
-    d.assert_error(404, "NOT_FOUND");
+    .await
+    .assert_error(409, "CONFLICT");
     s.sim.shutdown().await;
 }
 
@@ -811,5 +824,31 @@ async fn bad_input_gets_an_envelope() {
     )
     .await
     .assert_error(422, "VALIDATION");
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn archive_deletes_webhooks_only_when_configured() {
+    let s = Sim::with(layers_sim::SimConfig {
+        archive_deletes_webhooks: true,
+        ..common::cfg()
+    })
+    .await;
+    let org = s.create_org("w").await;
+    let r = send(
+        s.req(Method::POST, "/v1/webhook-endpoints")
+            .header("X-Layers-Organization", &org)
+            .json(&json!({ "url": "https://e.com/h", "events": ["test.ping"] })),
+    )
+    .await;
+    let ep = r.json["endpoint"]["id"].as_str().unwrap().to_string();
+    send(s.req(Method::DELETE, &format!("/v1/organizations/{org}"))).await;
+    send(
+        s.req(Method::GET, &format!("/v1/webhook-endpoints/{ep}"))
+            .header("X-Layers-Organization", &org),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
+    assert_eq!(s.state().await["webhookEndpoints"], json!([]));
     s.sim.shutdown().await;
 }

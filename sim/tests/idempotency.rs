@@ -159,11 +159,100 @@ async fn window_expiry_allows_reexecution() {
             .json(&json!({ "name": "w" }))
     };
     let a = send(mk()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.advance(1).await;
     let b = send(mk()).await;
     assert_ne!(
         a.json["id"], b.json["id"],
         "after the window the key is fresh"
     );
+    s.sim.shutdown().await;
+}
+
+/// A sim whose every write is held in flight for `ms` before it executes.
+async fn slow_sim(mode: layers_sim::InFlightMode, ms: u64) -> Sim {
+    Sim::with(layers_sim::SimConfig {
+        idempotency_in_flight: mode,
+        faults: layers_sim::FaultConfig {
+            slow_commit: 1.0,
+            slow_commit_ms: ms,
+            ..Default::default()
+        },
+        ..common::cfg()
+    })
+    .await
+}
+
+/// Waits (bounded) until the simulator reports `n` idempotency keys in flight.
+async fn until_in_flight(s: &Sim, n: u64) {
+    for _ in 0..500 {
+        if s.state().await["idempotencyInFlight"] == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never saw {n} request(s) in flight");
+}
+
+#[tokio::test]
+async fn duplicate_while_in_flight_gets_409_in_conflict_mode() {
+    let s = slow_sim(layers_sim::InFlightMode::Conflict, 1000).await;
+    let mk = || {
+        s.req(Method::POST, "/v1/organizations")
+            .header("Idempotency-Key", "slow")
+            .json(&json!({ "name": "slow" }))
+    };
+    let first = tokio::spawn(send(mk()));
+    until_in_flight(&s, 1).await;
+    let dup = send(mk()).await;
+    dup.assert_error(409, "IDEMPOTENCY_CONFLICT");
+    assert_eq!(dup.json["error"]["details"]["inFlight"], true);
+    assert_eq!(dup.header("retry-after"), Some("1"));
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201, "{}", first.text);
+    // once the original finished, the duplicate is a plain replay
+    let again = send(mk()).await;
+    assert_eq!(again.text, first.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(s.state().await["idempotencyInFlight"], 0);
+    let counters = s.get("/_sim/counters").await;
+    assert!(counters.json["faultsInjected"].as_u64().unwrap() >= 1);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_while_in_flight_waits_and_replays_by_default() {
+    let s = slow_sim(layers_sim::InFlightMode::Wait, 300).await;
+    let mk = || {
+        s.req(Method::POST, "/v1/organizations")
+            .header("Idempotency-Key", "slow")
+            .json(&json!({ "name": "slow" }))
+    };
+    let first = tokio::spawn(send(mk()));
+    until_in_flight(&s, 1).await;
+    let dup = send(mk()).await;
+    let first = first.await.unwrap();
+    assert_eq!((first.status, dup.status), (201, 201));
+    assert_eq!(dup.text, first.text);
+    assert_eq!(dup.header("idempotent-replayed"), Some("true"));
+    assert_eq!(s.get("/v1/organizations").await.item_count(), 1);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_in_flight_request_releases_its_key() {
+    let s = slow_sim(layers_sim::InFlightMode::Conflict, 60_000).await;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let rb = client
+        .post(s.url("/v1/organizations"))
+        .bearer_auth(&s.key)
+        .header("Idempotency-Key", "gone")
+        .json(&json!({ "name": "gone" }));
+    let task = tokio::spawn(rb.send());
+    until_in_flight(&s, 1).await;
+    assert!(task.await.unwrap().is_err(), "the client gave up");
+    until_in_flight(&s, 0).await;
     s.sim.shutdown().await;
 }

@@ -31,6 +31,15 @@ async fn state_survives_restart() {
         .header("Idempotency-Key", "p1")
         .json(&json!({ "credits": 42 }));
     let first = send(alloc).await;
+    // the clock, spending and switches are state too
+    s.advance(7200).await;
+    assert_eq!(s.spend(&org, 2).await.status, 200);
+    s.ctl(
+        Method::PATCH,
+        "/_sim/switches",
+        json!({ "parentKeyRevoked": true }),
+    )
+    .await;
     let parent_key = s.key.clone();
     let parent_org = s.sim.parent_org_id.clone();
     s.sim.shutdown().await;
@@ -45,8 +54,18 @@ async fn state_survives_restart() {
     assert_eq!(s.key, parent_key, "the parent key is kept");
     assert_eq!(s.sim.parent_org_id, parent_org);
     let r = s.get(&format!("/v1/organizations/{org}")).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json["summary"]["balance"], 42);
+    assert_eq!(r.status, 401, "the parent key stays revoked: {}", r.text);
+    s.ctl(
+        Method::PATCH,
+        "/_sim/switches",
+        json!({ "parentKeyRevoked": false }),
+    )
+    .await;
+    assert_eq!(s.get("/_sim/clock").await.json["offsetSeconds"], 7200);
+    let r = s.get(&format!("/v1/organizations/{org}")).await;
+    assert_eq!(r.json["summary"]["balance"], 40);
+    let w = s.get(&format!("/v1/organizations/{org}/credits")).await;
+    assert_eq!(w.json["usedThisPeriod"], 2);
     assert_eq!(
         send(s.req_as(&child, Method::GET, "/v1/whoami"))
             .await

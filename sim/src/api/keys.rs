@@ -6,21 +6,8 @@ use super::{ADMIN, Ctx, Out, child, page};
 use crate::error::ApiError;
 use crate::ids::{new_api_key, parse_id, sha256_hex};
 use crate::model::{ApiKeyRec, GRACE_US, OrgStatus, State};
+use crate::scopes;
 use crate::validate::{self, decode_cursor, object};
-
-fn scope_well_formed(s: &str) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    };
-    s == "*" || (s.len() <= 64 && s.split_once(':').is_some_and(|(a, b)| part(a) && part(b)))
-}
-
-/// `*` covers every data scope but never `org:admin`.
-fn covered(caller: &[String], s: &str) -> bool {
-    caller.iter().any(|c| c == s) || (s != ADMIN && caller.iter().any(|c| c == "*"))
-}
 
 fn parse_scopes(v: Option<&Value>, caller: &[String]) -> Result<Vec<String>, ApiError> {
     let Some(Value::Array(items)) = v else {
@@ -36,10 +23,12 @@ fn parse_scopes(v: Option<&Value>, caller: &[String]) -> Result<Vec<String>, Api
         let Value::String(s) = it else {
             return Err(ApiError::validation("scopes: entries must be strings"));
         };
-        if !scope_well_formed(s) {
+        if !scopes::known(s) {
             return Err(ApiError::validation(format!(
-                "scopes: {s:?} is not a valid scope"
-            )));
+                "scopes: {s:?} is not a known scope; the catalogue is {}",
+                scopes::CATALOG.join(", ")
+            ))
+            .with_details(json!({ "field": "scopes", "scope": s, "catalog": scopes::CATALOG })));
         }
         if !out.contains(s) {
             out.push(s.clone());
@@ -53,7 +42,7 @@ fn parse_scopes(v: Option<&Value>, caller: &[String]) -> Result<Vec<String>, Api
         )
         .with_details(json!({ "scope": ADMIN })));
     }
-    if let Some(s) = out.iter().find(|s| !covered(caller, s)) {
+    if let Some(s) = out.iter().find(|s| !scopes::covered(caller, s)) {
         return Err(ApiError::new(
             403,
             "FORBIDDEN_SCOPE",
@@ -207,21 +196,4 @@ pub fn delete(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     Ok(Out::ok(
         json!({ "apiKey": key.json(ctx.now, ctx.tier), "deleted": true }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scope_rules() {
-        let parent = vec!["org:admin".to_string(), "*".to_string()];
-        assert!(covered(&parent, "content:read"));
-        let child = vec!["content:read".to_string()];
-        assert!(!covered(&child, "content:write"));
-        assert!(!covered(&["*".to_string()], ADMIN));
-        assert!(scope_well_formed("projects:write"));
-        assert!(!scope_well_formed("projects"));
-        assert!(!scope_well_formed("A:b"));
-    }
 }

@@ -32,5 +32,5 @@ pub fn own_credits(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         .orgs
         .get(&ctx.acting)
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok(Out::ok(org.wallet_json()))
+    Ok(Out::ok(org.wallet_json(ctx.now)))
 }

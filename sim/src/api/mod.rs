@@ -1,11 +1,11 @@
 //! The Partner API: authentication, kill switch, rate limits, idempotency, then the handlers.
-mod credits;
+pub(crate) mod credits;
 mod keys;
 mod me;
 mod orgs;
 mod webhooks;
 
-use std::time::Instant;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
@@ -16,12 +16,12 @@ use crate::error::ApiError;
 use crate::http::{Reply, ReqHeaders};
 use crate::ids::{parse_id, sha256_hex};
 use crate::model::{IdemEntry, OrgStatus, State};
-use crate::ratelimit::{Class, Tier};
+use crate::ratelimit::{Class, Tier, Window};
 use crate::router::{Matched, Op};
-use crate::time::now_us;
-use crate::{Shared, lock};
+use crate::time::{DAY_US, fmt_z};
+use crate::{InFlightMode, Shared, lock};
 
-pub const ADMIN: &str = "org:admin";
+pub use crate::scopes::ADMIN;
 
 /// Everything a handler needs about the caller and the request.
 pub struct Ctx<'a> {
@@ -35,6 +35,7 @@ pub struct Ctx<'a> {
     pub query: Vec<(String, String)>,
     pub body: &'a [u8],
     pub idem: Option<String>,
+    pub archive_deletes_webhooks: bool,
 }
 
 impl Ctx<'_> {
@@ -105,14 +106,21 @@ fn rate_headers(v: &crate::ratelimit::Verdict) -> Vec<(&'static str, String)> {
         ("x-ratelimit-remaining", v.remaining.to_string()),
         ("x-ratelimit-reset", v.reset_secs.to_string()),
     ];
+    if let Some(d) = v.daily {
+        h.push(("x-ratelimit-daily-limit", d.limit.to_string()));
+        h.push(("x-ratelimit-daily-remaining", d.remaining.to_string()));
+        h.push(("x-ratelimit-daily-reset", d.reset_secs.to_string()));
+    }
     if let Some(s) = v.retry_after {
         h.push(("retry-after", s.to_string()));
     }
     h
 }
 
+/// One API request: authentication, switches, rate limits, idempotency, then the handler.
+/// `slow_commit` is the fault that holds the request in flight before it executes.
 #[allow(clippy::too_many_arguments)]
-pub fn handle(
+pub async fn handle(
     shared: &Shared,
     matched: &Matched,
     method: &Method,
@@ -121,11 +129,22 @@ pub fn handle(
     headers: &ReqHeaders,
     body: &Bytes,
     rid: &str,
+    slow_commit: Option<Duration>,
 ) -> Reply {
     let mut extra = Vec::new();
     let r = run(
-        shared, matched, method, path, query, headers, body, rid, &mut extra,
-    );
+        shared,
+        matched,
+        method,
+        path,
+        query,
+        headers,
+        body,
+        rid,
+        slow_commit,
+        &mut extra,
+    )
+    .await;
     let mut reply = match r {
         Ok(reply) => reply,
         Err(err) => Reply::error(&err, rid),
@@ -138,33 +157,49 @@ pub fn handle(
     reply
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
+/// Who is calling, where, and under which idempotency store key.
+struct Caller {
+    key_id: Uuid,
+    acting: Uuid,
+    scopes: Vec<String>,
+    store_key: Option<String>,
+    fingerprint: Option<String>,
+}
+
+/// Authentication, switches, rate limit, acting org and the idempotency key; runs once per
+/// request, under the state lock.
+fn admit(
     shared: &Shared,
-    matched: &Matched,
     method: &Method,
     path: &str,
-    query: Option<&str>,
     headers: &ReqHeaders,
     body: &Bytes,
-    rid: &str,
     extra: &mut Vec<(&'static str, String)>,
-) -> Result<Reply, ApiError> {
-    let now = now_us();
+) -> Result<Caller, ApiError> {
     let mut st = lock(&shared.state);
+    let now = st.now();
 
-    // Authentication.
+    // Authentication: `Authorization: Bearer` is the only accepted form (NEW docs, §3.1).
     let secret = headers
         .bearer
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
-            ApiError::unauthenticated("missing API key: send Authorization: Bearer lp_...")
+            if headers.x_api_key {
+                ApiError::unauthenticated(
+                    "X-Api-Key is not accepted: send Authorization: Bearer lp_...",
+                )
+            } else {
+                ApiError::unauthenticated("missing API key: send Authorization: Bearer lp_...")
+            }
         })?;
     let key_id = *st
         .key_by_hash
         .get(&sha256_hex(secret.as_bytes()))
         .ok_or_else(|| ApiError::unauthenticated("invalid API key"))?;
+    if key_id == st.parent_key_id && st.parent_key_revoked {
+        return Err(ApiError::unauthenticated("this API key has been revoked"));
+    }
     let (key_org, scopes) = {
         let key = st
             .keys
@@ -176,6 +211,9 @@ fn run(
         key.last_used_us = Some(now);
         (key.org, key.scopes.clone())
     };
+    if st.kill_switch {
+        return Err(ApiError::kill_switch("organization"));
+    }
     match st.orgs.get(&key_org).map(|o| o.status) {
         Some(OrgStatus::Active) => {}
         Some(OrgStatus::Suspended) => return Err(ApiError::kill_switch("organization")),
@@ -186,22 +224,47 @@ fn run(
         }
     }
 
-    // Rate limit per (key, endpoint class).
+    // Rate limits per (key, endpoint class), and the daily write cap per key.
     let class = Class::of(method);
-    if let Some(v) = lock(&shared.limiter).take(shared.tier, key_id, class, Instant::now()) {
+    if let Some(v) = lock(&shared.limiter).take(shared.tier, key_id, class, now) {
         extra.extend(rate_headers(&v));
         if let Some(secs) = v.retry_after {
-            let mut e = ApiError::new(
-                429,
-                "RATE_LIMITED",
-                format!(
-                    "rate limit of {} requests/minute for {} exceeded",
-                    v.limit,
-                    class.header_name()
-                ),
-            )
-            .with_details(json!({ "endpointClass": class.header_name(), "retryAfter": secs }));
-            e.retry_after = None; // Retry-After comes with the rate headers
+            let midnight = (now.div_euclid(DAY_US) + 1) * DAY_US;
+            let e = match (v.refused_by, v.daily) {
+                (Some(Window::Day), Some(d)) => ApiError::new(
+                    429,
+                    "RATE_LIMITED",
+                    format!(
+                        "daily {} cap of {} requests reached; it resets at {}",
+                        class.header_name(),
+                        d.limit,
+                        fmt_z(midnight)
+                    ),
+                )
+                .with_details(json!({
+                    "endpointClass": class.header_name(),
+                    "window": "day",
+                    "limit": d.limit,
+                    "retryAfter": secs,
+                    "resetAt": fmt_z(midnight),
+                })),
+                _ => ApiError::new(
+                    429,
+                    "RATE_LIMITED",
+                    format!(
+                        "rate limit of {} requests/minute for {} exceeded",
+                        v.limit,
+                        class.header_name()
+                    ),
+                )
+                .with_details(json!({
+                    "endpointClass": class.header_name(),
+                    "window": "minute",
+                    "limit": v.limit,
+                    "retryAfter": secs,
+                })),
+            };
+            // Retry-After comes with the rate headers.
             return Err(e);
         }
     }
@@ -223,23 +286,11 @@ fn run(
         }
     }
 
-    let ctx = Ctx {
-        now,
-        key_id,
-        acting,
-        scopes,
-        tier: shared.tier,
-        params: &matched.params,
-        query: crate::validate::query_pairs(query),
-        body,
-        idem: headers.idempotency_key.clone(),
-    };
-
     // Idempotency: every non-GET request may carry a key.
     let idem = if *method == Method::GET {
         None
     } else {
-        ctx.idem.clone()
+        headers.idempotency_key.clone()
     };
     let store_key = match &idem {
         Some(k) if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -259,44 +310,174 @@ fn run(
         buf.extend_from_slice(body);
         sha256_hex(&buf)
     });
-    if let (Some(k), Some(fp)) = (&store_key, &fingerprint)
-        && let Some(e) = st.idem.get(k)
-        && e.stored_us + shared.idem_window_us > now
-    {
-        if &e.fingerprint != fp {
-            return Err(ApiError::new(
-                409,
-                "IDEMPOTENCY_CONFLICT",
-                "this Idempotency-Key was already used with a different request",
-            ));
-        }
-        let body = e.replay_body.clone().unwrap_or_else(|| e.body.clone());
-        return Ok(Reply {
-            status: e.status,
-            body: Bytes::from(body),
-            headers: vec![("idempotent-replayed", "true".into())],
-        });
-    }
+    Ok(Caller {
+        key_id,
+        acting,
+        scopes,
+        store_key,
+        fingerprint,
+    })
+}
 
-    let result = dispatch(&mut st, &ctx, matched.op);
+/// Removes an in-flight marker when the request that set it ends, however it ends
+/// (a dropped connection cancels the future while it sleeps).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    key: Option<String>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            lock(&self.shared.state).in_flight.remove(&k);
+            self.shared.idem_done.notify_waiters();
+        }
+    }
+}
+
+enum Step {
+    Done(Reply),
+    Wait,
+    Sleep(Duration),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    shared: &Shared,
+    matched: &Matched,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &ReqHeaders,
+    body: &Bytes,
+    rid: &str,
+    mut slow_commit: Option<Duration>,
+    extra: &mut Vec<(&'static str, String)>,
+) -> Result<Reply, ApiError> {
+    let caller = admit(shared, method, path, headers, body, extra)?;
+    let query = crate::validate::query_pairs(query);
+    let mut claim = InFlight { shared, key: None };
+    let mut slept = false;
+    loop {
+        let step = {
+            let mut st = lock(&shared.state);
+            let now = st.now();
+            let mut step = None;
+            if !slept && let (Some(k), Some(fp)) = (&caller.store_key, &caller.fingerprint) {
+                if st.in_flight.contains(k) {
+                    if shared.in_flight_mode == InFlightMode::Conflict {
+                        let mut e = ApiError::new(
+                            409,
+                            "IDEMPOTENCY_CONFLICT",
+                            "a request with this Idempotency-Key is still in progress; retry after it finishes",
+                        )
+                        .with_details(json!({ "inFlight": true }));
+                        e.retry_after = Some(1);
+                        return Err(e);
+                    }
+                    step = Some(Step::Wait);
+                } else if let Some(e) = st.idem.get(k)
+                    && e.stored_us + shared.idem_window_us > now
+                {
+                    if &e.fingerprint != fp {
+                        return Err(ApiError::new(
+                            409,
+                            "IDEMPOTENCY_CONFLICT",
+                            "this Idempotency-Key was already used with a different request",
+                        ));
+                    }
+                    let body = e.replay_body.clone().unwrap_or_else(|| e.body.clone());
+                    return Ok(Reply {
+                        status: e.status,
+                        body: Bytes::from(body),
+                        headers: vec![("idempotent-replayed", "true".into())],
+                    });
+                }
+            }
+            if step.is_none()
+                && let Some(d) = slow_commit.take()
+            {
+                if let Some(k) = &caller.store_key {
+                    st.in_flight.insert(k.clone());
+                    claim.key = Some(k.clone());
+                }
+                step = Some(Step::Sleep(d));
+            }
+            match step {
+                Some(s) => s,
+                None => {
+                    let ctx = Ctx {
+                        now,
+                        key_id: caller.key_id,
+                        acting: caller.acting,
+                        scopes: caller.scopes.clone(),
+                        tier: shared.tier,
+                        params: &matched.params,
+                        query: query.clone(),
+                        body,
+                        idem: headers.idempotency_key.clone(),
+                        archive_deletes_webhooks: shared.archive_deletes_webhooks,
+                    };
+                    let reply = execute(shared, &mut st, &ctx, matched.op, &caller, rid);
+                    if let Some(k) = claim.key.take() {
+                        st.in_flight.remove(&k);
+                        drop(st);
+                        shared.idem_done.notify_waiters();
+                    }
+                    Step::Done(reply)
+                }
+            }
+        };
+        match step {
+            Step::Done(reply) => {
+                if *method != Method::GET {
+                    shared.dirty.notify_one();
+                }
+                return Ok(reply);
+            }
+            Step::Wait => {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(20), shared.idem_done.notified())
+                        .await;
+            }
+            Step::Sleep(d) => {
+                tokio::time::sleep(d).await;
+                slept = true;
+            }
+        }
+    }
+}
+
+/// Runs the handler and stores its outcome under the idempotency key: 2xx always, 4xx unless
+/// `--idempotency-4xx skip`, 5xx never (a retry re-executes).
+fn execute(
+    shared: &Shared,
+    st: &mut State,
+    ctx: &Ctx,
+    op: Op,
+    caller: &Caller,
+    rid: &str,
+) -> Reply {
+    let result = dispatch(st, ctx, op);
     let (status, body_v, replay_v) = match result {
         Ok(out) => (out.status, out.body, out.replay),
         Err(e) => (e.status, e.body(rid), None),
     };
     let bytes = serde_json::to_string(&body_v).unwrap_or_default();
-    // 5xx outcomes are not stored, so a retry re-executes.
-    if let (Some(k), Some(fp)) = (store_key, fingerprint)
-        && status < 500
+    let store = status < 400 || (status < 500 && shared.store_4xx);
+    if let (Some(k), Some(fp)) = (&caller.store_key, &caller.fingerprint)
+        && store
     {
+        let now = ctx.now;
         if st.idem.len() > 100_000 {
             let window = shared.idem_window_us;
             st.idem.retain(|_, e| e.stored_us + window > now);
         }
         let replay_body = replay_v.map(|v| serde_json::to_string(&v).unwrap_or_default());
         st.idem.insert(
-            k,
+            k.clone(),
             IdemEntry {
-                fingerprint: fp,
+                fingerprint: fp.clone(),
                 status,
                 body: bytes.clone(),
                 replay_body,
@@ -304,15 +485,11 @@ fn run(
             },
         );
     }
-    drop(st);
-    if *method != Method::GET {
-        shared.dirty.notify_one();
-    }
-    Ok(Reply {
+    Reply {
         status,
         body: Bytes::from(bytes),
         headers: Vec::new(),
-    })
+    }
 }
 
 fn dispatch(st: &mut State, ctx: &Ctx, op: Op) -> Result<Out, ApiError> {
@@ -346,9 +523,7 @@ fn dispatch(st: &mut State, ctx: &Ctx, op: Op) -> Result<Out, ApiError> {
         Op::WhPatch => webhooks::patch(st, ctx),
         Op::WhDelete => webhooks::delete(st, ctx),
         Op::WhRotate => webhooks::rotate(st, ctx),
-        Op::SimState | Op::SimCounters | Op::SimReset | Op::SimFaultsGet | Op::SimFaultsPut => {
-            Err(ApiError::not_found("route"))
-        }
+        _ => Err(ApiError::not_found("route")),
     }
 }
 

@@ -52,6 +52,8 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         keys: Vec::new(),
         endpoints: Vec::new(),
         ledger: Vec::new(),
+        period_start_us: 0,
+        used_this_period: 0,
     };
     let body = org.json();
     st.orgs.insert(id, org);
@@ -95,7 +97,7 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 pub fn get(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    Ok(Out::ok(st.orgs[&id].json_with_summary()))
+    Ok(Out::ok(st.orgs[&id].json_with_summary(0)))
 }
 
 fn not_archived(org: &Org) -> Result<(), ApiError> {
@@ -171,8 +173,8 @@ pub fn set_status(st: &mut State, ctx: &Ctx, to: OrgStatus) -> Result<Out, ApiEr
     Ok(Out::ok(org.json()))
 }
 
-/// Archive: revokes the child's active keys, sweeps its balance back to the parent and
-/// deletes its webhook endpoints. Repeating it returns the same shape with zero counts.
+/// Archive: revokes the child's active keys and sweeps its balance back to the parent; its
+/// webhook endpoints stay (deleted only with `--archive-webhooks delete`). Repeating it returns the same shape with zero counts.
 pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
@@ -200,8 +202,10 @@ pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
             revoked += 1;
         }
     }
-    for e in endpoint_ids {
-        st.endpoints.remove(&e);
+    if ctx.archive_deletes_webhooks {
+        for e in &endpoint_ids {
+            st.endpoints.remove(e);
+        }
     }
     let parent = ctx.acting;
     if balance > 0 {
@@ -250,7 +254,9 @@ pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     org.status = OrgStatus::Archived;
     org.archived_us = Some(now);
     org.updated_us = now;
-    org.endpoints.clear();
+    if ctx.archive_deletes_webhooks {
+        org.endpoints.clear();
+    }
     Ok(Out::ok(archive_result(org, balance, revoked)))
 }
 

@@ -119,6 +119,51 @@ impl Sim {
         .await
     }
 
+    /// A `/_sim/` control call with a JSON body.
+    pub async fn ctl(&self, method: Method, path: &str, body: Value) -> Resp {
+        send(self.http.request(method, self.url(path)).json(&body)).await
+    }
+
+    /// Moves the simulator's clock forward.
+    pub async fn advance(&self, secs: i64) {
+        let r = self
+            .ctl(
+                Method::POST,
+                "/_sim/clock",
+                serde_json::json!({ "advanceSeconds": secs }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    /// Debits `credits` of usage in child `org` (`POST /_sim/spend`).
+    pub async fn spend(&self, org: &str, credits: i64) -> Resp {
+        self.ctl(
+            Method::POST,
+            "/_sim/spend",
+            serde_json::json!({ "orgId": org, "credits": credits }),
+        )
+        .await
+    }
+
+    /// Allocates `credits` to `org` with a fresh Idempotency-Key.
+    pub async fn allocate(&self, org: &str, credits: i64) -> Resp {
+        self.write(
+            Method::POST,
+            &format!("/v1/organizations/{org}/credits/allocate"),
+            serde_json::json!({ "credits": credits }),
+        )
+        .await
+    }
+
+    /// The child's ledger, newest first.
+    pub async fn events(&self, org: &str) -> Vec<Value> {
+        let r = self
+            .get(&format!("/v1/organizations/{org}/credits/events?limit=100"))
+            .await;
+        r.json["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn state(&self) -> Value {
         send(self.http.get(self.url("/_sim/state"))).await.json
     }
