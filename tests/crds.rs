@@ -170,6 +170,23 @@ fn admission_rejects_bad_spec_naming_the_field() {
             "spec.deletionPolicy",
             "Unsupported value",
         ),
+        // Secret names collide (defaults included): the key crm-webhook and the webhook
+        // crm both default to <name>-crm-webhook (once 40 keys minted in 25 s).
+        (
+            "  displayName: A\n  apiKeys: [{name: crm-webhook, scopes: [\"a:b\"]}]\n  webhooks: [{name: crm, url: \"https://x\", events: [a]}]\n",
+            "spec.apiKeys and spec.webhooks",
+            "same Secret",
+        ),
+        (
+            "  displayName: A\n  apiKeys: [{name: k1, scopes: [\"a:b\"], secretName: shared}, {name: k2, scopes: [\"a:b\"], secretName: shared}]\n",
+            "spec.apiKeys and spec.webhooks",
+            "same Secret",
+        ),
+        (
+            "  displayName: A\n  webhooks: [{name: w1, url: \"https://x\", events: [a], secretName: s}, {name: w2, url: \"https://y\", events: [a], secretName: s}]\n",
+            "spec.apiKeys and spec.webhooks",
+            "same Secret",
+        ),
     ];
     for (i, (spec, field, words)) in cases.iter().enumerate() {
         let stderr = rejection(&corg(&ns, &format!("bad-{i}"), spec));

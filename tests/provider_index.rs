@@ -85,9 +85,7 @@ async fn own_writes_are_visible_at_once() {
         metadata: Some(meta(&[("externalId", "cust-1b")])),
         ..Default::default()
     };
-    p.update_org(&org.id, &patch, &key("patch-1"))
-        .await
-        .unwrap();
+    p.update_org(&org.id, &patch).await.unwrap();
     assert!(
         p.find_orgs_by_external_id("cust-1")
             .await

@@ -76,7 +76,6 @@ async fn trace_logs_never_contain_secrets() {
             monthly_cap: Some(1000),
             refill: None,
         },
-        &key("cfg"),
     )
     .await
     .unwrap();

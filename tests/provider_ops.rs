@@ -100,7 +100,6 @@ async fn org_lifecycle_and_errors() {
                 metadata: Some(meta(&[("plan", ""), ("tier", "gold")])),
                 billing_email: Some(None),
             },
-            &key("patch-1"),
         )
         .await
         .unwrap();
@@ -175,18 +174,11 @@ async fn credits_config_allocations_and_pagination() {
             amount: 2000,
         }),
     };
-    assert_eq!(
-        p.set_credit_config(&org.id, &want, &key("cfg-1"))
-            .await
-            .unwrap(),
-        want
-    );
+    assert_eq!(p.set_credit_config(&org.id, &want).await.unwrap(), want);
     assert_eq!(p.get_credit_config(&org.id).await.unwrap(), want);
     let cleared = CreditConfig::default();
     assert_eq!(
-        p.set_credit_config(&org.id, &cleared, &key("cfg-2"))
-            .await
-            .unwrap(),
+        p.set_credit_config(&org.id, &cleared).await.unwrap(),
         cleared
     );
     let bad = CreditConfig {
@@ -196,10 +188,7 @@ async fn credits_config_allocations_and_pagination() {
             amount: 0,
         }),
     };
-    let err = p
-        .set_credit_config(&org.id, &bad, &key("cfg-3"))
-        .await
-        .unwrap_err();
+    let err = p.set_credit_config(&org.id, &bad).await.unwrap_err();
     assert!(matches!(err, ProviderError::Validation(_)), "{err}");
 
     let m = meta(&[("orgops.dev/uid", "u1")]);
@@ -370,7 +359,6 @@ async fn webhooks_inside_the_child() {
                 events: Some(vec!["content.generated".into(), "post.published".into()]),
                 ..Default::default()
             },
-            &key("wh-patch"),
         )
         .await
         .unwrap();
@@ -392,7 +380,6 @@ async fn webhooks_inside_the_child() {
                 url: Some("https://x.example.com".into()),
                 ..Default::default()
             },
-            &key("wh-x"),
         )
         .await
         .unwrap_err();

@@ -7,6 +7,19 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// CEL: every key and webhook writes its own Secret, defaults included.
+const SECRET_NAMES_DISTINCT: &str = concat!(
+    "(!has(self.spec.apiKeys) || self.spec.apiKeys.all(a, self.spec.apiKeys.all(b, a.name == b.name || ",
+    "(has(a.secretName) ? a.secretName : self.metadata.name + '-' + a.name) != ",
+    "(has(b.secretName) ? b.secretName : self.metadata.name + '-' + b.name)))) && ",
+    "(!has(self.spec.webhooks) || self.spec.webhooks.all(a, self.spec.webhooks.all(b, a.name == b.name || ",
+    "(has(a.secretName) ? a.secretName : self.metadata.name + '-' + a.name + '-webhook') != ",
+    "(has(b.secretName) ? b.secretName : self.metadata.name + '-' + b.name + '-webhook')))) && ",
+    "(!has(self.spec.apiKeys) || !has(self.spec.webhooks) || self.spec.apiKeys.all(k, self.spec.webhooks.all(w, ",
+    "(has(k.secretName) ? k.secretName : self.metadata.name + '-' + k.name) != ",
+    "(has(w.secretName) ? w.secretName : self.metadata.name + '-' + w.name + '-webhook'))))"
+);
+
 /// The customer's child organization as it should be: name, metadata, credits, keys, webhooks, state.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -22,7 +35,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state","description":"State last observed at the provider"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether the org matches the spec"}"#,
     printcolumn = r#"{"name":"Balance","type":"integer","jsonPath":".status.credits.balance","description":"Credit balance of the child"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new(SECRET_NAMES_DISTINCT).message(
+        "spec.apiKeys and spec.webhooks: two entries write the same Secret (defaults are <name>-<key> and <name>-<webhook>-webhook); set distinct secretName values"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -309,6 +325,21 @@ pub struct CreditsStatus {
     pub balance: i64,
     /// Credits the child can spend now.
     pub available: i64,
+    /// The provider refused a top-up at this ledger sum (for example the parent had too
+    /// few credits); each retry uses a new idempotency key, so a refusal the provider
+    /// stored is not replayed for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedAllocation>,
+}
+
+/// Top-up attempts the provider refused at one ledger sum.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedAllocation {
+    /// The orgops-marked ledger sum the refused attempts started from.
+    pub ledger: i64,
+    /// How many attempts were refused at that sum.
+    pub attempts: u32,
 }
 
 /// A minted key (never its secret).

@@ -31,17 +31,18 @@ pub trait Provider: Send + Sync {
     async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>>;
     /// Live (not archived) direct children whose `metadata.externalId` equals `external_id`.
     async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>>;
+    /// Live direct children carrying the owner marker `owner` (`orgops.dev/owner`); may be
+    /// answered from a cache that this client's own writes keep current.
+    async fn find_orgs_by_owner(&self, owner: &str) -> ProviderResult<Vec<Org>>;
     /// Live direct children whose `metadata[key]` equals `value`, read fresh from the
     /// provider (no cache): for rare paths that must not miss an org, such as offboarding
     /// an object whose org id was never recorded.
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>>;
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org>;
-    async fn update_org(
-        &self,
-        org_id: &str,
-        patch: &OrgPatch,
-        key: &IdempotencyKey,
-    ) -> ProviderResult<Org>;
+    /// PATCHes that set absolute state carry no idempotency key: applying one twice is
+    /// applying it once, and a key would turn a second identical correction of the same
+    /// out-of-band change into a replay of the first (nothing changed, yet "success").
+    async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org>;
     async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org>;
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org>;
     async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult>;
@@ -51,7 +52,6 @@ pub trait Provider: Send + Sync {
         &self,
         org_id: &str,
         config: &CreditConfig,
-        key: &IdempotencyKey,
     ) -> ProviderResult<CreditConfig>;
     /// Moves credits from the parent into the child. `metadata` is written to both ledgers.
     async fn allocate_credits(
@@ -93,7 +93,6 @@ pub trait Provider: Send + Sync {
         org_id: &str,
         endpoint_id: &str,
         patch: &WebhookPatch,
-        key: &IdempotencyKey,
     ) -> ProviderResult<WebhookEndpoint>;
     async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()>;
     async fn rotate_webhook_secret(

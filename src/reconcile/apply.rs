@@ -8,22 +8,44 @@ use kube::api::Api;
 
 use crate::api::{ApiKeyStatus, CreditsStatus, CustomerOrg, CustomerOrgStatus, WebhookStatus};
 use crate::provider::error::ProviderError;
-use crate::provider::{MintedKey, Org, Provider, Secret};
+use crate::provider::{MintedKey, Org, OrgPatch, Provider, Secret};
 
 use super::OrgEvent;
 use super::plan::{ALLOCATION_MARKER, Action, Plan};
-use super::secrets::{self, KEY_ID_ANNOTATION, Payload, SecretError, WEBHOOK_ID_ANNOTATION};
+use super::secrets::{
+    self, KEY_ID_ANNOTATION, KEY_NAME_ANNOTATION, Payload, SecretError, WEBHOOK_ID_ANNOTATION,
+    WEBHOOK_NAME_ANNOTATION,
+};
 use super::status::org_state;
 
-/// Why applying stopped early.
+/// Why applying stopped early; each says which step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error(transparent)]
+    #[error("{step}: {error}")]
+    Provider {
+        step: String,
+        error: Box<ProviderError>,
+    },
+    /// A write whose response shows that what it asked for did not happen (a replayed
+    /// response of an earlier request, or a provider that ignored a field).
+    #[error("{step}: the provider answered but nothing changed: {detail}")]
+    NoEffect { step: String, detail: String },
+    #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
     #[error("Secret {0} exists and is not owned by this CustomerOrg")]
     SecretConflict(String),
+    /// This replica no longer holds the leader Lease: no write may start.
+    #[error("not the leader any more; writes stopped")]
+    NotLeader,
+}
+
+impl From<ProviderError> for StepError {
+    fn from(error: ProviderError) -> Self {
+        StepError::Provider {
+            step: String::new(),
+            error: Box::new(error),
+        }
+    }
 }
 
 impl From<SecretError> for StepError {
@@ -39,6 +61,8 @@ pub struct Applied {
     pub writes: usize,
     pub events: Vec<OrgEvent>,
     pub failure: Option<StepError>,
+    /// The action that failed.
+    pub failed: Option<Action>,
     /// The org a `CreateOrg` action returned.
     pub created: Option<Org>,
 }
@@ -52,20 +76,30 @@ fn event(reason: &str, action: &str, note: String) -> OrgEvent {
     }
 }
 
+/// Whether this replica may start a write now (it holds the leader Lease).
+pub type MayWrite = dyn Fn() -> bool + Send + Sync;
+
 pub async fn apply(
     provider: &dyn Provider,
     secret_api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     plan: &Plan,
     status: &mut CustomerOrgStatus,
+    may_write: &MayWrite,
 ) -> Applied {
     let mut out = Applied {
         writes: 0,
         events: Vec::new(),
         failure: None,
+        failed: None,
         created: None,
     };
     for action in &plan.actions {
+        if action.is_write() && !may_write() {
+            out.failure = Some(StepError::NotLeader);
+            out.failed = Some(action.clone());
+            return out;
+        }
         let mut done = Done {
             events: &mut out.events,
             created: &mut out.created,
@@ -77,7 +111,14 @@ pub async fn apply(
                 }
             }
             Err(e) => {
-                out.failure = Some(e);
+                out.failure = Some(match e {
+                    StepError::Provider { error, .. } => StepError::Provider {
+                        step: describe(action),
+                        error,
+                    },
+                    other => other,
+                });
+                out.failed = Some(action.clone());
                 return out;
             }
         }
@@ -92,11 +133,69 @@ pub async fn apply(
     out
 }
 
+/// The step, for error messages: what was being done, never a secret.
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::CreateOrg { .. } => "create org".into(),
+        Action::UpdateOrg { .. } => "update org".into(),
+        Action::Resume => "resume org".into(),
+        Action::Suspend => "suspend org".into(),
+        Action::Archive => "archive org".into(),
+        Action::SetCreditConfig { .. } => "set credit config".into(),
+        Action::Allocate { credits, .. } => format!("allocate {credits} credits"),
+        Action::MintKey { name, new, .. } => {
+            format!("mint key {name} (scopes {})", new.scopes.join(", "))
+        }
+        Action::RotateKey { name, .. } => format!("rotate key {name}"),
+        Action::RevokeKey { name, key_id } => format!("revoke key {name} ({key_id})"),
+        Action::CreateWebhook { name, .. } => format!("create webhook {name}"),
+        Action::UpdateWebhook { name, .. } => format!("update webhook {name}"),
+        Action::DeleteWebhook { name, .. } => format!("delete webhook {name}"),
+        Action::RotateWebhookSecret { name, .. } => format!("rotate webhook {name} secret"),
+        Action::DeleteSecret { name } => format!("delete Secret {name}"),
+        Action::MarkRotated { .. } => "record rotation".into(),
+    }
+}
+
+fn no_effect(what: &str, detail: String) -> StepError {
+    StepError::NoEffect {
+        step: what.to_string(),
+        detail,
+    }
+}
+
+/// What an org PATCH asked for that the returned org does not show.
+fn unapplied_org_patch(patch: &OrgPatch, org: &Org) -> Vec<String> {
+    let mut missing = Vec::new();
+    if let Some(name) = &patch.name
+        && &org.name != name
+    {
+        missing.push("name".to_string());
+    }
+    for (k, v) in patch.metadata.iter().flatten() {
+        let now = org.metadata.get(k);
+        let applied = if v.is_empty() {
+            now.is_none()
+        } else {
+            now == Some(v)
+        };
+        if !applied {
+            missing.push(format!("metadata.{k}"));
+        }
+    }
+    if let Some(email) = &patch.billing_email
+        && &org.billing_email != email
+    {
+        missing.push("billingEmail".to_string());
+    }
+    missing
+}
+
 fn org_id(status: &CustomerOrgStatus) -> Result<&str, StepError> {
     status
         .org_id
         .as_deref()
-        .ok_or_else(|| StepError::Provider(ProviderError::Invalid("no org id yet".into())))
+        .ok_or_else(|| StepError::from(ProviderError::Invalid("no org id yet".into())))
 }
 
 fn upsert_key(status: &mut CustomerOrgStatus, entry: ApiKeyStatus) {
@@ -162,12 +261,14 @@ async fn write_hook_secret(
     corg: &CustomerOrg,
     secret_name: &str,
     org_id: &str,
-    hook_id: &str,
+    (entry, hook_id): (&str, &str),
     secret: &Secret,
 ) -> Result<(), StepError> {
     let payload = Payload {
         id_annotation: WEBHOOK_ID_ANNOTATION,
         id: hook_id,
+        name_annotation: WEBHOOK_NAME_ANNOTATION,
+        entry,
         org_id,
         plain: BTreeMap::from([("endpointId", hook_id.to_string())]),
         secret_key: "signingSecret",
@@ -182,12 +283,15 @@ async fn write_key_secret(
     corg: &CustomerOrg,
     secret_name: &str,
     org_id: &str,
+    entry: &str,
     minted: &MintedKey,
     rotated_for: Option<&str>,
 ) -> Result<(), StepError> {
     let payload = || Payload {
         id_annotation: KEY_ID_ANNOTATION,
         id: &minted.key.id,
+        name_annotation: KEY_NAME_ANNOTATION,
+        entry,
         org_id,
         plain: BTreeMap::from([
             ("keyId", minted.key.id.clone()),
@@ -235,8 +339,15 @@ async fn step(
             ));
             *done.created = Some(org);
         }
-        Action::UpdateOrg { patch, key } => {
-            provider.update_org(org_id(status)?, patch, key).await?;
+        Action::UpdateOrg { patch } => {
+            let org = provider.update_org(org_id(status)?, patch).await?;
+            let missing = unapplied_org_patch(patch, &org);
+            if !missing.is_empty() {
+                return Err(no_effect(
+                    "update org",
+                    format!("the response still differs in {}", missing.join(", ")),
+                ));
+            }
         }
         Action::Resume => {
             let org = provider.resume_org(org_id(status)?).await?;
@@ -269,10 +380,14 @@ async fn step(
                 ),
             ));
         }
-        Action::SetCreditConfig { config, key } => {
-            provider
-                .set_credit_config(org_id(status)?, config, key)
-                .await?;
+        Action::SetCreditConfig { config } => {
+            let got = provider.set_credit_config(org_id(status)?, config).await?;
+            if &got != config {
+                return Err(no_effect(
+                    "set credit config",
+                    format!("asked for {config:?}, the response says {got:?}"),
+                ));
+            }
         }
         Action::Allocate {
             credits,
@@ -288,6 +403,7 @@ async fn step(
                 allocated: *target,
                 balance: transfer.balance,
                 available: transfer.available,
+                refused: None,
             });
             events.push(event(
                 "CreditsAllocated",
@@ -303,7 +419,6 @@ async fn step(
             new,
             secret_name,
             spec_hash,
-            replaces,
             rotation,
             key,
         } => {
@@ -315,6 +430,7 @@ async fn step(
                 corg,
                 secret_name,
                 &id,
+                name,
                 &minted,
                 rotation.as_deref(),
             )
@@ -328,16 +444,6 @@ async fn step(
                     minted.key.id
                 ),
             ));
-            if let Some(old) = replaces
-                && *old != minted.key.id
-            {
-                provider.revoke_key(&id, old).await?;
-                events.push(event(
-                    "KeyRevoked",
-                    "Revoke",
-                    format!("revoked key {name} ({old}): its secret was lost"),
-                ));
-            }
         }
         Action::RotateKey {
             name,
@@ -345,6 +451,7 @@ async fn step(
             secret_name,
             spec_hash,
             rotation,
+            recover,
             key,
         } => {
             let id = org_id(status)?.to_string();
@@ -354,16 +461,21 @@ async fn step(
                 corg,
                 secret_name,
                 &id,
+                name,
                 &minted,
-                Some(rotation.as_str()),
+                rotation.as_deref(),
             )
             .await?;
             record_key(status, name, secret_name, spec_hash, &minted);
-            events.push(event(
-                "KeyRotated",
-                "Rotate",
-                format!("rotated key {name}: {key_id} -> {}", minted.key.id),
-            ));
+            let note = if *recover {
+                format!(
+                    "Secret {secret_name} was lost: rotated key {name} {key_id} -> {} into it; the old secret keeps working for the provider's grace period",
+                    minted.key.id
+                )
+            } else {
+                format!("rotated key {name}: {key_id} -> {}", minted.key.id)
+            };
+            events.push(event("KeyRotated", "Rotate", note));
         }
         Action::RevokeKey { name, key_id } => {
             already_gone_is_done(provider.revoke_key(org_id(status)?, key_id).await)?;
@@ -387,7 +499,7 @@ async fn step(
             let created = provider.create_webhook(&id, new, key).await?;
             let hook_id = &created.endpoint.id;
             let secret = &created.signing_secret;
-            write_hook_secret(secret_api, corg, secret_name, &id, hook_id, secret).await?;
+            write_hook_secret(secret_api, corg, secret_name, &id, (name, hook_id), secret).await?;
             record_hook(status, name, hook_id, secret_name, spec_hash);
             events.push(event(
                 "WebhookCreated",
@@ -395,15 +507,21 @@ async fn step(
                 format!("created webhook {name} ({})", created.endpoint.id),
             ));
         }
-        Action::UpdateWebhook {
-            name,
-            id,
-            patch,
-            key,
-        } => {
-            provider
-                .update_webhook(org_id(status)?, id, patch, key)
-                .await?;
+        Action::UpdateWebhook { name, id, patch } => {
+            let hook = provider.update_webhook(org_id(status)?, id, patch).await?;
+            let url_ok = patch.url.as_ref().is_none_or(|u| *u == hook.url);
+            let events_ok = patch.events.as_ref().is_none_or(|e| {
+                let mut got = hook.events.clone();
+                got.sort();
+                got.dedup();
+                *e == got
+            });
+            if !(url_ok && events_ok) {
+                return Err(no_effect(
+                    "update webhook",
+                    format!("webhook {name} ({id}) still differs in url or events"),
+                ));
+            }
             events.push(event(
                 "WebhookUpdated",
                 "Update",
@@ -430,7 +548,7 @@ async fn step(
         } => {
             let org = org_id(status)?.to_string();
             let secret = provider.rotate_webhook_secret(&org, id, key).await?;
-            write_hook_secret(secret_api, corg, secret_name, &org, id, &secret).await?;
+            write_hook_secret(secret_api, corg, secret_name, &org, (name, id), &secret).await?;
             record_hook(status, name, id, secret_name, spec_hash);
         }
         Action::DeleteSecret { name } => {

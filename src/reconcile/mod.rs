@@ -1,16 +1,36 @@
-//! Reconcile pipeline: observe -> plan (pure) -> apply -> status.
+//! Reconcile pipeline: gate -> observe -> plan (pure) -> apply -> status, one plan per
+//! pass (`pipeline.rs`); offboarding on deletion (`offboard.rs`).
 
 use std::sync::Arc;
 
-use crate::api::{CustomerOrg, CustomerOrgStatus, DeletionPolicy};
+use crate::api::{CustomerOrg, CustomerOrgStatus};
 use crate::provider::Provider;
 
 pub mod apply;
 pub mod idempotency;
+pub mod offboard;
+pub mod owners;
 pub mod pipeline;
 pub mod plan;
 pub mod secrets;
 pub mod status;
+
+pub use apply::MayWrite;
+pub use offboard::offboard;
+
+/// The Secrets each CustomerOrg controls, as durable markers (a cache in the operator).
+pub trait OwnedSecretIndex: Send + Sync {
+    fn owned(&self, corg: &CustomerOrg) -> Vec<plan::OwnedSecret>;
+}
+
+/// No cache: nothing is known beyond what the status and the spec name.
+pub struct NoOwnedSecrets;
+
+impl OwnedSecretIndex for NoOwnedSecrets {
+    fn owned(&self, _: &CustomerOrg) -> Vec<plan::OwnedSecret> {
+        Vec::new()
+    }
+}
 
 /// What a reconcile needs: the cluster and the provider of the object's OrgProvider.
 #[derive(Clone)]
@@ -18,6 +38,12 @@ pub struct Context {
     pub client: kube::Client,
     pub provider: Arc<dyn Provider>,
     pub provider_name: String,
+    /// Durable markers in the cluster: the Secrets each object controls.
+    pub owned: Arc<dyn OwnedSecretIndex>,
+    /// Checked before every write: only the leader writes.
+    pub may_write: Arc<MayWrite>,
+    /// Read everything this pass (keys, webhooks, ledger), not only what status suggests.
+    pub deep: bool,
 }
 
 /// When to look at the object again.
@@ -31,6 +57,8 @@ pub enum Retry {
     Backoff,
     /// Needs a human or credentials: about five minutes.
     Slow,
+    /// Not before this long (a rate limit window the provider named).
+    After(std::time::Duration),
 }
 
 /// A Kubernetes Event to publish about the object.
@@ -71,110 +99,6 @@ pub async fn reconcile(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Rec
     pipeline::run(ctx, corg).await
 }
 
-/// Offboards one CustomerOrg on deletion.
-pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, ReconcileError> {
-    let warn = |reason: &str, note: String| OrgEvent {
-        warning: true,
-        reason: reason.to_string(),
-        note,
-        action: "Offboard".to_string(),
-    };
-    if corg.spec.deletion_policy == DeletionPolicy::Orphan {
-        let note = match corg.status.as_ref().and_then(|s| s.org_id.as_deref()) {
-            Some(id) => format!("deletionPolicy Orphan: org {id} left untouched"),
-            None => "deletionPolicy Orphan: nothing to offboard".to_string(),
-        };
-        return Ok(Offboard {
-            done: true,
-            events: vec![OrgEvent {
-                warning: false,
-                reason: "Orphaned".to_string(),
-                note,
-                action: "Offboard".to_string(),
-            }],
-            retry: Retry::Resync,
-        });
-    }
-    if plan::gate(corg) == Some(plan::Gate::Paused) {
-        let org = corg
-            .status
-            .as_ref()
-            .and_then(|s| s.org_id.as_deref())
-            .unwrap_or("(not recorded)");
-        return Ok(Offboard {
-            done: false,
-            events: vec![warn(
-                "Paused",
-                format!(
-                    "{} is \"true\": org {org} is not archived until it is removed",
-                    crate::api::PAUSED_ANNOTATION
-                ),
-            )],
-            retry: Retry::Slow,
-        });
-    }
-    // Without a recorded org id the org may still exist: created, then the status write
-    // or the create's response was lost. Our owner marker in its metadata finds it.
-    let org_ids = match corg.status.as_ref().and_then(|s| s.org_id.clone()) {
-        Some(id) => vec![id],
-        None => match ctx
-            .provider
-            .find_orgs_by_metadata(plan::OWNER_KEY, &plan::owner_of(corg))
-            .await
-        {
-            Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
-            Err(e) => {
-                return Ok(Offboard {
-                    done: false,
-                    events: vec![warn(
-                        "OffboardFailed",
-                        format!(
-                            "looking up an unrecorded org failed: {} {}",
-                            e.code(),
-                            e.message()
-                        ),
-                    )],
-                    retry: failure_retry(&e),
-                });
-            }
-        },
-    };
-    let mut done = true;
-    let mut retry = Retry::Resync;
-    let mut events = Vec::new();
-    for org_id in &org_ids {
-        match ctx.provider.archive_org(org_id).await {
-            Ok(result) => events.push(OrgEvent {
-                warning: false,
-                reason: "Archived".to_string(),
-                note: format!(
-                    "archived org {org_id}: reclaimed {} credits, revoked {} keys",
-                    result.reclaimed_credits, result.revoked_api_keys
-                ),
-                action: "Offboard".to_string(),
-            }),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                done = false;
-                retry = failure_retry(&e);
-                events.push(warn(
-                    "OffboardFailed",
-                    format!(
-                        "archiving org {org_id} failed: {} {}",
-                        e.code(),
-                        e.message()
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(Offboard {
-        done,
-        events,
-        retry,
-    })
-}
-
 /// Credentials or a human are needed: slow; anything else is transient.
 fn failure_retry(e: &crate::provider::error::ProviderError) -> Retry {
     if e.is_auth() || e.needs_human() {
@@ -184,5 +108,7 @@ fn failure_retry(e: &crate::provider::error::ProviderError) -> Retry {
     }
 }
 
+#[cfg(test)]
+mod plan_model_tests;
 #[cfg(test)]
 mod plan_tests;

@@ -1,20 +1,23 @@
-//! One reconcile: gate -> observe (staged, as few reads as possible) -> plan -> apply -> status.
+//! One reconcile: gate -> observe (staged, as few reads as possible) -> plan -> apply ->
+//! status. One plan and one apply per pass; status is built from what happened.
 
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
-use kube::api::Api;
 
-use crate::api::CustomerOrg;
-use crate::api::conditions::{self, STALLED};
-use crate::provider::Org;
+use crate::api::conditions::{self, READY};
+use crate::api::{CustomerOrg, CustomerOrgStatus, RefusedAllocation};
 use crate::provider::error::ProviderError;
+use crate::provider::{Org, OrgStatus};
 
 use super::apply::{self, StepError};
-use super::plan::{self, Found, Gate, OWNER_KEY, Observed, REASON_API_REJECTED};
-use super::secrets;
+use super::plan::{self, Action, Found, Gate, OWNER_KEY, Observed, REASON_API_REJECTED, Reads};
 use super::status::{self, Verdict};
-use super::{Context, OrgEvent, Outcome, ReconcileError, Retry};
+use super::{Context, OrgEvent, Outcome, ReconcileError, Retry, owners, secrets};
+
+/// A Retry-After at least this long is a rate-limit window worth saying so (the daily
+/// write cap), not a blip the client's own backoff absorbs.
+const LONG_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn warning(reason: &str, note: String) -> OrgEvent {
     OrgEvent {
@@ -25,81 +28,121 @@ fn warning(reason: &str, note: String) -> OrgEvent {
     }
 }
 
-/// The verdict, retry and event for a provider failure.
-fn provider_failure(e: &ProviderError) -> (Verdict, Retry, Option<OrgEvent>) {
-    let what = format!("{} {}", e.code(), e.message());
+fn stalled(reason: &str, message: String) -> (Verdict, Retry, Option<OrgEvent>) {
+    (
+        Verdict::Stalled {
+            reason: reason.into(),
+            message: message.clone(),
+        },
+        Retry::Slow,
+        Some(warning(reason, message)),
+    )
+}
+
+/// The verdict, retry and event for a provider failure, knowing which step failed.
+fn provider_failure(
+    e: &ProviderError,
+    failed: Option<&Action>,
+) -> (Verdict, Retry, Option<OrgEvent>) {
+    let what = match e.request_id() {
+        Some(rid) => format!("{} {} (request {rid})", e.code(), e.message()),
+        None => format!("{} {}", e.code(), e.message()),
+    };
+    let step = failed
+        .map(apply::describe)
+        .unwrap_or_else(|| "observe".into());
+    if let (ProviderError::ForbiddenScope(_), Some(Action::MintKey { name, new, .. })) = (e, failed)
+    {
+        // The parent key works; this key's scopes are not the parent's to give.
+        return stalled(
+            REASON_API_REJECTED,
+            format!(
+                "the provider refused key {name}'s scopes [{}]: {what}; a child key's scopes must be a subset of the parent key's: edit spec.apiKeys[{name}].scopes",
+                new.scopes.join(", ")
+            ),
+        );
+    }
+    if let ProviderError::RateLimited(_) = e
+        && let Some(wait) = e.retry_after().filter(|w| *w >= LONG_WAIT)
+    {
+        let at = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(
+                i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2),
+            ))
+            .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+            .unwrap_or_default();
+        let message = format!(
+            "{step}: the provider's write limit is reached ({what}); next attempt at {at}, in {}s",
+            wait.as_secs()
+        );
+        return (
+            Verdict::Waiting {
+                reason: "RateLimited".into(),
+                message: message.clone(),
+            },
+            Retry::After(wait),
+            Some(warning("RateLimited", message)),
+        );
+    }
     if e.is_auth() {
-        let message = format!(
-            "the provider refused the parent key ({what}); fix the OrgProvider's credentials"
+        return stalled(
+            "ProviderUnauthorized",
+            format!(
+                "{step}: the provider refused the parent key ({what}); fix the OrgProvider's credentials"
+            ),
         );
-        (
-            Verdict::Stalled {
-                reason: "ProviderUnauthorized".into(),
-                message: message.clone(),
-            },
-            Retry::Slow,
-            Some(warning("ProviderUnauthorized", message)),
-        )
-    } else if matches!(e, ProviderError::BillingExhausted(_)) {
-        // Not gated like ApiRejected: topping up the parent (no spec change) must unblock it.
-        let message = format!(
-            "the parent org cannot fund the allocation ({what}); top up the parent's balance"
-        );
-        (
-            Verdict::Stalled {
-                reason: "InsufficientCredits".into(),
-                message: message.clone(),
-            },
-            Retry::Slow,
-            Some(warning("InsufficientCredits", message)),
-        )
-    } else if e.needs_human() {
-        let message = format!("the provider rejected the spec: {what}; edit the spec to retry");
-        (
-            Verdict::Stalled {
-                reason: REASON_API_REJECTED.into(),
-                message: message.clone(),
-            },
-            Retry::Slow,
-            Some(warning(REASON_API_REJECTED, message)),
-        )
-    } else {
-        (
-            Verdict::Transient {
-                message: format!("provider call failed, retrying: {what}"),
-            },
-            Retry::Backoff,
-            None,
-        )
     }
+    match (e, failed) {
+        (ProviderError::BillingExhausted(_), _) => {
+            // Not gated like ApiRejected: topping up the parent (no spec change) must
+            // unblock it; the next attempt uses a new key (status.credits.refused).
+            return stalled(
+                "InsufficientCredits",
+                format!(
+                    "{step}: the parent org cannot fund it ({what}); top up the parent's balance"
+                ),
+            );
+        }
+        (ProviderError::IdempotencyConflict(_), Some(Action::Allocate { ledger, .. })) => {
+            return (
+                Verdict::Transient {
+                    message: format!(
+                        "{step}: another writer already moved credits from ledger sum {ledger}; re-reading the ledger"
+                    ),
+                },
+                Retry::Backoff,
+                None,
+            );
+        }
+        _ => {}
+    }
+    if e.needs_human() {
+        return stalled(
+            REASON_API_REJECTED,
+            format!("{step}: the provider rejected the spec: {what}; edit the spec to retry"),
+        );
+    }
+    (
+        Verdict::Transient {
+            message: format!("{step}: provider call failed, retrying: {what}"),
+        },
+        Retry::Backoff,
+        None,
+    )
 }
 
-fn stalled_reason(corg: &CustomerOrg) -> Option<String> {
+/// The reason the object already shows, so a Warning is published once per episode.
+fn shown_reason(corg: &CustomerOrg) -> Option<String> {
     let status = corg.status.as_ref()?;
-    let c = conditions::find(&status.conditions, STALLED)?;
-    (c.status == "True").then(|| c.reason.clone())
+    let c = conditions::find(&status.conditions, READY)?;
+    (c.status != "True").then(|| c.reason.clone())
 }
 
-/// Another live CustomerOrg named by the org's ownership marker, if any.
-async fn claimed_by(
-    ctx: &Context,
-    corg: &CustomerOrg,
-    org: &Org,
-) -> Result<Option<String>, kube::Error> {
-    let Some(owner) = org.metadata.get(OWNER_KEY) else {
-        return Ok(None);
-    };
-    if *owner == plan::owner_of(corg) {
-        return Ok(None);
-    }
-    let Some((ns, name)) = owner.split_once('/') else {
-        return Ok(None);
-    };
-    let api: Api<CustomerOrg> = Api::namespaced(ctx.client.clone(), ns);
-    let other = api.get_opt(name).await?;
-    Ok(other
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .map(|_| owner.clone()))
+fn once(corg: &CustomerOrg, event: Option<OrgEvent>) -> impl Iterator<Item = OrgEvent> {
+    let shown = shown_reason(corg);
+    event
+        .into_iter()
+        .filter(move |ev| shown.as_deref() != Some(ev.reason.as_str()))
 }
 
 enum Observation {
@@ -107,64 +150,68 @@ enum Observation {
     Failed(ProviderError),
 }
 
+/// Reads the org with its summary when a lookup returned list rows without one.
+async fn with_summary(ctx: &Context, orgs: Vec<Org>) -> Result<Vec<Org>, ProviderError> {
+    match orgs.as_slice() {
+        [one] if one.summary.is_none() => {
+            Ok(ctx.provider.get_org(&one.id).await?.into_iter().collect())
+        }
+        _ => Ok(orgs),
+    }
+}
+
+/// Which org this object manages: status.orgId, spec.adoptOrgId, its own owner marker
+/// (created by a pass whose status write never happened), spec.externalId, or none.
+async fn find(
+    ctx: &Context,
+    corg: &CustomerOrg,
+) -> Result<Result<Found, ProviderError>, ReconcileError> {
+    let provider = ctx.provider.as_ref();
+    let caps = provider.capabilities();
+    if let Some(id) = corg.status.as_ref().and_then(|s| s.org_id.clone()) {
+        return Ok(provider.get_org(&id).await.map(Found::Tracked));
+    }
+    if let Some(id) = &corg.spec.adopt_org_id {
+        let org = match provider.get_org(id).await {
+            Ok(org) => org,
+            Err(e) => return Ok(Err(e)),
+        };
+        let claimed_by = match &org {
+            Some(org) => owners::claimed_by(&ctx.client, corg, org).await?,
+            None => None,
+        };
+        return Ok(Ok(Found::ById { org, claimed_by }));
+    }
+    let mine = match provider.find_orgs_by_owner(&plan::owner_of(corg)).await {
+        Ok(orgs) => orgs,
+        Err(e) => return Ok(Err(e)),
+    };
+    if !mine.is_empty() {
+        return Ok(with_summary(ctx, mine).await.map(Found::ByOwner));
+    }
+    if let (Some(ext), true) = (&corg.spec.external_id, caps.find_by_external_id) {
+        let orgs = match provider.find_orgs_by_external_id(ext).await {
+            Ok(orgs) => orgs,
+            Err(e) => return Ok(Err(e)),
+        };
+        let claimed_by = match orgs.as_slice() {
+            [one] => owners::claimed_by(&ctx.client, corg, one).await?,
+            _ => None,
+        };
+        return Ok(with_summary(ctx, orgs)
+            .await
+            .map(|orgs| Found::ByExternalId { orgs, claimed_by }));
+    }
+    Ok(Ok(Found::Nothing))
+}
+
 async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, ReconcileError> {
     let provider = ctx.provider.as_ref();
     let caps = provider.capabilities();
-    let tracked = corg.status.as_ref().and_then(|s| s.org_id.clone());
-    let found = if let Some(id) = tracked {
-        match provider.get_org(&id).await {
-            Ok(org) => Found::Tracked(org),
-            Err(e) => return Ok(Observation::Failed(e)),
-        }
-    } else if let Some(id) = &corg.spec.adopt_org_id {
-        match provider.get_org(id).await {
-            Ok(Some(org)) => {
-                let claimed_by = claimed_by(ctx, corg, &org).await?;
-                Found::ById {
-                    org: Some(org),
-                    claimed_by,
-                }
-            }
-            Ok(None) => Found::ById {
-                org: None,
-                claimed_by: None,
-            },
-            Err(e) => return Ok(Observation::Failed(e)),
-        }
-    } else if let (Some(ext), true) = (&corg.spec.external_id, caps.find_by_external_id) {
-        match provider.find_orgs_by_external_id(ext).await {
-            Ok(orgs) => {
-                let claimed_by = match orgs.as_slice() {
-                    [one] => claimed_by(ctx, corg, one).await?,
-                    _ => None,
-                };
-                Found::ByExternalId { orgs, claimed_by }
-            }
-            Err(e) => return Ok(Observation::Failed(e)),
-        }
-    } else {
-        Found::Nothing
+    let found = match find(ctx, corg).await? {
+        Ok(found) => found,
+        Err(e) => return Ok(Observation::Failed(e)),
     };
-    // find_orgs_by_external_id returns list rows; read the one org with its summary.
-    let found = match found {
-        Found::ByExternalId { orgs, claimed_by }
-            if orgs.len() == 1 && orgs[0].summary.is_none() =>
-        {
-            match provider.get_org(&orgs[0].id).await {
-                Ok(Some(org)) => Found::ByExternalId {
-                    orgs: vec![org],
-                    claimed_by,
-                },
-                Ok(None) => Found::ByExternalId {
-                    orgs: Vec::new(),
-                    claimed_by: None,
-                },
-                Err(e) => return Ok(Observation::Failed(e)),
-            }
-        }
-        other => other,
-    };
-
     let secret_api = secrets::api(corg, &ctx.client);
     let mut names: Vec<String> = corg
         .spec
@@ -189,6 +236,7 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
         let s = secrets::seen(&secret_api, corg, &name).await?;
         seen.insert(name, s);
     }
+    let owned = ctx.owned.owned(corg);
 
     let org = match &found {
         Found::Tracked(Some(o))
@@ -196,7 +244,8 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
             org: Some(o),
             claimed_by: None,
         } => Some(o),
-        Found::ByExternalId {
+        Found::ByOwner(orgs)
+        | Found::ByExternalId {
             orgs,
             claimed_by: None,
         } if orgs.len() == 1 => orgs.first(),
@@ -208,25 +257,18 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
         webhooks: None,
         ledger: None,
         secrets: seen,
+        owned,
         capabilities: caps,
     };
     let Some(org) = org else {
         return Ok(Observation::Ready(Box::new(obs)));
     };
-    if org.status == crate::provider::OrgStatus::Archived
-        || corg.spec.state == crate::api::DesiredState::Archived
-    {
+    if org.status == OrgStatus::Archived || corg.spec.state == crate::api::DesiredState::Archived {
         return Ok(Observation::Ready(Box::new(obs)));
     }
-    // A new or adopted org has no bookkeeping: read everything once.
-    let mut reads = plan::reads(corg, &obs.secrets, &caps);
-    if !matches!(found, Found::Tracked(_)) {
-        reads = plan::Reads {
-            keys: caps.child_api_keys,
-            webhooks: caps.webhooks,
-            ledger: caps.allocation_ledger,
-        };
-    }
+    // A newly found or adopted org has no bookkeeping: read everything once.
+    let deep = ctx.deep || !matches!(found, Found::Tracked(_));
+    let reads: Reads = plan::reads(corg, &obs.secrets, &obs.owned, &caps, deep);
     if reads.keys {
         match provider.list_keys(&org.id).await {
             Ok(keys) => obs.keys = Some(keys),
@@ -241,16 +283,7 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
     }
     if reads.ledger {
         match provider.list_allocations(&org.id).await {
-            Ok(rows) => {
-                let sum = rows
-                    .iter()
-                    .filter(|r| {
-                        r.metadata.get(plan::ALLOCATION_MARKER).map(String::as_str) == Some("true")
-                    })
-                    .map(|r| r.credits)
-                    .sum();
-                obs.ledger = Some(sum);
-            }
+            Ok(rows) => obs.ledger = Some(plan::marked_sum(&rows)),
             Err(e) => return Ok(Observation::Failed(e)),
         }
     }
@@ -275,96 +308,57 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
         }
         None => {}
     }
+    let base = corg.status.clone().unwrap_or_default();
+    if let Some((reason, message)) = plan::refusal(corg) {
+        let (verdict, retry, event) = stalled(&reason, message);
+        let events = once(corg, event).collect();
+        return Ok(finish(corg, base, verdict, retry, events));
+    }
     let obs = match observe(ctx, corg).await? {
         Observation::Ready(obs) => obs,
         Observation::Failed(e) => {
-            let (verdict, retry, event) = provider_failure(&e);
-            let base = corg.status.clone().unwrap_or_default();
-            let events = event
-                .into_iter()
-                .filter(|ev| stalled_reason(corg).as_deref() != Some(ev.reason.as_str()))
-                .collect();
+            let (verdict, retry, event) = provider_failure(&e, None);
+            let events = once(corg, event).collect();
             return Ok(finish(corg, base, verdict, retry, events));
         }
     };
     let plan = plan::plan(corg, &obs);
     let mut working = status::observed(corg, plan.org.as_ref(), &obs);
     let mut events = Vec::new();
-    if let Some(how) = &plan.adopted {
+    if let Some((reason, how)) = &plan.adopted {
         events.push(OrgEvent {
             warning: false,
-            reason: "Adopted".to_string(),
+            reason: reason.clone(),
             note: how.clone(),
             action: "Adopt".to_string(),
         });
     }
     let secret_api = secrets::api(corg, &ctx.client);
-    let provider = ctx.provider.as_ref();
-    let applied = apply::apply(provider, &secret_api, corg, &plan, &mut working).await;
+    let applied = apply::apply(
+        ctx.provider.as_ref(),
+        &secret_api,
+        corg,
+        &plan,
+        &mut working,
+        ctx.may_write.as_ref(),
+    )
+    .await;
     events.extend(applied.events);
-    let mut writes = applied.writes;
-    let mut failure = applied.failure;
-    let mut plan = plan;
-    // The org this pass created is known to be empty: plan its follow-ups now instead of
-    // re-reading everything next pass (safety: docs/architecture.md, "Exactly once").
-    if failure.is_none()
-        && plan.stalled.is_none()
-        && let Some(created) = &applied.created
-        && let Some(fresh) = plan::fresh_org_observation(corg, created, &obs)
-    {
-        let mut next = corg.clone();
-        next.status = Some(working.clone());
-        let follow = plan::plan(&next, &fresh);
-        working = status::observed(&next, follow.org.as_ref(), &fresh);
-        let more = apply::apply(provider, &secret_api, &next, &follow, &mut working).await;
-        events.extend(more.events);
-        writes += more.writes;
-        failure = more.failure;
-        plan = follow;
-    }
-    if let Some(failure) = failure {
-        let (verdict, retry, event) = match &failure {
-            StepError::Provider(e) => provider_failure(e),
-            StepError::Kube(e) => {
-                tracing::warn!(corg = %corg.name_any(), error = %e, "kubernetes call failed mid-plan");
-                return Err(ReconcileError::Kube(clone_kube_error(e)));
-            }
-            StepError::SecretConflict(name) => {
-                let message = format!(
-                    "Secret {name} exists and is not owned by this CustomerOrg; it is never overwritten: delete it or choose another secretName"
-                );
-                (
-                    Verdict::Stalled {
-                        reason: "SecretConflict".into(),
-                        message: message.clone(),
-                    },
-                    Retry::Slow,
-                    Some(warning("SecretConflict", message)),
-                )
-            }
-        };
-        events.extend(
-            event
-                .into_iter()
-                .filter(|ev| stalled_reason(corg).as_deref() != Some(ev.reason.as_str())),
-        );
+    if let Some(failure) = applied.failure {
+        status::unverified(&mut working);
+        let failed = applied.failed.as_ref();
+        let (verdict, retry, event) =
+            step_failure(ctx, corg, &failure, failed, &mut working).await?;
+        events.extend(once(corg, event));
         return Ok(finish(corg, working, verdict, retry, events));
     }
     if let Some((reason, message)) = plan.stalled {
-        // One Warning per episode, not one per retry.
-        if stalled_reason(corg).as_deref() != Some(reason.as_str()) {
-            events.push(warning(&reason, message.clone()));
-        }
-        return Ok(finish(
-            corg,
-            working,
-            Verdict::Stalled { reason, message },
-            Retry::Slow,
-            events,
-        ));
+        let (verdict, retry, event) = stalled(&reason, message);
+        events.extend(once(corg, event));
+        return Ok(finish(corg, working, verdict, retry, events));
     }
-    if writes > 0 {
-        let message = format!("applied {writes} change(s); verifying");
+    if applied.writes > 0 {
+        let message = format!("applied {} change(s); verifying", applied.writes);
         return Ok(finish(
             corg,
             working,
@@ -382,9 +376,102 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
     ))
 }
 
+/// What a failed step means for the object. Records what the next pass needs (the org an
+/// earlier create made, a refused top-up) in the working status.
+async fn step_failure(
+    ctx: &Context,
+    corg: &CustomerOrg,
+    failure: &StepError,
+    failed: Option<&Action>,
+    working: &mut CustomerOrgStatus,
+) -> Result<(Verdict, Retry, Option<OrgEvent>), ReconcileError> {
+    Ok(match failure {
+        StepError::Provider { error, .. } => {
+            let error = error.as_ref();
+            match (error, failed) {
+                // The create key is the uid's: an earlier create of this object exists
+                // (its body differed). Find it by the owner marker, fresh.
+                (ProviderError::IdempotencyConflict(_), Some(Action::CreateOrg { .. })) => {
+                    return Ok(recover_created(ctx, corg, working).await);
+                }
+                (ProviderError::BillingExhausted(_), Some(Action::Allocate { ledger, .. })) => {
+                    if let Some(credits) = working.credits.as_mut() {
+                        let attempts = credits
+                            .refused
+                            .as_ref()
+                            .filter(|r| r.ledger == *ledger)
+                            .map_or(0, |r| r.attempts);
+                        credits.refused = Some(RefusedAllocation {
+                            ledger: *ledger,
+                            attempts: attempts + 1,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            provider_failure(error, failed)
+        }
+        StepError::Kube(e) => {
+            tracing::warn!(corg = %corg.name_any(), error = %e, "kubernetes call failed mid-plan");
+            return Err(ReconcileError::Kube(clone_kube_error(e)));
+        }
+        StepError::SecretConflict(name) => stalled(
+            "SecretConflict",
+            format!(
+                "Secret {name} exists and is not owned by this CustomerOrg; it is never overwritten: delete it or choose another secretName"
+            ),
+        ),
+        StepError::NoEffect { .. } => stalled(
+            "NoEffect",
+            format!("{failure}; retrying slowly, check the provider"),
+        ),
+        StepError::NotLeader => (
+            Verdict::Transient {
+                message: "this replica lost the leader Lease; the new leader continues".into(),
+            },
+            Retry::Backoff,
+            None,
+        ),
+    })
+}
+
+async fn recover_created(
+    ctx: &Context,
+    corg: &CustomerOrg,
+    working: &mut CustomerOrgStatus,
+) -> (Verdict, Retry, Option<OrgEvent>) {
+    match ctx
+        .provider
+        .find_orgs_by_metadata(OWNER_KEY, &plan::owner_of(corg))
+        .await
+    {
+        Ok(orgs) if orgs.len() == 1 => {
+            working.org_id = Some(orgs[0].id.clone());
+            (
+                Verdict::Progressing {
+                    message: format!(
+                        "an earlier create of this object made org {}; continuing with it",
+                        orgs[0].id
+                    ),
+                },
+                Retry::Soon,
+                None,
+            )
+        }
+        Ok(_) => (
+            Verdict::Transient {
+                message: "the provider reports an earlier create of this object but no org with its owner marker is visible yet; retrying".into(),
+            },
+            Retry::Backoff,
+            None,
+        ),
+        Err(e) => provider_failure(&e, None),
+    }
+}
+
 fn finish(
     corg: &CustomerOrg,
-    base: crate::api::CustomerOrgStatus,
+    base: CustomerOrgStatus,
     verdict: Verdict,
     retry: Retry,
     events: Vec<OrgEvent>,
@@ -406,11 +493,12 @@ fn clone_kube_error(e: &kube::Error) -> kube::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::NewApiKey;
     use crate::provider::error::test_failure as failure;
 
     fn reason(v: &Verdict) -> &str {
         match v {
-            Verdict::Stalled { reason, .. } => reason,
+            Verdict::Stalled { reason, .. } | Verdict::Waiting { reason, .. } => reason,
             _ => "",
         }
     }
@@ -418,26 +506,62 @@ mod tests {
     #[test]
     fn failures_map_to_the_right_stall_and_retry() {
         let (v, retry, ev) =
-            provider_failure(&ProviderError::Validation(failure(422, "VALIDATION")));
+            provider_failure(&ProviderError::Validation(failure(422, "VALIDATION")), None);
         assert_eq!((reason(&v), retry), (REASON_API_REJECTED, Retry::Slow));
         assert!(ev.is_some_and(|e| e.warning && e.note.contains("not allowed")));
 
         // A parent top-up fixes this without a spec change: not the generation gate.
-        let (v, retry, _) = provider_failure(&ProviderError::BillingExhausted(failure(
-            402,
-            "BILLING_EXHAUSTED",
-        )));
+        let (v, retry, _) = provider_failure(
+            &ProviderError::BillingExhausted(failure(402, "BILLING_EXHAUSTED")),
+            None,
+        );
         assert_eq!((reason(&v), retry), ("InsufficientCredits", Retry::Slow));
 
-        let (v, retry, _) = provider_failure(&ProviderError::Unauthenticated(failure(
-            401,
-            "UNAUTHENTICATED",
-        )));
+        let (v, retry, _) = provider_failure(
+            &ProviderError::Unauthenticated(failure(401, "UNAUTHENTICATED")),
+            None,
+        );
         assert_eq!((reason(&v), retry), ("ProviderUnauthorized", Retry::Slow));
 
-        let (v, retry, ev) = provider_failure(&ProviderError::Timeout);
+        let (v, retry, ev) = provider_failure(&ProviderError::Timeout, None);
         assert!(matches!(v, Verdict::Transient { .. }));
         assert_eq!(retry, Retry::Backoff);
         assert!(ev.is_none());
+    }
+
+    #[test]
+    fn a_scope_refusal_on_mint_blames_the_spec_not_the_credentials() {
+        let mint = Action::MintKey {
+            name: "crm".into(),
+            new: NewApiKey {
+                name: "crm".into(),
+                scopes: vec!["billing:write".into()],
+                env: crate::provider::KeyEnv::Live,
+            },
+            secret_name: "s".into(),
+            spec_hash: String::new(),
+            rotation: None,
+            key: crate::reconcile::idempotency::derive(&["x"]),
+        };
+        let e = ProviderError::ForbiddenScope(failure(403, "FORBIDDEN_SCOPE"));
+        let (v, retry, _) = provider_failure(&e, Some(&mint));
+        assert_eq!((reason(&v), retry), (REASON_API_REJECTED, Retry::Slow));
+        let Verdict::Stalled { message, .. } = v else {
+            unreachable!()
+        };
+        assert!(message.contains("billing:write") && message.contains("spec.apiKeys[crm]"));
+        // The same code on an org read is the parent key's problem.
+        let (v, _, _) = provider_failure(&e, None);
+        assert_eq!(reason(&v), "ProviderUnauthorized");
+    }
+
+    #[test]
+    fn a_long_retry_after_waits_for_the_window_and_says_when() {
+        let mut f = failure(429, "RATE_LIMITED");
+        f.retry_after = Some(std::time::Duration::from_secs(7200));
+        let (v, retry, ev) = provider_failure(&ProviderError::RateLimited(f), None);
+        assert_eq!(reason(&v), "RateLimited");
+        assert_eq!(retry, Retry::After(std::time::Duration::from_secs(7200)));
+        assert!(ev.is_some_and(|e| e.note.contains("7200s")));
     }
 }

@@ -72,6 +72,7 @@ fn obs(found: Found) -> Observed {
         webhooks: None,
         ledger: None,
         secrets: BTreeMap::new(),
+        owned: Vec::new(),
         capabilities: CAPS,
     }
 }
@@ -163,7 +164,7 @@ fn not_created_plans_exactly_one_create_with_a_stable_key() {
     };
     assert_eq!(
         new.metadata.get(OWNER_KEY).map(String::as_str),
-        Some("customers/acme")
+        Some("customers/acme/uid-1")
     );
     assert_eq!(
         new.metadata.get(EXTERNAL_ID_KEY).map(String::as_str),
@@ -365,17 +366,18 @@ fn ledger_is_read_when_status_does_not_prove_the_allocation() {
         ..Default::default()
     });
     let mut c = corg(s);
-    assert!(reads(&c, &BTreeMap::new(), &CAPS).ledger);
+    assert!(reads(&c, &BTreeMap::new(), &[], &CAPS, false).ledger);
     c.status = Some(CustomerOrgStatus {
         credits: Some(CreditsStatus {
             allocated: 5000,
             balance: 1,
             available: 1,
+            refused: None,
         }),
         ..Default::default()
     });
     assert_eq!(
-        reads(&c, &BTreeMap::new(), &CAPS),
+        reads(&c, &BTreeMap::new(), &[], &CAPS, false),
         Reads::default(),
         "steady state reads nothing extra"
     );
@@ -425,13 +427,16 @@ fn keys_added_removed_and_secretless() {
     o.keys = Some(vec![]);
     assert!(matches!(
         plan(&c, &o).actions.as_slice(),
-        [Action::MintKey { replaces: None, .. }]
+        [Action::MintKey { .. }]
     ));
-    // Key exists but its Secret is missing: replay the mint, revoke the old key if it differs.
+    // Key exists but its Secret is missing: recover by rotating it (the old secret keeps
+    // working through the grace window), never revoke it at once.
     o.keys = Some(vec![api_key("key_1", "a")]);
     let p = plan(&c, &o);
     assert!(
-        matches!(p.actions.as_slice(), [Action::MintKey { replaces: Some(old), .. }] if old == "key_1")
+        matches!(p.actions.as_slice(), [Action::RotateKey { key_id, recover: true, rotation: None, .. }] if key_id == "key_1"),
+        "{:?}",
+        p.actions
     );
     // With its Secret: nothing.
     o.secrets.insert("acme-a".into(), owned("key_1"));
@@ -522,7 +527,7 @@ fn half_done_rotation_pass_rotates_only_the_keys_left() {
     o.secrets.insert("acme-b".into(), owned("key_b1"));
     let p = plan(&c, &o);
     assert!(
-        matches!(p.actions.as_slice(), [Action::RotateKey { key_id, rotation, .. }, Action::MarkRotated { value }] if key_id == "key_b1" && rotation == "1" && value == "1"),
+        matches!(p.actions.as_slice(), [Action::RotateKey { key_id, rotation, .. }, Action::MarkRotated { value }] if key_id == "key_b1" && rotation.as_deref() == Some("1") && value == "1"),
         "{:?}",
         p.actions
     );
@@ -718,108 +723,96 @@ fn full_new_corg() -> CustomerOrg {
     c
 }
 
-/// The org the create call returns: as asked, active, no summary.
-fn created_for(c: &CustomerOrg) -> Org {
-    let mut o = org_for(c);
-    o.summary = None;
-    o
-}
-
 #[test]
-fn fresh_org_plans_all_follow_ups_in_the_creating_pass() {
+fn a_create_plans_all_follow_ups_in_the_same_plan() {
     let c = full_new_corg();
-    let first = obs(Found::Nothing);
-    let p = plan(&c, &first);
-    assert!(matches!(p.actions.as_slice(), [Action::CreateOrg { .. }]));
-
-    let created = created_for(&c);
-    let fresh = fresh_org_observation(&c, &created, &first).expect("a fresh org is known empty");
-    let mut next = c.clone();
-    next.status = Some(CustomerOrgStatus {
-        org_id: Some(created.id.clone()),
-        ..Default::default()
-    });
-    let follow = plan(&next, &fresh);
-    let kinds: Vec<&str> = follow
+    let p = plan(&c, &obs(Found::Nothing));
+    let kinds: Vec<&str> = p
         .actions
         .iter()
         .map(|a| match a {
+            Action::CreateOrg { .. } => "create",
             Action::SetCreditConfig { .. } => "credit-config",
             Action::Allocate {
                 credits: 500,
                 ledger: 0,
                 ..
             } => "allocate-500",
-            Action::MintKey {
-                name,
-                replaces: None,
-                ..
-            } if name == "app" => "mint",
+            Action::MintKey { name, .. } if name == "app" => "mint",
             Action::CreateWebhook { name, .. } if name == "events" => "webhook",
             _ => "unexpected",
         })
         .collect();
-    assert_eq!(kinds, ["credit-config", "allocate-500", "mint", "webhook"]);
-    assert!(follow.stalled.is_none() && follow.adopted.is_none());
-
-    // The same writes, keys included, that a pass reading the empty org would plan: a
-    // replayed create therefore leads to replayed follow-ups, not second ones.
-    let mut read = fresh.clone();
-    let mut summarized = created.clone();
-    summarized.summary = Some(OrgSummary {
-        balance: 0,
-        available: 0,
-        credit_config: CreditConfig::default(),
-    });
-    read.found = Found::Tracked(Some(summarized));
-    assert_eq!(plan(&next, &read).actions, follow.actions);
+    assert_eq!(
+        kinds,
+        ["create", "credit-config", "allocate-500", "mint", "webhook"]
+    );
+    assert!(p.stalled.is_none() && p.adopted.is_none());
+    // Every key is stable: a retry of the whole pass replays, never duplicates.
+    assert_eq!(plan(&c, &obs(Found::Nothing)).actions, p.actions);
+    // Two new objects never share a follow-up key (the org id is not known yet).
+    let mut other = full_new_corg();
+    other.metadata.uid = Some("uid-2".into());
+    let theirs = plan(&other, &obs(Found::Nothing));
+    let keys = |p: &Plan| -> Vec<IdempotencyKey> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateOrg { key, .. }
+                | Action::Allocate { key, .. }
+                | Action::MintKey { key, .. }
+                | Action::CreateWebhook { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(keys(&p).len(), 4);
+    for k in keys(&p) {
+        assert!(!keys(&theirs).contains(&k), "{k:?} shared");
+    }
 }
 
 #[test]
-fn fresh_org_follow_ups_respect_capabilities_and_foreign_secrets() {
+fn create_follow_ups_respect_capabilities_and_foreign_secrets() {
     let c = full_new_corg();
     let mut first = obs(Found::Nothing);
     first.capabilities.webhooks = false;
     first.secrets.insert("acme-app".into(), SecretSeen::Foreign);
-    let fresh = fresh_org_observation(&c, &created_for(&c), &first).unwrap();
-    assert!(fresh.webhooks.is_none() && fresh.keys == Some(vec![]) && fresh.ledger == Some(0));
-    let mut next = c.clone();
-    next.status = Some(CustomerOrgStatus {
-        org_id: Some("org_1".into()),
-        ..Default::default()
-    });
-    let follow = plan(&next, &fresh);
+    let p = plan(&c, &first);
+    assert!(matches!(p.actions.first(), Some(Action::CreateOrg { .. })));
     assert!(
-        !follow
-            .actions
+        !p.actions
             .iter()
             .any(|a| matches!(a, Action::MintKey { .. } | Action::CreateWebhook { .. }))
     );
     assert_eq!(
-        follow.stalled.as_ref().map(|s| s.0.as_str()),
+        p.stalled.as_ref().map(|s| s.0.as_str()),
         Some("SecretConflict")
     );
 }
 
 #[test]
-fn fresh_org_shortcut_refused_when_a_replay_could_differ() {
+fn create_follow_ups_wait_for_a_read_when_a_replay_could_differ() {
+    let only_create = |c: &CustomerOrg, o: &Observed| {
+        let p = plan(c, o);
+        matches!(p.actions.as_slice(), [Action::CreateOrg { .. }])
+    };
     let c = full_new_corg();
     let first = obs(Found::Nothing);
-    let created = created_for(&c);
-    assert!(fresh_org_observation(&c, &created, &first).is_some());
+    assert!(!only_create(&c, &first));
 
     // Spec edited since the first reconcile: an earlier create's follow-ups may have used
-    // other keys (another allocation target, another webhook generation).
+    // other keys (another webhook generation, another key spec).
     let mut edited = c.clone();
     edited.metadata.generation = Some(2);
-    assert!(fresh_org_observation(&edited, &created, &first).is_none());
+    assert!(only_create(&edited, &first));
 
     let mut rotating = c.clone();
     rotating.metadata.annotations = Some(BTreeMap::from([(
         ROTATE_KEYS_ANNOTATION.to_string(),
         "2026-01".to_string(),
     )]));
-    assert!(fresh_org_observation(&rotating, &created, &first).is_none());
+    assert!(only_create(&rotating, &first));
 
     // Status already records work: not a first create.
     let mut recorded = c.clone();
@@ -828,14 +821,22 @@ fn fresh_org_shortcut_refused_when_a_replay_could_differ() {
             allocated: 500,
             balance: 500,
             available: 500,
+            refused: None,
         }),
         ..Default::default()
     });
-    assert!(fresh_org_observation(&recorded, &created, &first).is_none());
+    assert!(only_create(&recorded, &first));
 
-    let mut suspended = created.clone();
-    suspended.status = OrgStatus::Suspended;
-    assert!(fresh_org_observation(&c, &suspended, &first).is_none());
+    // A Secret this object controls is a durable record of earlier work.
+    let mut marked = first.clone();
+    marked.owned.push(OwnedSecret {
+        secret_name: "acme-app".into(),
+        role: OwnedRole::Key {
+            name: Some("app".into()),
+            id: Some("key_1".into()),
+        },
+    });
+    assert!(only_create(&c, &marked));
 }
 
 proptest! {
@@ -909,4 +910,282 @@ proptest! {
             prop_assert!(writes(&again).is_empty(), "re-plan after effects: {:?}", again.actions);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: what orgops created is decided from durable markers, not the last status.
+// ---------------------------------------------------------------------------------------
+
+fn owned_key_marker(secret: &str, name: &str, id: &str) -> OwnedSecret {
+    OwnedSecret {
+        secret_name: secret.into(),
+        role: OwnedRole::Key {
+            name: Some(name.into()),
+            id: Some(id.into()),
+        },
+    }
+}
+
+#[test]
+fn a_removed_key_is_revoked_from_its_secret_even_when_status_forgot_it() {
+    // The pass that removed `a` from spec failed at the revoke and wrote a status rebuilt
+    // from the spec: status no longer names `a`, its Secret still does.
+    let c = corg(spec());
+    let mut o = tracked(&c);
+    o.owned.push(owned_key_marker("acme-a", "a", "key_1"));
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    assert!(
+        reads(&c, &o.secrets, &o.owned, &CAPS, false).keys,
+        "an unclaimed owned Secret makes the keys worth listing"
+    );
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    let p = plan(&c, &o);
+    assert_eq!(
+        p.actions,
+        vec![
+            Action::RevokeKey {
+                name: "a".into(),
+                key_id: "key_1".into()
+            },
+            Action::DeleteSecret {
+                name: "acme-a".into()
+            }
+        ]
+    );
+    // Revoked already (the delete failed last time): only the Secret goes.
+    let mut revoked = api_key("key_1", "a");
+    revoked.status = KeyStatus::Revoked;
+    o.keys = Some(vec![revoked]);
+    assert_eq!(
+        plan(&c, &o).actions,
+        vec![Action::DeleteSecret {
+            name: "acme-a".into()
+        }]
+    );
+}
+
+#[test]
+fn a_key_moved_to_another_secret_keeps_its_key_and_drops_the_old_secret() {
+    let mut s = spec();
+    let mut k = key_spec("a");
+    k.secret_name = Some("new-home".into());
+    s.api_keys = vec![k];
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.owned.push(owned_key_marker("acme-a", "a", "key_1"));
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    let p = plan(&c, &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevokeKey { key_id, .. } if key_id == "key_1")),
+        "{:?}",
+        p.actions
+    );
+    assert!(p.actions.contains(&Action::DeleteSecret {
+        name: "acme-a".into()
+    }));
+}
+
+#[test]
+fn a_removed_webhook_is_found_by_its_endpoint_marker() {
+    let c = corg(spec());
+    let mut o = tracked(&c);
+    o.webhooks = Some(vec![endpoint("ep_1", "crm", "https://crm.example.com")]);
+    let p = plan(&c, &o);
+    assert_eq!(
+        p.actions,
+        vec![Action::DeleteWebhook {
+            name: "crm".into(),
+            id: "ep_1".into()
+        }]
+    );
+}
+
+#[test]
+fn a_deep_check_reads_everything_and_a_lowered_target_reads_no_ledger() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 100,
+        ..Default::default()
+    });
+    let mut c = corg(s);
+    c.status = Some(CustomerOrgStatus {
+        credits: Some(CreditsStatus {
+            allocated: 500,
+            balance: 1,
+            available: 1,
+            refused: None,
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        reads(&c, &BTreeMap::new(), &[], &CAPS, false),
+        Reads::default(),
+        "allocated was lowered below what moved: nothing to read, every resync"
+    );
+    assert_eq!(
+        reads(&c, &BTreeMap::new(), &[], &CAPS, true),
+        Reads::all(&CAPS)
+    );
+}
+
+#[test]
+fn an_out_of_band_deleted_endpoint_is_recreated_with_a_new_key() {
+    let mut s = spec();
+    s.webhooks = vec![hook_spec("crm", "https://crm.example.com")];
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.webhooks = Some(vec![]);
+    let first = plan(&c, &o);
+    // The Secret still names the endpoint that was deleted out of band.
+    o.secrets
+        .insert("acme-crm-webhook".into(), owned("ep_gone"));
+    let again = plan(&c, &o);
+    let key_of = |p: &Plan| match p.actions.first() {
+        Some(Action::CreateWebhook { key, .. }) => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(
+        key_of(&first),
+        key_of(&again),
+        "a replay of the first create would answer with the deleted endpoint"
+    );
+}
+
+#[test]
+fn the_create_key_survives_a_spec_edit_and_the_owner_marker_finds_the_org() {
+    let c = corg(spec());
+    let key_of = |c: &CustomerOrg| match plan(c, &obs(Found::Nothing)).actions.first() {
+        Some(Action::CreateOrg { key, .. }) => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut edited = c.clone();
+    edited.spec.display_name = "Acme Renamed".into();
+    edited.spec.external_id = None;
+    edited.metadata.generation = Some(4);
+    assert_eq!(key_of(&c), key_of(&edited));
+    // Found by its owner marker (its id never reached status): no second create.
+    let mut o = org_for(&c);
+    o.name = "Acme".into();
+    let p = plan(&edited, &obs(Found::ByOwner(vec![o])));
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateOrg { .. }))
+    );
+    assert_eq!(p.adopted.as_ref().map(|a| a.0.as_str()), Some("Recovered"));
+    assert!(
+        matches!(p.actions.as_slice(), [Action::UpdateOrg { patch }] if patch.name.as_deref() == Some("Acme Renamed"))
+    );
+}
+
+#[test]
+fn two_writers_at_one_ledger_sum_share_the_allocation_key() {
+    let with_target = |allocated: i64| {
+        let mut s = spec();
+        s.credits = Some(CreditsSpec {
+            allocated,
+            ..Default::default()
+        });
+        let c = corg(s);
+        let mut o = tracked(&c);
+        o.ledger = Some(1000);
+        match plan(&c, &o).actions.as_slice() {
+            [Action::Allocate { key, .. }] => key.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(with_target(2000), with_target(5000));
+}
+
+#[test]
+fn a_refused_top_up_is_retried_under_a_new_key() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 2000,
+        ..Default::default()
+    });
+    let mut c = corg(s);
+    let mut o = tracked(&c);
+    o.ledger = Some(1000);
+    let key_of = |c: &CustomerOrg| match plan(c, &o).actions.as_slice() {
+        [Action::Allocate { key, .. }] => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    let first = key_of(&c);
+    c.status = Some(CustomerOrgStatus {
+        credits: Some(CreditsStatus {
+            allocated: 1000,
+            balance: 1000,
+            available: 1000,
+            refused: Some(RefusedAllocation {
+                ledger: 1000,
+                attempts: 1,
+            }),
+        }),
+        ..Default::default()
+    });
+    assert_ne!(key_of(&c), first);
+    // A refusal at another ledger sum is over: back to the plain key for this sum.
+    c.status.as_mut().unwrap().credits.as_mut().unwrap().refused = Some(RefusedAllocation {
+        ledger: 500,
+        attempts: 3,
+    });
+    assert_eq!(key_of(&c), first);
+}
+
+#[test]
+fn colliding_secret_names_are_refused_before_any_call() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("crm-webhook")];
+    s.webhooks = vec![hook_spec("crm", "https://crm.example.com")];
+    let c = corg(s);
+    let (reason, message) = refusal(&c).expect("both default to acme-crm-webhook");
+    assert_eq!(reason, "SecretNameCollision");
+    assert!(message.contains("acme-crm-webhook"), "{message}");
+    let p = plan(&c, &tracked(&c));
+    assert!(p.actions.is_empty());
+    // Distinct explicit names fix it.
+    let mut fixed = c.clone();
+    fixed.spec.webhooks[0].secret_name = Some("crm-signing".into());
+    assert!(refusal(&fixed).is_none());
+}
+
+#[test]
+fn owner_markers_carry_the_uid() {
+    let c = corg(spec());
+    assert_eq!(owner_of(&c), "customers/acme/uid-1");
+    let m = OwnerMarker::parse("customers/acme/uid-1").unwrap();
+    assert!(m.is(&c));
+    let mut later = c.clone();
+    later.metadata.uid = Some("uid-2".into());
+    assert!(
+        !m.is(&later),
+        "a later object of the same name is another owner"
+    );
+    // 0.1 markers had no uid: they match by name.
+    assert!(OwnerMarker::parse("customers/acme").unwrap().is(&later));
+    assert!(OwnerMarker::parse("a/b/c/d").is_none());
+}
+
+#[test]
+fn a_deleting_owner_claims_its_org_unless_it_orphans_it() {
+    use crate::reconcile::owners::claims;
+    let mut other = corg(spec());
+    other.metadata.name = Some("first".into());
+    other.metadata.uid = Some("uid-first".into());
+    let marker = OwnerMarker::parse("customers/first/uid-first").unwrap();
+    assert!(claims(&marker, &other));
+    other.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+    assert!(
+        claims(&marker, &other),
+        "being deleted with Archive: it is about to archive the org"
+    );
+    other.spec.deletion_policy = DeletionPolicy::Orphan;
+    assert!(!claims(&marker, &other), "Orphan lets the org go");
+    let stale = OwnerMarker::parse("customers/first/uid-gone").unwrap();
+    other.metadata.deletion_timestamp = None;
+    assert!(!claims(&stale, &other), "another object of that name");
 }

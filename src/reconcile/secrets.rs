@@ -12,11 +12,15 @@ use kube::{Resource, ResourceExt};
 use crate::api::{CustomerOrg, FIELD_MANAGER};
 use crate::provider::Secret;
 
-use super::plan::SecretSeen;
+use super::plan::{OwnedRole, OwnedSecret, SecretSeen};
 
 pub const KEY_ID_ANNOTATION: &str = "orgops.dev/key-id";
 pub const WEBHOOK_ID_ANNOTATION: &str = "orgops.dev/webhook-id";
 pub const ORG_ID_ANNOTATION: &str = "orgops.dev/org-id";
+/// The spec.apiKeys / spec.webhooks entry a Secret belongs to: with the owner reference,
+/// the durable record of what orgops created (removal never depends on the status).
+pub const KEY_NAME_ANNOTATION: &str = "orgops.dev/key-name";
+pub const WEBHOOK_NAME_ANNOTATION: &str = "orgops.dev/webhook-name";
 /// The `orgops.dev/rotate-keys` value the key in this Secret was minted or rotated for.
 pub const ROTATED_FOR_ANNOTATION: &str = "orgops.dev/rotated-for";
 
@@ -28,12 +32,38 @@ pub enum SecretError {
     Kube(#[from] kube::Error),
 }
 
-fn owned_by(secret: &KubeSecret, corg: &CustomerOrg) -> bool {
+fn owned_by<K: Resource>(secret: &K, corg: &CustomerOrg) -> bool {
     let uid = corg.meta().uid.as_deref();
     secret
         .owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+/// The durable marker a Secret controlled by `corg` carries, from its metadata; `None`
+/// for a Secret another owner controls or one without an orgops id annotation.
+pub fn owned_marker<K: Resource>(secret: &K, corg: &CustomerOrg) -> Option<OwnedSecret> {
+    if !owned_by(secret, corg) {
+        return None;
+    }
+    let a = secret.annotations();
+    let role = if let Some(id) = a.get(KEY_ID_ANNOTATION) {
+        OwnedRole::Key {
+            name: a.get(KEY_NAME_ANNOTATION).cloned(),
+            id: Some(id.clone()),
+        }
+    } else if let Some(id) = a.get(WEBHOOK_ID_ANNOTATION) {
+        OwnedRole::Webhook {
+            name: a.get(WEBHOOK_NAME_ANNOTATION).cloned(),
+            id: Some(id.clone()),
+        }
+    } else {
+        return None;
+    };
+    Some(OwnedSecret {
+        secret_name: secret.name_any(),
+        role,
+    })
 }
 
 pub fn api(corg: &CustomerOrg, client: &kube::Client) -> Api<KubeSecret> {
@@ -65,6 +95,9 @@ pub async fn seen(
 pub struct Payload<'a> {
     pub id_annotation: &'static str,
     pub id: &'a str,
+    pub name_annotation: &'static str,
+    /// The spec entry's name.
+    pub entry: &'a str,
     pub org_id: &'a str,
     /// data key -> value (non-secret values such as ids).
     pub plain: BTreeMap<&'static str, String>,
@@ -105,6 +138,10 @@ pub async fn write(
     );
     let mut annotations = BTreeMap::from([
         (payload.id_annotation.to_string(), payload.id.to_string()),
+        (
+            payload.name_annotation.to_string(),
+            payload.entry.to_string(),
+        ),
         (ORG_ID_ANNOTATION.to_string(), payload.org_id.to_string()),
     ]);
     if let Some(value) = payload.rotated_for {

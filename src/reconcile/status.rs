@@ -17,6 +17,8 @@ pub enum Verdict {
     Stalled { reason: String, message: String },
     /// Temporary provider trouble.
     Transient { message: String },
+    /// Work pending that must wait (a rate limit window, a busy resource): no human needed.
+    Waiting { reason: String, message: String },
 }
 
 pub fn org_state(status: OrgStatus) -> &'static str {
@@ -39,10 +41,17 @@ pub fn observed(corg: &CustomerOrg, org: Option<&Org>, obs: &Observed) -> Custom
                 .ledger
                 .or(status.credits.as_ref().map(|c| c.allocated))
                 .unwrap_or(0);
+            // A refusal recorded at this ledger sum still counts; a moved ledger ends it.
+            let refused = status
+                .credits
+                .as_ref()
+                .and_then(|c| c.refused.clone())
+                .filter(|r| r.ledger == allocated);
             status.credits = Some(CreditsStatus {
                 allocated,
                 balance: summary.balance,
                 available: summary.available,
+                refused,
             });
         }
     }
@@ -117,6 +126,14 @@ pub fn observed(corg: &CustomerOrg, org: Option<&Org>, obs: &Observed) -> Custom
     status
 }
 
+/// After a pass that stopped part-way, the next pass lists keys and webhooks again
+/// instead of trusting this status: a replaced key whose revoke failed, or an endpoint
+/// whose delete failed, is only visible in the provider's lists.
+pub fn unverified(status: &mut CustomerOrgStatus) {
+    status.api_keys.iter_mut().for_each(|k| k.spec_hash.clear());
+    status.webhooks.iter_mut().for_each(|w| w.spec_hash.clear());
+}
+
 /// Puts the conditions for `verdict` on `status` (lastTransitionTime kept unless flipped).
 pub fn finish(
     corg: &CustomerOrg,
@@ -160,6 +177,11 @@ pub fn finish(
             Cond::new(READY, false, "ProviderUnavailable", message.clone()),
             Cond::new(RECONCILING, true, "Retrying", message.clone()),
             Cond::new(STALLED, false, "Retrying", "no human action needed yet"),
+        ],
+        Verdict::Waiting { reason, message } => [
+            Cond::new(READY, false, reason, message.clone()),
+            Cond::new(RECONCILING, true, reason, message.clone()),
+            Cond::new(STALLED, false, reason, "no human action needed yet"),
         ],
     };
     let wanted: Vec<Cond> = wanted

@@ -17,6 +17,12 @@ pub struct RunArgs {
     #[arg(long, env = "ORGOPS_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
+    /// How often a converged CustomerOrg is verified in depth (keys, webhook endpoints and
+    /// the ledger listed, not only the org read), to notice out-of-band deletions the org's
+    /// summary cannot show. Spread per object; 0s verifies on every pass.
+    #[arg(long, env = "ORGOPS_VERIFY_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub verify_interval: Duration,
+
     /// Maximum number of CustomerOrgs reconciled at the same time.
     #[arg(long, env = "ORGOPS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,

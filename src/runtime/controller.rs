@@ -49,6 +49,41 @@ pub struct OrgCtx {
     /// First reconcile in this process of a converged object: deferred, spread.
     pub first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
     pub owned_secrets: OwnedSecrets,
+    /// Checked before every provider write: only the leader writes.
+    pub may_write: Arc<reconcile::MayWrite>,
+    /// How often each object is verified in depth (`--verify-interval`).
+    pub verify_interval: Duration,
+    /// When each object was last verified in depth.
+    pub verified: std::sync::Mutex<std::collections::HashMap<ObjectRef<Guarded>, Instant>>,
+}
+
+impl OrgCtx {
+    /// Whether this pass verifies in depth. A first sighting is placed at a random point
+    /// of the interval, so deep checks of many objects (after a restart) spread out.
+    fn deep_check_due(&self, oref: &ObjectRef<Guarded>) -> bool {
+        if self.verify_interval.is_zero() {
+            return true;
+        }
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        match verified.get(oref) {
+            Some(at) if now.duration_since(*at) >= self.verify_interval => {
+                verified.insert(oref.clone(), now);
+                true
+            }
+            Some(_) => false,
+            None => {
+                let back = self
+                    .verify_interval
+                    .mul_f64(rand::rng().random_range(0.0..1.0));
+                verified.insert(oref.clone(), now.checked_sub(back).unwrap_or(now));
+                false
+            }
+        }
+    }
 }
 
 /// How long a first reconcile waits for the owned-Secret cache before giving up the
@@ -80,27 +115,29 @@ pub fn controller(
     let store = ctrl.store();
     // A provider change is news our last status write did not know: no skipping.
     let writes = own_writes.clone();
+    let users = store.clone();
     ctrl.watches(
         Api::<OrgProvider>::all(client),
         watcher::Config::default().any_semantic(),
         move |p: OrgProvider| {
-            let users = users_of(&store, &p.name_any());
+            let users = users_of(&users, Some(&p.name_any()));
             users.iter().for_each(|u| writes.verify_next(u));
             users
         },
     )
-    .reconcile_all_on(provider_changes(
-        registry, providers, own_writes, first_seen,
+    .reconcile_on(provider_changes(
+        registry, providers, own_writes, first_seen, store,
     ))
 }
 
-fn users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
+/// The CustomerOrgs of `provider` (None: of every provider).
+fn users_of(store: &Store<Guarded>, provider: Option<&str>) -> Vec<ObjectRef<Guarded>> {
     store
         .state()
         .iter()
         .filter(|g| {
             g.0.as_ref()
-                .is_ok_and(|c| c.spec.provider_ref.name == provider)
+                .is_ok_and(|c| provider.is_none_or(|p| c.spec.provider_ref.name == p))
         })
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
@@ -113,13 +150,15 @@ struct Watch {
     providers: Store<OrgProvider>,
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    /// The CustomerOrgs, to find the users of a provider.
+    store: Store<Guarded>,
     /// Providers this process has heard about once already.
     known: HashSet<String>,
 }
 
-/// A tick whenever a provider's availability changes in the registry (checked, rebuilt,
-/// failed), so CustomerOrgs retry now rather than after a slow requeue. The stable
-/// controller API can only re-trigger every object; provider changes are rare.
+/// The CustomerOrgs of a provider whose availability changed in the registry (checked,
+/// rebuilt, failed), so they retry now rather than after a slow requeue; only that
+/// provider's users (a flapping provider must not re-trigger every object).
 /// A provider's first check in this process coming out Ready is no news for a converged
 /// object: its deferred first look stays deferred (else a restart would stampede).
 fn provider_changes(
@@ -127,17 +166,19 @@ fn provider_changes(
     providers: Store<OrgProvider>,
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
-) -> impl Stream<Item = ()> + Send + 'static {
+    store: Store<Guarded>,
+) -> impl Stream<Item = ObjectRef<Guarded>> + Send + 'static {
     let watch = Watch {
         rx: registry.subscribe(),
         registry: registry.clone(),
         providers,
         own_writes,
         first_seen,
+        store,
         known: HashSet::new(),
     };
     futures::stream::unfold(watch, |mut w| async move {
-        match w.rx.recv().await {
+        let provider = match w.rx.recv().await {
             Ok(name) => {
                 let first = w.known.insert(name.clone());
                 let current = w.providers.get(&ObjectRef::new(&name));
@@ -148,17 +189,20 @@ fn provider_changes(
                 if !(first && ready) {
                     w.first_seen.cancel(Some(&name));
                 }
-                w.own_writes.verify_all();
-                Some(((), w))
+                Some(name)
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 w.first_seen.cancel(None);
-                w.own_writes.verify_all();
-                Some(((), w))
+                None
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        let users = users_of(&w.store, provider.as_deref());
+        w.own_writes.new_epoch();
+        users.iter().for_each(|u| w.own_writes.verify_next(u));
+        Some((futures::stream::iter(users), w))
     })
+    .flatten()
 }
 
 /// The first-seen shortcut: Some(delay) when this trigger makes no provider call.
@@ -238,6 +282,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             Ok((retry, paused, written)) => {
                 let kind = match (retry, paused) {
                     (_, true) => ReconcileResult::Paused,
+                    (Retry::After(_), _) => ReconcileResult::Error,
                     (Retry::Slow, _) => ReconcileResult::Stalled,
                     (Retry::Backoff, _) => ReconcileResult::Error,
                     _ => ReconcileResult::Ok,
@@ -285,10 +330,11 @@ fn skip(left: Duration) -> Action {
 fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration {
     match retry {
         Retry::Backoff => return ctx.backoff.failed(oref.clone()),
-        Retry::Resync | Retry::Soon | Retry::Slow => ctx.backoff.succeeded(oref),
+        Retry::Resync | Retry::Soon | Retry::Slow | Retry::After(_) => ctx.backoff.succeeded(oref),
     }
     match retry {
         Retry::Soon => requeue::SOON,
+        Retry::After(wait) => wait.max(requeue::SOON),
         Retry::Slow => requeue::jitter(requeue::SLOW.max(ctx.resync)),
         _ => requeue::jitter(ctx.resync),
     }
@@ -350,6 +396,9 @@ async fn reconcile_org(
         client: ctx.client.clone(),
         provider,
         provider_name,
+        owned: Arc::new(ctx.owned_secrets.clone()),
+        may_write: ctx.may_write.clone(),
+        deep: !deleting && ctx.deep_check_due(&ObjectRef::<Guarded>::new(&name).within(&ns)),
     };
     if deleting {
         let off = reconcile::offboard(&rctx, corg).await?;

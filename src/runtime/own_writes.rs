@@ -97,6 +97,12 @@ impl<K: Eq + Hash> OwnWrites<K> {
         }
     }
 
+    /// Passes started before now record no skip (they decided on news that is now old).
+    pub fn new_epoch(&self) {
+        let mut state = self.lock();
+        state.epoch = state.epoch.wrapping_add(1);
+    }
+
     /// `verify_next` for every object (some provider's availability changed).
     pub fn verify_all(&self) {
         let mut state = self.lock();

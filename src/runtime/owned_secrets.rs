@@ -80,3 +80,16 @@ impl OwnedSecrets {
             .collect()
     }
 }
+
+/// The durable markers the planner reads: every Secret in the cache that `corg` controls.
+impl crate::reconcile::OwnedSecretIndex for OwnedSecrets {
+    fn owned(&self, corg: &CustomerOrg) -> Vec<crate::reconcile::plan::OwnedSecret> {
+        let ns = corg.namespace();
+        self.stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|m| m.namespace() == ns)
+            .filter_map(|m| crate::reconcile::secrets::owned_marker(m.as_ref(), corg))
+            .collect()
+    }
+}

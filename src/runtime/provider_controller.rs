@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 pub struct ProviderCtx {
     pub client: Client,
@@ -29,6 +29,9 @@ pub struct ProviderCtx {
     pub metrics: Metrics,
     pub resync: Duration,
     pub backoff: Backoff<String>,
+    /// Namespaced mode: the namespaces whose Secrets this installation may read (watched +
+    /// its own). An OrgProvider with credentials elsewhere belongs to another installation.
+    pub credential_namespaces: Option<Vec<String>>,
 }
 
 /// The result of checking one OrgProvider.
@@ -92,6 +95,15 @@ pub async fn reconcile(
 ) -> Result<Action, RuntimeError> {
     let name = op.name_any();
     let span = info_span!("reconcile_provider", provider = %name);
+    let creds_ns = &op.spec.credentials_secret_ref.namespace;
+    if let Some(allowed) = &ctx.credential_namespaces
+        && !allowed.contains(creds_ns)
+    {
+        // Not checked, no status written: the installation that can read it does that.
+        debug!(provider = %name, namespace = %creds_ns,
+            "OrgProvider credentials outside this operator's namespaces; not checked here");
+        return Ok(Action::await_change());
+    }
     async move {
         let check = check(&op, &ctx).await?;
         let status = status_for(&op, &check);

@@ -1,4 +1,5 @@
-//! Cached `externalId -> live orgs` index for `find_orgs_by_external_id`.
+//! Cached `(metadata key, value) -> live orgs` index for the lookups by `externalId` and by
+//! the owner marker (`find_orgs_by_external_id`, `find_orgs_by_owner`).
 //!
 //! Layers cannot filter children on metadata, so a lookup means listing every live child.
 //! The index is built from one full listing, reused until it is older than `max_age`, and
@@ -13,8 +14,10 @@ use std::time::{Duration, Instant};
 use crate::provider::ProviderResult;
 use crate::provider::types::{Org, OrgStatus};
 
-/// Org metadata key the index is keyed by.
+/// Org metadata keys the index is keyed by.
 pub const EXTERNAL_ID: &str = "externalId";
+pub const OWNER: &str = "orgops.dev/owner";
+const INDEXED: [&str; 2] = [EXTERNAL_ID, OWNER];
 
 /// An own write to apply to the index.
 #[derive(Clone, Debug)]
@@ -26,7 +29,7 @@ enum Change {
 #[derive(Default)]
 struct Entries {
     by_id: HashMap<String, Org>,
-    by_ext: HashMap<String, BTreeSet<String>>,
+    by_marker: HashMap<(&'static str, String), BTreeSet<String>>,
 }
 
 impl Entries {
@@ -37,11 +40,13 @@ impl Entries {
                 if org.status == OrgStatus::Archived {
                     return;
                 }
-                if let Some(ext) = org.metadata.get(EXTERNAL_ID) {
-                    self.by_ext
-                        .entry(ext.clone())
-                        .or_default()
-                        .insert(org.id.clone());
+                for key in INDEXED {
+                    if let Some(value) = org.metadata.get(key) {
+                        self.by_marker
+                            .entry((key, value.clone()))
+                            .or_default()
+                            .insert(org.id.clone());
+                    }
                 }
                 // List rows carry no summary; keep the index uniform.
                 let mut row = org.clone();
@@ -56,19 +61,23 @@ impl Entries {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        if let Some(ext) = old.metadata.get(EXTERNAL_ID)
-            && let Some(ids) = self.by_ext.get_mut(ext)
-        {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.by_ext.remove(ext);
+        for key in INDEXED {
+            let Some(value) = old.metadata.get(key) else {
+                continue;
+            };
+            let slot = (key, value.clone());
+            if let Some(ids) = self.by_marker.get_mut(&slot) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_marker.remove(&slot);
+                }
             }
         }
     }
 
-    fn find(&self, ext: &str) -> Vec<Org> {
-        self.by_ext
-            .get(ext)
+    fn find(&self, key: &'static str, value: &str) -> Vec<Org> {
+        self.by_marker
+            .get(&(key, value.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|id| self.by_id.get(id).cloned())
@@ -113,20 +122,25 @@ impl OrgIndex {
         fresh.then_some(state)
     }
 
-    /// Live orgs carrying `external_id`; `list_all` lists every live child when the index
-    /// is missing or older than `max_age`.
-    pub async fn find<F, Fut>(&self, external_id: &str, list_all: F) -> ProviderResult<Vec<Org>>
+    /// Live orgs whose metadata `key` (one of the indexed keys) is `value`; `list_all`
+    /// lists every live child when the index is missing or older than `max_age`.
+    pub async fn find<F, Fut>(
+        &self,
+        key: &'static str,
+        value: &str,
+        list_all: F,
+    ) -> ProviderResult<Vec<Org>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = ProviderResult<Vec<Org>>>,
     {
         if let Some(state) = self.fresh() {
-            return Ok(state.entries.find(external_id));
+            return Ok(state.entries.find(key, value));
         }
         let _refreshing = self.refresh.lock().await;
         // Another caller may have refreshed while this one waited.
         if let Some(state) = self.fresh() {
-            return Ok(state.entries.find(external_id));
+            return Ok(state.entries.find(key, value));
         }
         let started = Instant::now();
         self.lock().pending = Some(Vec::new());
@@ -145,7 +159,7 @@ impl OrgIndex {
         state.entries = entries;
         // Aged from the start of the listing: nothing older than max_age is trusted.
         state.built_at = Some(started);
-        Ok(state.entries.find(external_id))
+        Ok(state.entries.find(key, value))
     }
 
     /// Records an org this client just created, updated or moved between live states.
@@ -199,7 +213,7 @@ mod tests {
             let listings = listings.clone();
             tasks.push(tokio::spawn(async move {
                 index
-                    .find(&format!("ext-{}", i % 2), || async move {
+                    .find(EXTERNAL_ID, &format!("ext-{}", i % 2), || async move {
                         listings.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Ok(vec![org("org_a", "ext-0", OrgStatus::Active)])
@@ -218,7 +232,7 @@ mod tests {
     async fn own_writes_during_a_listing_survive_it() {
         let index = OrgIndex::new(Duration::from_secs(30));
         let found = index
-            .find("acme", || async {
+            .find(EXTERNAL_ID, "acme", || async {
                 // Created while the (older) listing was in flight: not in its result.
                 index.upsert(&org("org_new", "acme", OrgStatus::Active));
                 index.remove("org_old");
@@ -233,32 +247,68 @@ mod tests {
     async fn archive_and_metadata_change_move_entries() {
         let index = OrgIndex::new(Duration::from_secs(30));
         let list = || async { Ok(vec![org("org_a", "acme", OrgStatus::Suspended)]) };
-        assert_eq!(ids(&index.find("acme", list).await.unwrap()), ["org_a"]);
+        assert_eq!(
+            ids(&index.find(EXTERNAL_ID, "acme", list).await.unwrap()),
+            ["org_a"]
+        );
         index.upsert(&org("org_a", "beta", OrgStatus::Active));
         let unused = || async { Err(crate::provider::error::ProviderError::Timeout) };
-        assert!(index.find("acme", unused).await.unwrap().is_empty());
-        assert_eq!(ids(&index.find("beta", unused).await.unwrap()), ["org_a"]);
+        assert!(
+            index
+                .find(EXTERNAL_ID, "acme", unused)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ids(&index.find(EXTERNAL_ID, "beta", unused).await.unwrap()),
+            ["org_a"]
+        );
         index.remove("org_a");
-        assert!(index.find("beta", unused).await.unwrap().is_empty());
+        assert!(
+            index
+                .find(EXTERNAL_ID, "beta", unused)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         index.upsert(&org("org_b", "beta", OrgStatus::Archived));
-        assert!(index.find("beta", unused).await.unwrap().is_empty());
+        assert!(
+            index
+                .find(EXTERNAL_ID, "beta", unused)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
     async fn a_failed_listing_is_not_cached() {
         let index = OrgIndex::new(Duration::from_secs(30));
         let failing = || async { Err(crate::provider::error::ProviderError::Timeout) };
-        assert!(index.find("acme", failing).await.is_err());
+        assert!(index.find(EXTERNAL_ID, "acme", failing).await.is_err());
         let ok = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
-        assert_eq!(ids(&index.find("acme", ok).await.unwrap()), ["org_a"]);
+        assert_eq!(
+            ids(&index.find(EXTERNAL_ID, "acme", ok).await.unwrap()),
+            ["org_a"]
+        );
     }
 
     #[tokio::test]
     async fn an_old_index_is_listed_again() {
         let index = OrgIndex::new(Duration::ZERO);
         let first = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
-        assert_eq!(index.find("acme", first).await.unwrap().len(), 1);
+        assert_eq!(
+            index.find(EXTERNAL_ID, "acme", first).await.unwrap().len(),
+            1
+        );
         let second = || async { Ok(Vec::new()) };
-        assert!(index.find("acme", second).await.unwrap().is_empty());
+        assert!(
+            index
+                .find(EXTERNAL_ID, "acme", second)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -12,6 +12,7 @@ use super::model::{
     ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire, MintWire,
     OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
 };
+use super::org_index;
 use crate::provider::error::ProviderError;
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
@@ -85,6 +86,17 @@ impl LayersProvider {
             .into())
     }
 
+    /// Live children whose indexed metadata `key` is `value`, from the cached index.
+    async fn find_indexed(&self, key: &'static str, value: &str) -> ProviderResult<Vec<Org>> {
+        self.orgs
+            .find(key, value, || async {
+                let mut live = self.list_orgs("active").await?;
+                live.extend(self.list_orgs("suspended").await?);
+                Ok(live)
+            })
+            .await
+    }
+
     async fn list_orgs(&self, status: &str) -> ProviderResult<Vec<Org>> {
         let req = Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
         let items: Vec<OrgWire> = self.http.list_all(req, ORG_LIMIT).await?;
@@ -131,13 +143,12 @@ impl Provider for LayersProvider {
     /// Layers has no filter on metadata: answered from the cached index (see
     /// `org_index.rs`), which lists every active and suspended child when it is stale.
     async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>> {
-        self.orgs
-            .find(external_id, || async {
-                let mut live = self.list_orgs("active").await?;
-                live.extend(self.list_orgs("suspended").await?);
-                Ok(live)
-            })
-            .await
+        self.find_indexed(org_index::EXTERNAL_ID, external_id).await
+    }
+
+    /// From the same index as `find_orgs_by_external_id`.
+    async fn find_orgs_by_owner(&self, owner: &str) -> ProviderResult<Vec<Org>> {
+        self.find_indexed(org_index::OWNER, owner).await
     }
 
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
@@ -164,12 +175,7 @@ impl Provider for LayersProvider {
         Ok(org)
     }
 
-    async fn update_org(
-        &self,
-        org_id: &str,
-        patch: &OrgPatch,
-        key: &IdempotencyKey,
-    ) -> ProviderResult<Org> {
+    async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org> {
         let mut body = Map::new();
         if let Some(name) = &patch.name {
             body.insert("name".into(), json!(name));
@@ -182,7 +188,7 @@ impl Provider for LayersProvider {
         }
         let req = Request::new(Method::PATCH, ORG, org_path(org_id, "")?)
             .json(&Value::Object(body))
-            .key(key);
+            .idempotent_by_state();
         let org: Org = self.http.json::<OrgWire>(&req).await?.into();
         self.orgs.upsert(&org);
         Ok(org)
@@ -218,7 +224,6 @@ impl Provider for LayersProvider {
         &self,
         org_id: &str,
         config: &CreditConfig,
-        key: &IdempotencyKey,
     ) -> ProviderResult<CreditConfig> {
         let body = json!({
             "monthlyCreditCap": opt_u64(config.monthly_cap),
@@ -227,7 +232,7 @@ impl Provider for LayersProvider {
         });
         let req = credit_config_request(Method::PATCH, org_id)?
             .json(&body)
-            .key(key);
+            .idempotent_by_state();
         self.credit_config(req).await
     }
 
@@ -365,7 +370,6 @@ impl Provider for LayersProvider {
         org_id: &str,
         endpoint_id: &str,
         patch: &WebhookPatch,
-        key: &IdempotencyKey,
     ) -> ProviderResult<WebhookEndpoint> {
         let mut body = Map::new();
         if let Some(url) = &patch.url {
@@ -383,7 +387,7 @@ impl Provider for LayersProvider {
             format!("/v1/webhook-endpoints/{}", seg(endpoint_id)?),
         )
         .json(&Value::Object(body))
-        .key(key)
+        .idempotent_by_state()
         .in_org(seg(org_id)?);
         Ok(self.http.json::<WebhookWire>(&req).await?.into())
     }

@@ -1,0 +1,386 @@
+//! The planner: a pure function from the desired CustomerOrg and what was observed to an
+//! ordered list of actions. No I/O here, so every combination is unit-testable.
+//!
+//! One plan per pass, built from small steps, each owning one concern:
+//! `org` (identity, lifecycle, name/metadata), `credits` (credit config, allocation),
+//! `keys`, `webhooks`; `reads` decides what to observe; `naming` derives names and markers.
+//! What orgops created is decided from durable markers (the owner marker with the object's
+//! uid on the org, owned Secrets' annotations, endpoint metadata), never from the status it
+//! last managed to write (docs/architecture.md, "Exactly once").
+
+use std::collections::BTreeMap;
+
+use crate::api::conditions::{self, READY, STALLED};
+use crate::api::{CustomerOrg, DesiredState};
+use crate::provider::{
+    ApiKey, Capabilities, CreditConfig, IdempotencyKey, LedgerAllocation, NewApiKey, NewOrg,
+    NewWebhook, Org, OrgPatch, OrgStatus, OrgSummary, WebhookEndpoint, WebhookPatch,
+};
+
+mod credits;
+mod keys;
+mod naming;
+mod org;
+mod reads;
+mod webhooks;
+
+pub use naming::*;
+pub use reads::{Reads, reads};
+
+/// Stalled reason for an API rejection (kept until the spec changes).
+pub const REASON_API_REJECTED: &str = "ApiRejected";
+
+/// How the org was found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found {
+    /// status.orgId read back; `None` means the provider answered 404.
+    Tracked(Option<Org>),
+    /// spec.adoptOrgId read back; `claimed_by` names another CustomerOrg owning it.
+    ById {
+        org: Option<Org>,
+        claimed_by: Option<String>,
+    },
+    /// Live orgs carrying this object's owner marker (its uid): created by an earlier pass
+    /// whose status write never happened. Never empty.
+    ByOwner(Vec<Org>),
+    /// Live orgs carrying spec.externalId; `claimed_by` as above (for a single match).
+    ByExternalId {
+        orgs: Vec<Org>,
+        claimed_by: Option<String>,
+    },
+    /// Nothing to look up: the org must be created.
+    Nothing,
+}
+
+/// A Secret the CustomerOrg wants to write, as found in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSeen {
+    Missing,
+    /// Controlled by this CustomerOrg; `id` is its orgops.dev/key-id or webhook-id annotation,
+    /// `rotated_for` the `orgops.dev/rotate-keys` value its key was minted or rotated for.
+    Owned {
+        id: Option<String>,
+        rotated_for: Option<String>,
+    },
+    /// Exists but this CustomerOrg does not control it: never overwritten.
+    Foreign,
+}
+
+/// What a Secret controlled by this object holds, from its annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedRole {
+    /// A key Secret: `name` is the spec.apiKeys entry (absent on Secrets written by 0.1).
+    Key {
+        name: Option<String>,
+        id: Option<String>,
+    },
+    Webhook {
+        name: Option<String>,
+        id: Option<String>,
+    },
+}
+
+/// A durable marker in the cluster: a Secret this object controls (owner uid), found
+/// whatever the status says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedSecret {
+    pub secret_name: String,
+    pub role: OwnedRole,
+}
+
+/// Everything read for one reconcile. `None` lists were not read (not needed).
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub found: Found,
+    pub keys: Option<Vec<ApiKey>>,
+    pub webhooks: Option<Vec<WebhookEndpoint>>,
+    /// Sum of marked allocations in the child's ledger.
+    pub ledger: Option<i64>,
+    /// The Secrets named by the spec and the status, read from the API.
+    pub secrets: BTreeMap<String, SecretSeen>,
+    /// Every Secret this object controls (a cache; may lag a fresh write).
+    pub owned: Vec<OwnedSecret>,
+    pub capabilities: Capabilities,
+}
+
+/// The sum of orgops-marked allocations (rule 3); refills and usage never count.
+pub fn marked_sum(rows: &[LedgerAllocation]) -> i64 {
+    rows.iter()
+        .filter(|r| r.metadata.get(ALLOCATION_MARKER).map(String::as_str) == Some("true"))
+        .map(|r| r.credits)
+        .sum()
+}
+
+/// One step, executed in order by `apply`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    CreateOrg {
+        new: NewOrg,
+        key: IdempotencyKey,
+    },
+    /// Absolute state: sent without an idempotency key (see `Provider::update_org`).
+    UpdateOrg {
+        patch: OrgPatch,
+    },
+    Resume,
+    Suspend,
+    Archive,
+    SetCreditConfig {
+        config: CreditConfig,
+    },
+    /// Top the child up from `ledger` (the marked sum observed) to `target`.
+    Allocate {
+        credits: u64,
+        ledger: i64,
+        target: i64,
+        key: IdempotencyKey,
+    },
+    /// Mint a key for a spec entry that has none. `rotation`: the pending rotate-keys
+    /// value, recorded on the Secret (a fresh key needs no rotation).
+    MintKey {
+        name: String,
+        new: NewApiKey,
+        secret_name: String,
+        spec_hash: String,
+        rotation: Option<String>,
+        key: IdempotencyKey,
+    },
+    /// Rotate `key_id` and write the new secret. `rotation: Some(value)` rotates for the
+    /// rotate-keys value (recorded on the Secret so a retried half-done pass skips this
+    /// key); `recover: true` replaces a key whose Secret was lost: the old secret keeps
+    /// working through the provider's grace window instead of being cut off.
+    RotateKey {
+        name: String,
+        key_id: String,
+        secret_name: String,
+        spec_hash: String,
+        rotation: Option<String>,
+        recover: bool,
+        key: IdempotencyKey,
+    },
+    RevokeKey {
+        name: String,
+        key_id: String,
+    },
+    CreateWebhook {
+        name: String,
+        new: NewWebhook,
+        secret_name: String,
+        spec_hash: String,
+        key: IdempotencyKey,
+    },
+    UpdateWebhook {
+        name: String,
+        id: String,
+        patch: WebhookPatch,
+    },
+    DeleteWebhook {
+        name: String,
+        id: String,
+    },
+    RotateWebhookSecret {
+        name: String,
+        id: String,
+        secret_name: String,
+        spec_hash: String,
+        key: IdempotencyKey,
+    },
+    DeleteSecret {
+        name: String,
+    },
+    /// Bookkeeping: the rotation for this annotation value is complete.
+    MarkRotated {
+        value: String,
+    },
+}
+
+impl Action {
+    /// Whether the action changes anything outside the status.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Action::MarkRotated { .. })
+    }
+}
+
+/// The planner's answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The org the actions apply to (absent when it must be created).
+    pub org: Option<Org>,
+    /// Set when this plan takes over an org it did not track: (Event reason, how).
+    pub adopted: Option<(String, String)>,
+    pub actions: Vec<Action>,
+    /// Why a human is needed (reason, message); the first one wins.
+    pub stalled: Option<(String, String)>,
+    /// Things worth saying that do not block readiness.
+    pub notes: Vec<String>,
+    /// Out-of-band changes being corrected (for the DriftCorrected event).
+    pub drift: Vec<String>,
+}
+
+impl Plan {
+    fn stall(&mut self, reason: &str, message: String) {
+        self.stalled.get_or_insert((reason.to_string(), message));
+    }
+}
+
+/// Why no API call may be made at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Paused,
+    /// The API rejected this generation; wait for a spec change.
+    Rejected,
+}
+
+/// Checked before observing: a gated object costs zero API calls.
+pub fn gate(corg: &CustomerOrg) -> Option<Gate> {
+    let paused = corg
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::api::PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    if paused {
+        return Some(Gate::Paused);
+    }
+    let status = corg.status.as_ref()?;
+    let stalled = conditions::find(&status.conditions, STALLED)?;
+    (stalled.status == "True"
+        && stalled.reason == REASON_API_REJECTED
+        && stalled.observed_generation == corg.metadata.generation)
+        .then_some(Gate::Rejected)
+}
+
+/// Checked before observing, like the gate: a spec the planner will refuse costs no
+/// API call. Admission rejects these too (CEL); this covers objects admitted earlier.
+pub fn refusal(corg: &CustomerOrg) -> Option<(String, String)> {
+    let collisions = secret_name_collisions(corg);
+    (!collisions.is_empty()).then(|| {
+        (
+            "SecretNameCollision".to_string(),
+            format!(
+                "several entries would write one Secret: {}; set distinct secretName values",
+                collisions.join("; ")
+            ),
+        )
+    })
+}
+
+fn was_ready_at_this_generation(corg: &CustomerOrg) -> bool {
+    corg.status.as_ref().is_some_and(|s| {
+        conditions::find(&s.conditions, READY).is_some_and(|c| {
+            c.status == "True" && c.observed_generation == corg.metadata.generation
+        })
+    })
+}
+
+/// Decides what to do. Pure: same inputs, same plan.
+pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
+    let mut plan = Plan::default();
+    if gate(corg).is_some() {
+        return plan;
+    }
+    if let Some((reason, message)) = refusal(corg) {
+        plan.stall(&reason, message);
+        return plan;
+    }
+    let org = match org::identify(corg, obs, &mut plan) {
+        org::Identity::Known(org) => org,
+        org::Identity::Stop => return plan,
+        org::Identity::Create => {
+            org::plan_create(corg, &mut plan);
+            // A new org is known to be empty: plan its follow-ups in this same plan,
+            // when every follow-up key is the one an earlier pass would have used.
+            if let Some((org, fresh)) = fresh_org(corg, obs, &plan) {
+                converge(corg, &org, &fresh, false, &mut plan);
+            }
+            return plan;
+        }
+    };
+    plan.org = Some(org.clone());
+    let drift = was_ready_at_this_generation(corg) && plan.adopted.is_none();
+    converge(corg, &org, obs, drift, &mut plan);
+    plan
+}
+
+/// Everything after identity, against a known (or just created) org.
+fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &mut Plan) {
+    if !org::lifecycle_first(corg, org, drift, plan) {
+        return;
+    }
+    org::plan_fields(corg, org, drift, plan);
+    credits::plan_credits(corg, org, obs, drift, plan);
+    if let Some(keys) = &obs.keys {
+        keys::plan_keys(corg, keys, obs, plan);
+    } else if !obs.capabilities.child_api_keys && !corg.spec.api_keys.is_empty() {
+        plan.notes
+            .push("the provider cannot mint child keys: spec.apiKeys is ignored".into());
+    }
+    if let Some(rotation) = rotation_pending(corg)
+        && corg.spec.api_keys.is_empty()
+    {
+        plan.actions.push(Action::MarkRotated { value: rotation });
+    }
+    if let Some(hooks) = &obs.webhooks {
+        webhooks::plan_webhooks(corg, hooks, obs, plan);
+    } else if !obs.capabilities.webhooks && !corg.spec.webhooks.is_empty() {
+        plan.notes
+            .push("the provider has no webhooks: spec.webhooks is ignored".into());
+    }
+    org::lifecycle_last(corg, org, drift, plan);
+}
+
+/// The org id used in keys of a plan that creates the org (its id is not known yet).
+pub(crate) const NEW_ORG: &str = "";
+
+/// What a pass that creates the org knows without reading: a new org has no keys, no
+/// webhooks, an empty ledger and the default credit config. `None` when that cannot be
+/// trusted because the create may replay an earlier create whose follow-ups used other
+/// idempotency keys: a spec edited since (generation > 1), a pending rotation, or any
+/// record of earlier work (status lists, owned Secrets).
+fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Observed)> {
+    let Some(Action::CreateOrg { new, .. }) = plan.actions.first() else {
+        return None;
+    };
+    let first_generation = corg.metadata.generation.unwrap_or(1) == 1;
+    let no_records = corg.status.as_ref().is_none_or(|s| {
+        s.api_keys.is_empty()
+            && s.webhooks.is_empty()
+            && s.credits.is_none()
+            && s.keys_rotated_for.is_none()
+    }) && obs.owned.is_empty();
+    if !first_generation || !no_records || rotation_pending(corg).is_some() {
+        return None;
+    }
+    let caps = obs.capabilities;
+    let org = Org {
+        id: NEW_ORG.to_string(),
+        name: new.name.clone(),
+        status: OrgStatus::Active,
+        metadata: new.metadata.clone(),
+        billing_email: new.billing_email.clone(),
+        summary: Some(OrgSummary {
+            balance: 0,
+            available: 0,
+            credit_config: CreditConfig::default(),
+        }),
+    };
+    let fresh = Observed {
+        found: Found::Tracked(Some(org.clone())),
+        keys: caps.child_api_keys.then(Vec::new),
+        webhooks: caps.webhooks.then(Vec::new),
+        ledger: caps.allocation_ledger.then_some(0),
+        secrets: obs.secrets.clone(),
+        owned: Vec::new(),
+        capabilities: caps,
+    };
+    Some((org, fresh))
+}
+
+/// Whether this plan acts on an org that its own first action creates.
+pub fn creates_org(plan: &Plan) -> bool {
+    matches!(plan.actions.first(), Some(Action::CreateOrg { .. }))
+}
+
+pub(crate) fn wants(corg: &CustomerOrg) -> DesiredState {
+    corg.spec.state
+}

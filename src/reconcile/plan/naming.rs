@@ -1,0 +1,185 @@
+//! Names, markers and hashes the planner derives from the spec: the owner marker, Secret
+//! names, desired metadata and credit config. Pure helpers shared by the plan steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::{ApiKeySpec, CustomerOrg, KeyEnvSpec, WebhookSpec};
+use crate::provider::{CreditConfig, KeyEnv, Refill};
+
+use crate::reconcile::idempotency::content_hash;
+
+/// Org metadata key naming the CustomerOrg (`namespace/name/uid`) that manages the org.
+pub const OWNER_KEY: &str = "orgops.dev/owner";
+/// Org metadata key holding spec.externalId.
+pub const EXTERNAL_ID_KEY: &str = "externalId";
+/// Transfer metadata marking an orgops allocation (rule 3).
+pub const ALLOCATION_MARKER: &str = "orgops.dev/allocation";
+/// Webhook endpoint metadata naming the spec.webhooks entry.
+pub const WEBHOOK_MARKER: &str = "orgops.dev/webhook";
+
+/// `namespace/name/uid`: the owner marker value. The uid makes it durable: a later object
+/// with the same name (after an `Orphan` deletion) is a different owner.
+pub fn owner_of(corg: &CustomerOrg) -> String {
+    format!(
+        "{}/{}/{}",
+        corg.metadata.namespace.as_deref().unwrap_or_default(),
+        corg.metadata.name.as_deref().unwrap_or_default(),
+        uid(corg)
+    )
+}
+
+/// An owner marker read from an org: `namespace/name/uid`, or `namespace/name` as written
+/// by orgops 0.1 (no uid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerMarker {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl OwnerMarker {
+    pub fn parse(value: &str) -> Option<OwnerMarker> {
+        let mut parts = value.split('/');
+        let namespace = parts.next().filter(|s| !s.is_empty())?.to_string();
+        let name = parts.next().filter(|s| !s.is_empty())?.to_string();
+        let uid = parts.next().map(str::to_string);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(OwnerMarker {
+            namespace,
+            name,
+            uid,
+        })
+    }
+
+    /// Whether the marker names this very object (same uid; a legacy marker by name).
+    pub fn is(&self, corg: &CustomerOrg) -> bool {
+        self.namespace == corg.metadata.namespace.as_deref().unwrap_or_default()
+            && self.name == corg.metadata.name.as_deref().unwrap_or_default()
+            && self.uid.as_deref().is_none_or(|u| u == uid(corg))
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+pub fn uid(corg: &CustomerOrg) -> &str {
+    corg.metadata.uid.as_deref().unwrap_or_default()
+}
+
+pub fn corg_name(corg: &CustomerOrg) -> &str {
+    corg.metadata.name.as_deref().unwrap_or_default()
+}
+
+pub fn key_secret_name(corg: &CustomerOrg, key: &ApiKeySpec) -> String {
+    key.secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", corg_name(corg), key.name))
+}
+
+pub fn webhook_secret_name(corg: &CustomerOrg, hook: &WebhookSpec) -> String {
+    hook.secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-webhook", corg_name(corg), hook.name))
+}
+
+/// Secret names used by more than one key or webhook (defaults included). Admission
+/// rejects these (CEL on the CRD); the planner refuses them too, so an object admitted
+/// before the rule existed never makes two entries fight over one Secret.
+pub fn secret_name_collisions(corg: &CustomerOrg) -> Vec<String> {
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for k in &corg.spec.api_keys {
+        users
+            .entry(key_secret_name(corg, k))
+            .or_default()
+            .push(format!("apiKeys[{}]", k.name));
+    }
+    for w in &corg.spec.webhooks {
+        users
+            .entry(webhook_secret_name(corg, w))
+            .or_default()
+            .push(format!("webhooks[{}]", w.name));
+    }
+    users
+        .into_iter()
+        .filter(|(_, u)| u.len() > 1)
+        .map(|(name, u)| format!("Secret {name} ({})", u.join(", ")))
+        .collect()
+}
+
+pub fn sorted(list: &[String]) -> Vec<String> {
+    let set: BTreeSet<&String> = list.iter().collect();
+    set.into_iter().cloned().collect()
+}
+
+pub fn env_of(env: KeyEnvSpec) -> KeyEnv {
+    match env {
+        KeyEnvSpec::Live => KeyEnv::Live,
+        KeyEnvSpec::Test => KeyEnv::Test,
+    }
+}
+
+pub fn key_hash(corg: &CustomerOrg, key: &ApiKeySpec) -> String {
+    let scopes = sorted(&key.scopes).join(",");
+    let env = format!("{:?}", env_of(key.env));
+    content_hash(&[&key.name, &scopes, &env, &key_secret_name(corg, key)])
+}
+
+pub fn webhook_hash(corg: &CustomerOrg, hook: &WebhookSpec) -> String {
+    let events = sorted(&hook.events).join(",");
+    content_hash(&[
+        &hook.name,
+        &hook.url,
+        &events,
+        &webhook_secret_name(corg, hook),
+    ])
+}
+
+/// The org metadata the spec asks for, ownership marker included.
+pub fn desired_metadata(corg: &CustomerOrg) -> BTreeMap<String, String> {
+    let mut meta = corg.spec.metadata.clone();
+    if let Some(ext) = &corg.spec.external_id {
+        meta.insert(EXTERNAL_ID_KEY.to_string(), ext.clone());
+    }
+    meta.insert(OWNER_KEY.to_string(), owner_of(corg));
+    meta
+}
+
+pub fn desired_credit_config(corg: &CustomerOrg) -> CreditConfig {
+    let Some(credits) = &corg.spec.credits else {
+        return CreditConfig::default();
+    };
+    let refill = credits
+        .auto_refill
+        .as_ref()
+        .and_then(|r| match (r.threshold, r.amount) {
+            (Some(t), Some(a)) => Some(Refill {
+                threshold: u64::try_from(t).unwrap_or(0),
+                amount: u64::try_from(a).unwrap_or(0),
+            }),
+            _ => None,
+        });
+    CreditConfig {
+        monthly_cap: credits.monthly_cap.and_then(|c| u64::try_from(c).ok()),
+        refill,
+    }
+}
+
+pub fn desired_allocated(corg: &CustomerOrg) -> i64 {
+    corg.spec.credits.as_ref().map_or(0, |c| c.allocated.max(0))
+}
+
+pub fn rotation_pending(corg: &CustomerOrg) -> Option<String> {
+    let wanted = corg
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(crate::api::ROTATE_KEYS_ANNOTATION)?;
+    let applied = corg
+        .status
+        .as_ref()
+        .and_then(|s| s.keys_rotated_for.as_ref());
+    (applied != Some(wanted)).then(|| wanted.clone())
+}

@@ -1,0 +1,222 @@
+//! The org itself: which org this object manages, creating it, its lifecycle and fields.
+
+use std::collections::BTreeMap;
+
+use crate::api::{CustomerOrg, DesiredState};
+use crate::provider::{NewOrg, Org, OrgPatch, OrgStatus};
+use crate::reconcile::idempotency::derive;
+
+use super::{Action, Found, OWNER_KEY, Observed, Plan, desired_metadata, uid, wants};
+
+pub(super) enum Identity {
+    Known(Org),
+    Create,
+    /// Nothing may be done (stalled, or nothing to do).
+    Stop,
+}
+
+fn ext(corg: &CustomerOrg) -> &str {
+    corg.spec.external_id.as_deref().unwrap_or_default()
+}
+
+pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> Identity {
+    match &obs.found {
+        Found::Tracked(Some(org)) => Identity::Known(org.clone()),
+        Found::Tracked(None) => {
+            if wants(corg) != DesiredState::Archived {
+                plan.stall(
+                    "OrgNotFound",
+                    "the org in status.orgId no longer exists at the provider; to start over with a new org, remove status.orgId (kubectl edit --subresource=status) or set spec.adoptOrgId".into(),
+                );
+            }
+            Identity::Stop
+        }
+        Found::ById { org: None, .. } => {
+            plan.stall(
+                "OrgNotFound",
+                "spec.adoptOrgId names an org that does not exist or is not a child of the provider's parent org; fix spec.adoptOrgId".into(),
+            );
+            Identity::Stop
+        }
+        Found::ById {
+            org: Some(org),
+            claimed_by: Some(other),
+        } => {
+            plan.stall(
+                "AdoptionConflict",
+                format!(
+                    "org {} is already managed by CustomerOrg {other}; remove spec.adoptOrgId or delete the other resource",
+                    org.id
+                ),
+            );
+            Identity::Stop
+        }
+        Found::ById {
+            org: Some(org),
+            claimed_by: None,
+        } => {
+            plan.adopted = Some((
+                "Adopted".into(),
+                format!("adopted org {} from spec.adoptOrgId", org.id),
+            ));
+            Identity::Known(org.clone())
+        }
+        Found::ByOwner(orgs) => match orgs.as_slice() {
+            [org] => {
+                plan.adopted = Some((
+                    "Recovered".into(),
+                    format!(
+                        "found org {} created earlier by this CustomerOrg (owner marker); its id had not reached status",
+                        org.id
+                    ),
+                ));
+                Identity::Known(org.clone())
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().map(|o| o.id.as_str()).collect();
+                plan.stall(
+                    "DuplicateOrgs",
+                    format!(
+                        "several live orgs carry this CustomerOrg's owner marker ({}); archive the extra ones at the provider, or set spec.adoptOrgId to the one to keep",
+                        ids.join(", ")
+                    ),
+                );
+                Identity::Stop
+            }
+        },
+        Found::ByExternalId { orgs, claimed_by } => match orgs.as_slice() {
+            [] => Identity::Create,
+            [org] => {
+                if let Some(other) = claimed_by {
+                    plan.stall(
+                        "AdoptionConflict",
+                        format!(
+                            "org {} with externalId {:?} is already managed by CustomerOrg {other}; change spec.externalId or delete the other resource",
+                            org.id,
+                            ext(corg)
+                        ),
+                    );
+                    return Identity::Stop;
+                }
+                plan.adopted = Some((
+                    "Adopted".into(),
+                    format!("adopted org {} by externalId {:?}", org.id, ext(corg)),
+                ));
+                Identity::Known(org.clone())
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().map(|o| o.id.as_str()).collect();
+                plan.stall(
+                    "AdoptionConflict",
+                    format!(
+                        "several live orgs carry externalId {:?} ({}); set spec.adoptOrgId to the one to manage",
+                        ext(corg),
+                        ids.join(", ")
+                    ),
+                );
+                Identity::Stop
+            }
+        },
+        Found::Nothing => Identity::Create,
+    }
+}
+
+/// The create is keyed by the object's uid alone: every retry of this object's create,
+/// whatever the spec says by then, reaches the same key, so the provider replays it (or
+/// answers IDEMPOTENCY_CONFLICT for an edited body) instead of creating a second org.
+pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
+    if wants(corg) == DesiredState::Archived {
+        plan.notes
+            .push("spec.state is archived and no org exists: nothing to create".into());
+        return;
+    }
+    let new = NewOrg {
+        name: corg.spec.display_name.clone(),
+        metadata: desired_metadata(corg),
+        billing_email: corg.spec.billing_email.clone(),
+    };
+    let key = derive(&[uid(corg), "create"]);
+    plan.actions.push(Action::CreateOrg { new, key });
+}
+
+/// Archived handling and resume. False when nothing else may be planned.
+pub(super) fn lifecycle_first(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut Plan) -> bool {
+    match (org.status, wants(corg)) {
+        (OrgStatus::Archived, DesiredState::Archived) => return false,
+        (OrgStatus::Archived, _) => {
+            plan.stall(
+                "OrgArchived",
+                format!(
+                    "org {} is archived at the provider and cannot be reactivated; set spec.state: archived, or delete this resource and create a new one",
+                    org.id
+                ),
+            );
+            return false;
+        }
+        (_, DesiredState::Archived) => {
+            plan.actions.push(Action::Archive);
+            return false;
+        }
+        (OrgStatus::Suspended, DesiredState::Active) => {
+            plan.actions.push(Action::Resume);
+            if drift {
+                plan.drift.push("state (suspended -> active)".into());
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Suspend goes last, so a suspended org still gets its spec applied first.
+pub(super) fn lifecycle_last(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut Plan) {
+    if org.status == OrgStatus::Active && wants(corg) == DesiredState::Suspended {
+        plan.actions.push(Action::Suspend);
+        if drift {
+            plan.drift.push("state (active -> suspended)".into());
+        }
+    }
+}
+
+/// Name, metadata (exactly the desired keys; others removed with `""`) and billing email.
+/// Sent without an idempotency key: a second identical out-of-band change must be
+/// corrected again, not answered with the stored response of the first correction.
+pub(super) fn plan_fields(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut Plan) {
+    let mut patch = OrgPatch::default();
+    let mut changed = Vec::new();
+    if org.name != corg.spec.display_name {
+        patch.name = Some(corg.spec.display_name.clone());
+        changed.push("name");
+    }
+    let wanted = desired_metadata(corg);
+    let mut meta = BTreeMap::new();
+    for (k, v) in &wanted {
+        if org.metadata.get(k) != Some(v) {
+            meta.insert(k.clone(), v.clone());
+        }
+    }
+    for k in org.metadata.keys() {
+        if !wanted.contains_key(k) {
+            meta.insert(k.clone(), String::new());
+        }
+    }
+    // The ownership marker alone changing is adoption bookkeeping, not drift.
+    let only_owner = meta.keys().all(|k| k == OWNER_KEY);
+    if !meta.is_empty() {
+        patch.metadata = Some(meta);
+        if !only_owner {
+            changed.push("metadata");
+        }
+    }
+    if org.billing_email != corg.spec.billing_email {
+        patch.billing_email = Some(corg.spec.billing_email.clone());
+        changed.push("billingEmail");
+    }
+    if patch == OrgPatch::default() {
+        return;
+    }
+    if drift {
+        plan.drift.extend(changed.iter().map(|c| c.to_string()));
+    }
+    plan.actions.push(Action::UpdateOrg { patch });
+}
