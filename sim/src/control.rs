@@ -4,10 +4,11 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value, json};
 
 use crate::api::credits::{self, MAX_CREDITS};
+use crate::api::webhooks;
 use crate::error::ApiError;
 use crate::faults::FaultConfig;
 use crate::http::Reply;
-use crate::ids::{org_id, parse_id};
+use crate::ids::{org_id, parse_id, prj_id};
 use crate::model::{Org, OrgStatus, State};
 use crate::router::{Matched, Op};
 use crate::store::Seed;
@@ -18,7 +19,13 @@ use crate::{Shared, lock};
 /// At most ten years per `POST /_sim/clock` call.
 const MAX_ADVANCE_SECS: i64 = 10 * 366 * 86_400;
 
-pub fn handle(shared: &Shared, matched: &Matched, body: &[u8], rid: &str) -> Reply {
+pub fn handle(
+    shared: &Shared,
+    matched: &Matched,
+    query: Option<&str>,
+    body: &[u8],
+    rid: &str,
+) -> Reply {
     let op = matched.op;
     if op == Op::SimState {
         let bytes = dump(&lock(&shared.state), shared);
@@ -28,14 +35,19 @@ pub fn handle(shared: &Shared, matched: &Matched, body: &[u8], rid: &str) -> Rep
             headers: Vec::new(),
         };
     }
-    match run(shared, op, body) {
+    match run(shared, matched, query, body) {
         Ok(v) => Reply::json(200, &v),
         Err(e) => Reply::error(&e, rid),
     }
 }
 
-fn run(shared: &Shared, op: Op, body: &[u8]) -> Result<Value, ApiError> {
-    match op {
+fn run(
+    shared: &Shared,
+    matched: &Matched,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    match matched.op {
         Op::SimCounters => Ok(counters(shared)),
         Op::SimReset => {
             {
@@ -146,6 +158,79 @@ fn run(shared: &Shared, op: Op, body: &[u8]) -> Result<Value, ApiError> {
             shared.dirty.notify_one();
             Ok(v)
         }
+        Op::SimProjectInFlight => {
+            let raw = matched.params.first().map(String::as_str).unwrap_or("");
+            let id = parse_id(raw, "prj").ok_or_else(|| {
+                ApiError::validation(format!("projectId: {raw:?} is not a valid project id"))
+                    .with_details(json!({ "field": "projectId" }))
+            })?;
+            let map = object(body, &["inFlight"], false)?;
+            let Value::Bool(flag) = required(&map, "inFlight")? else {
+                return Err(ApiError::validation("inFlight: must be true or false")
+                    .with_details(json!({ "field": "inFlight" })));
+            };
+            let mut st = lock(&shared.state);
+            let p = st
+                .projects
+                .get_mut(&id)
+                .ok_or_else(|| ApiError::not_found("project"))?;
+            p.in_flight = *flag;
+            let v = json!({
+                "projectId": prj_id(p.id),
+                "organizationId": org_id(p.org),
+                "inFlight": p.in_flight,
+            });
+            drop(st);
+            shared.dirty.notify_one();
+            Ok(v)
+        }
+        Op::SimWebhookRecipients => {
+            let q = validate::query_pairs(query);
+            let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+            if let Some((k, _)) = q
+                .iter()
+                .find(|(k, _)| !["orgId", "projectId", "eventType"].contains(&k.as_str()))
+            {
+                return Err(
+                    ApiError::validation(format!("unknown query parameter {k:?}"))
+                        .with_details(json!({ "field": k })),
+                );
+            }
+            let raw = get("orgId").ok_or_else(|| {
+                ApiError::validation("orgId: is required").with_details(json!({ "field": "orgId" }))
+            })?;
+            let org = parse_id(raw, "org").ok_or_else(|| {
+                ApiError::validation(format!("orgId: {raw:?} is not a valid organization id"))
+                    .with_details(json!({ "field": "orgId" }))
+            })?;
+            let project = match get("projectId") {
+                None => None,
+                Some(p) => Some(parse_id(p, "prj").ok_or_else(|| {
+                    ApiError::validation(format!("projectId: {p:?} is not a valid project id"))
+                        .with_details(json!({ "field": "projectId" }))
+                })?),
+            };
+            let event = get("eventType");
+            if let Some(e) = event
+                && !webhooks::EVENT_CATALOG.contains(&e)
+            {
+                return Err(ApiError::validation(format!(
+                    "eventType: {e:?} is not in the event catalog"
+                ))
+                .with_details(json!({ "field": "eventType" })));
+            }
+            let st = lock(&shared.state);
+            let o = st
+                .orgs
+                .get(&org)
+                .ok_or_else(|| ApiError::not_found("organization"))?;
+            Ok(json!({
+                "organizationId": org_id(org),
+                "status": o.status.name(),
+                "deliveriesHeld": o.status != OrgStatus::Active,
+                "endpoints": webhooks::recipients(&st, org, project, event),
+            }))
+        }
         _ => Err(ApiError::not_found("route")),
     }
 }
@@ -244,6 +329,17 @@ fn dump(st: &State, shared: &Shared) -> Vec<u8> {
         keys.iter().map(|k| k.json(now, shared.tier)),
     );
     write_array(&mut out, "webhookEndpoints", eps.iter().map(|e| e.json()));
+    let mut projects: Vec<_> = st.projects.values().collect();
+    projects.sort_by_key(|p| p.seq);
+    write_array(
+        &mut out,
+        "projects",
+        projects.iter().map(|p| {
+            let mut v = p.json();
+            v["inFlight"] = json!(p.in_flight);
+            v
+        }),
+    );
     out.extend_from_slice(b",\"ledgers\":{");
     for (i, o) in all.iter().enumerate() {
         if i > 0 {

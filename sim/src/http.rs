@@ -253,7 +253,7 @@ pub async fn handle(
     }
     let reply = match body {
         Err(err) => Reply::error(&err, &rid),
-        Ok(body) if control => control::handle(&shared, &matched, &body, &rid),
+        Ok(body) if control => control::handle(&shared, &matched, query.as_deref(), &body, &rid),
         Ok(body) => {
             api::handle(
                 &shared,

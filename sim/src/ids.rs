@@ -15,6 +15,10 @@ pub fn key_id(id: Uuid) -> String {
     format!("key_{id}")
 }
 
+pub fn prj_id(id: Uuid) -> String {
+    format!("prj_{id}")
+}
+
 pub fn txn_id(id: Uuid) -> String {
     format!("txn_{id}")
 }

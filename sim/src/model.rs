@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::ids::{key_id, org_id};
+use crate::ids::{key_id, org_id, prj_id};
 use crate::time::{fmt_org, fmt_z, month_bounds, wall_now_us};
 
 pub type Metadata = BTreeMap<String, String>;
@@ -105,6 +105,9 @@ pub struct Org {
     /// Usage debited in that period (what the monthly cap limits).
     #[serde(default)]
     pub used_this_period: i64,
+    /// Projects owned by this org, in creation (`seq`) order.
+    #[serde(default)]
+    pub projects: Vec<Uuid>,
 }
 
 impl Org {
@@ -237,6 +240,9 @@ pub struct Endpoint {
     pub metadata: Metadata,
     pub secret_hash: String,
     pub previous_secret_expires_us: Option<i64>,
+    /// Only this project's events (project-scoped endpoint).
+    #[serde(default)]
+    pub project: Option<Uuid>,
     pub created_us: i64,
     pub updated_us: i64,
     pub seq: u64,
@@ -248,7 +254,7 @@ impl Endpoint {
             "id": self.id,
             "object": "webhook_endpoint",
             "organizationId": org_id(self.org),
-            "projectId": null,
+            "projectId": self.project.map(prj_id),
             "url": self.url,
             "description": self.description,
             "status": self.status,
@@ -261,6 +267,50 @@ impl Endpoint {
             "lastSuccessAt": null,
             "lastFailureAt": null,
             "consecutiveFailureCount": 0,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Project {
+    pub id: Uuid,
+    pub org: Uuid,
+    pub name: String,
+    pub timezone: String,
+    pub customer_external_id: Option<String>,
+    pub owner_email: Option<String>,
+    pub primary_language: String,
+    pub app_name: Option<String>,
+    pub app_description: Option<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, Value>,
+    pub created_us: i64,
+    pub updated_us: i64,
+    pub seq: u64,
+    /// `/_sim/projects/:id/in-flight`: an execution is running (migrate refuses to move it).
+    #[serde(default)]
+    pub in_flight: bool,
+}
+
+impl Project {
+    pub fn json(&self) -> Value {
+        json!({
+            "id": prj_id(self.id),
+            "object": "project",
+            "organizationId": org_id(self.org),
+            "name": self.name,
+            "status": "active",
+            "customerExternalId": self.customer_external_id,
+            "timezone": self.timezone,
+            "primaryLanguage": self.primary_language,
+            "ownerEmail": self.owner_email,
+            "appName": self.app_name,
+            "appDescription": self.app_description,
+            "metadata": self.metadata,
+            "brandContext": {},
+            "ingestState": {},
+            "createdAt": fmt_z(self.created_us),
+            "updatedAt": fmt_z(self.updated_us),
         })
     }
 }
@@ -284,6 +334,8 @@ pub struct State {
     pub orgs: HashMap<Uuid, Org>,
     pub keys: HashMap<Uuid, ApiKeyRec>,
     pub endpoints: HashMap<Uuid, Endpoint>,
+    #[serde(default)]
+    pub projects: HashMap<Uuid, Project>,
     #[serde(default)]
     pub idem: HashMap<String, IdemEntry>,
     pub seq: u64,

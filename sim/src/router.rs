@@ -28,6 +28,9 @@ pub enum Op {
     WhPatch,
     WhDelete,
     WhRotate,
+    ProjectCreate,
+    ProjectList,
+    ProjectGet,
     SimState,
     SimCounters,
     SimReset,
@@ -39,6 +42,8 @@ pub enum Op {
     SimSpend,
     SimSwitchesGet,
     SimSwitchesPatch,
+    SimProjectInFlight,
+    SimWebhookRecipients,
 }
 
 impl Op {
@@ -56,6 +61,8 @@ impl Op {
                 | Op::SimSpend
                 | Op::SimSwitchesGet
                 | Op::SimSwitchesPatch
+                | Op::SimProjectInFlight
+                | Op::SimWebhookRecipients
         )
     }
 }
@@ -140,6 +147,9 @@ static TABLE: &[(&str, Method, Op)] = &[
         Method::POST,
         Op::WhRotate,
     ),
+    ("/v1/projects", Method::GET, Op::ProjectList),
+    ("/v1/projects", Method::POST, Op::ProjectCreate),
+    ("/v1/projects/:projectId", Method::GET, Op::ProjectGet),
     ("/_sim/state", Method::GET, Op::SimState),
     ("/_sim/counters", Method::GET, Op::SimCounters),
     ("/_sim/reset", Method::POST, Op::SimReset),
@@ -151,6 +161,16 @@ static TABLE: &[(&str, Method, Op)] = &[
     ("/_sim/spend", Method::POST, Op::SimSpend),
     ("/_sim/switches", Method::GET, Op::SimSwitchesGet),
     ("/_sim/switches", Method::PATCH, Op::SimSwitchesPatch),
+    (
+        "/_sim/projects/:projectId/in-flight",
+        Method::PUT,
+        Op::SimProjectInFlight,
+    ),
+    (
+        "/_sim/webhook-recipients",
+        Method::GET,
+        Op::SimWebhookRecipients,
+    ),
 ];
 
 #[derive(Debug, Clone)]

@@ -51,6 +51,7 @@ impl State {
             ledger: Vec::new(),
             period_start_us: 0,
             used_this_period: 0,
+            projects: Vec::new(),
         };
         parent.ledger.push(CreditEvent {
             id: Uuid::new_v4(),
@@ -85,6 +86,7 @@ impl State {
             orgs: HashMap::from([(parent_id, parent)]),
             keys: HashMap::from([(parent_key_id, key)]),
             endpoints: HashMap::new(),
+            projects: HashMap::new(),
             idem: HashMap::new(),
             seq: 3,
             clock_offset_us,

@@ -3,7 +3,8 @@ pub(crate) mod credits;
 mod keys;
 mod me;
 mod orgs;
-mod webhooks;
+pub(crate) mod projects;
+pub(crate) mod webhooks;
 
 use std::time::Duration;
 
@@ -48,6 +49,15 @@ impl Ctx<'_> {
 
     pub fn has_admin(&self) -> bool {
         self.scopes.iter().any(|s| s == ADMIN)
+    }
+
+    /// A data scope such as `projects:read` (`*` covers it).
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if crate::scopes::covered(&self.scopes, scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden_scope(scope))
+        }
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
@@ -498,11 +508,10 @@ fn dispatch(st: &mut State, ctx: &Ctx, op: Op) -> Result<Out, ApiError> {
         Op::OwnCredits => me::own_credits(st, ctx),
         Op::OrgList => orgs::list(st, ctx),
         Op::OrgCreate => orgs::create(st, ctx),
-        Op::Migrate => Err(ApiError::new(
-            404,
-            "NOT_FOUND",
-            "POST /v1/organizations/migrate is not simulated",
-        )),
+        Op::Migrate => projects::migrate(st, ctx),
+        Op::ProjectCreate => projects::create(st, ctx),
+        Op::ProjectList => projects::list(st, ctx),
+        Op::ProjectGet => projects::get(st, ctx),
         Op::OrgGet => orgs::get(st, ctx),
         Op::OrgPatch => orgs::patch(st, ctx),
         Op::OrgArchive => orgs::archive(st, ctx),

@@ -33,17 +33,30 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         Some(v) if !v.is_null() => Some(email(v)?),
         _ => None,
     };
+    let id = new_child(st, ctx.acting, name, metadata, billing_email, ctx.now);
+    Ok(Out::created(st.orgs[&id].json()))
+}
+
+/// Inserts a new active child of `parent` with an empty wallet and returns its id.
+pub fn new_child(
+    st: &mut State,
+    parent: Uuid,
+    name: String,
+    metadata: Metadata,
+    billing_email: Option<String>,
+    now: i64,
+) -> Uuid {
     let id = Uuid::new_v4();
     let seq = st.next_seq();
     let org = Org {
         id,
-        parent: Some(ctx.acting),
+        parent: Some(parent),
         name,
         status: OrgStatus::Active,
         metadata,
         billing_email,
-        created_us: ctx.now,
-        updated_us: ctx.now,
+        created_us: now,
+        updated_us: now,
         archived_us: None,
         config: CreditConfig::default(),
         balance: 0,
@@ -54,13 +67,13 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         ledger: Vec::new(),
         period_start_us: 0,
         used_this_period: 0,
+        projects: Vec::new(),
     };
-    let body = org.json();
     st.orgs.insert(id, org);
-    if let Some(p) = st.orgs.get_mut(&ctx.acting) {
+    if let Some(p) = st.orgs.get_mut(&parent) {
         p.children.push(id);
     }
-    Ok(Out::created(body))
+    id
 }
 
 pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
@@ -97,7 +110,8 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 pub fn get(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    Ok(Out::ok(st.orgs[&id].json_with_summary(0)))
+    let org = &st.orgs[&id];
+    Ok(Out::ok(org.json_with_summary(org.projects.len())))
 }
 
 fn not_archived(org: &Org) -> Result<(), ApiError> {

@@ -1,10 +1,11 @@
-//! Webhook endpoints of the acting org (rows 24–29). Deliveries are not simulated.
+//! Webhook endpoints of the acting org (rows 24–29). Deliveries are not simulated; which
+//! endpoints *would* receive an event is [`recipients`] (`GET /_sim/webhook-recipients`).
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{Ctx, Out, page};
 use crate::error::ApiError;
-use crate::ids::{new_signing_secret, sha256_hex};
+use crate::ids::{new_signing_secret, parse_id, sha256_hex};
 use crate::model::{Endpoint, GRACE_US, Metadata, OrgStatus, State};
 use crate::time::fmt_z;
 use crate::validate::{self, decode_cursor, object};
@@ -102,6 +103,63 @@ fn check_scope(v: &Value, ctx: &Ctx, st: &State) -> Result<String, ApiError> {
     }
 }
 
+/// A project of the acting org: malformed → 422, otherwise unknown → 404.
+fn own_project(st: &State, ctx: &Ctx, v: &Value) -> Result<Uuid, ApiError> {
+    let bad = || {
+        ApiError::validation("projectId: must be a project id (prj_… or a UUID)")
+            .with_details(json!({ "field": "projectId" }))
+    };
+    let id = v
+        .as_str()
+        .and_then(|s| parse_id(s, "prj"))
+        .ok_or_else(bad)?;
+    match st.projects.get(&id) {
+        Some(p) if p.org == ctx.acting => Ok(id),
+        _ => Err(ApiError::not_found("project")),
+    }
+}
+
+/// The active endpoints that would receive an event of `org` (optionally of one project and
+/// one event type): its own org-wide endpoints, its project's endpoints, and — for a child —
+/// its parent's `all_children` endpoints (the firehose), whenever they were created.
+pub fn recipients(st: &State, org: Uuid, project: Option<Uuid>, event: Option<&str>) -> Vec<Value> {
+    let Some(o) = st.orgs.get(&org) else {
+        return Vec::new();
+    };
+    let wants = |e: &Endpoint| {
+        e.status == "active" && event.is_none_or(|t| e.events.iter().any(|x| x == t))
+    };
+    let mut out = Vec::new();
+    for e in o.endpoints.iter().filter_map(|id| st.endpoints.get(id)) {
+        if wants(e) && (e.project.is_none() || e.project == project) {
+            out.push(recipient(e, "own"));
+        }
+    }
+    if let Some(parent) = o.parent.and_then(|p| st.orgs.get(&p)) {
+        for e in parent
+            .endpoints
+            .iter()
+            .filter_map(|id| st.endpoints.get(id))
+        {
+            if wants(e) && e.scope == "all_children" {
+                out.push(recipient(e, "all_children"));
+            }
+        }
+    }
+    out
+}
+
+fn recipient(e: &Endpoint, via: &str) -> Value {
+    json!({
+        "id": e.id,
+        "organizationId": crate::ids::org_id(e.org),
+        "projectId": e.project.map(crate::ids::prj_id),
+        "url": e.url,
+        "scope": e.scope,
+        "via": via,
+    })
+}
+
 fn writable(st: &State, ctx: &Ctx) -> Result<(), ApiError> {
     if st
         .orgs
@@ -130,11 +188,10 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         ],
         false,
     )?;
-    if map.contains_key("projectId") {
-        return Err(ApiError::validation(
-            "projectId: projects are not simulated",
-        ));
-    }
+    let project = match map.get("projectId") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(own_project(st, ctx, v)?),
+    };
     let url = check_url(
         map.get("url")
             .ok_or_else(|| ApiError::validation("url: is required"))?,
@@ -152,6 +209,12 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         Some(v) => check_scope(v, ctx, st)?,
         None => "own".into(),
     };
+    if project.is_some() && scope == "all_children" {
+        return Err(ApiError::validation(
+            "scope: a project-scoped endpoint cannot be all_children",
+        )
+        .with_details(json!({ "field": "scope" })));
+    }
     writable(st, ctx)?;
     let secret = new_signing_secret();
     let ep = Endpoint {
@@ -165,6 +228,7 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         metadata,
         secret_hash: sha256_hex(secret.as_bytes()),
         previous_secret_expires_us: None,
+        project,
         created_us: ctx.now,
         updated_us: ctx.now,
         seq: st.next_seq(),
@@ -189,8 +253,14 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     };
     let limit = validate::limit(ctx.q("limit"), 25, 100)?;
     let before = decode_cursor(ctx.q("cursor"))?;
-    // Simulated endpoints are all org-wide, so a projectId filter matches nothing.
-    let by_project = ctx.q("projectId").is_some();
+    // A projectId filter keeps only that project's endpoints (org-wide ones are excluded).
+    let by_project = match ctx.q("projectId") {
+        None => None,
+        Some(raw) => Some(parse_id(raw, "prj").ok_or_else(|| {
+            ApiError::validation(format!("projectId: {raw:?} is not a valid project id"))
+                .with_details(json!({ "field": "projectId" }))
+        })?),
+    };
     let org = st
         .orgs
         .get(&ctx.acting)
@@ -200,7 +270,10 @@ pub fn list(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         ids.len(),
         |i| ids.get(i).and_then(|e| st.endpoints.get(e)),
         |e| e.seq,
-        |e| !by_project && status.as_ref().is_none_or(|s| &e.status == s),
+        |e| {
+            by_project.is_none_or(|p| e.project == Some(p))
+                && status.as_ref().is_none_or(|s| &e.status == s)
+        },
         before,
         limit,
         Endpoint::json,
