@@ -39,11 +39,11 @@ b build --quiet --isolation chroot --pull-never -f Dockerfile -t "$tag" . >/dev/
 build_s=$((SECONDS - start))
 
 user=$(b inspect --type image --format '{{.OCIv1.Config.User}}' "$tag")
-entrypoint=$(b inspect --type image --format '{{json .OCIv1.Config.Entrypoint}}' "$tag")
-cmd=$(b inspect --type image --format '{{json .OCIv1.Config.Cmd}}' "$tag")
+entrypoint=$(b inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$tag")
+cmd=$(b inspect --type image --format '{{.OCIv1.Config.Cmd}}' "$tag")
 [ "$user" = "65532:65532" ] || fail "image user is '$user', want 65532:65532"
-[ "$entrypoint" = '["/usr/local/bin/orgops"]' ] || fail "entrypoint is $entrypoint"
-[ "$cmd" = '["run"]' ] || fail "cmd is $cmd"
+[ "$entrypoint" = '[/usr/local/bin/orgops]' ] || fail "entrypoint is $entrypoint"
+[ "$cmd" = '[run]' ] || fail "cmd is $cmd"
 
 ctr=$(b from --pull-never "$tag")
 mnt=$(b mount "$ctr")
