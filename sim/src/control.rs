@@ -70,9 +70,11 @@ fn run(
         }
         Op::SimFaultsGet => Ok(faults_json(shared)),
         Op::SimFaultsPut => {
-            let cfg: FaultConfig = serde_json::from_slice(body)
-                .map_err(|e| ApiError::validation(format!("invalid fault config: {e}")))?;
-            cfg.validate().map_err(ApiError::validation)?;
+            let cfg = parse_faults(body)?;
+            cfg.validate().map_err(|e| {
+                let field = e.split_whitespace().next().unwrap_or("").to_string();
+                ApiError::validation(e).with_details(json!({ "field": field }))
+            })?;
             *shared.faults.write().unwrap_or_else(|p| p.into_inner()) = cfg;
             Ok(faults_json(shared))
         }
@@ -234,6 +236,35 @@ fn run(
         _ => Err(ApiError::not_found("route")),
     }
 }
+
+/// The fault config of a PUT body; a refusal names the offending top-level field.
+fn parse_faults(body: &[u8]) -> Result<FaultConfig, ApiError> {
+    let map = object(body, FAULT_FIELDS, false)?;
+    for (k, v) in &map {
+        let one = Value::Object(Map::from_iter([(k.clone(), v.clone())]));
+        if let Err(e) = serde_json::from_value::<FaultConfig>(one) {
+            return Err(
+                ApiError::validation(format!("{k}: {e}")).with_details(json!({ "field": k }))
+            );
+        }
+    }
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::validation(format!("invalid fault config: {e}")))
+}
+
+const FAULT_FIELDS: &[&str] = &[
+    "error5xx",
+    "rateLimit429",
+    "loseResponse",
+    "reset",
+    "latency",
+    "latencyMs",
+    "loseResponseMode",
+    "slowCommit",
+    "slowCommitMs",
+    "read",
+    "write",
+];
 
 fn required<'a>(map: &'a Map<String, Value>, name: &str) -> Result<&'a Value, ApiError> {
     map.get(name).ok_or_else(|| {

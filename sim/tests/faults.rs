@@ -114,12 +114,21 @@ async fn latency_and_per_class_overrides() {
     let got = send(s.http.get(s.url("/_sim/faults"))).await;
     assert_eq!(got.json["latencyMs"], 150);
     assert_eq!(got.json["write"]["error5xx"], 1.0);
-    set_faults(&s, json!({ "reset": 2.0 }))
-        .await
-        .assert_error(422, "VALIDATION");
-    set_faults(&s, json!({ "bogus": 1 }))
-        .await
-        .assert_error(422, "VALIDATION");
+    for (body, field) in [
+        (json!({ "reset": 2.0 }), "reset"),
+        (json!({ "bogus": 1 }), "bogus"),
+        (json!({ "latencyMs": "slow" }), "latencyMs"),
+        (
+            json!({ "loseResponseMode": "sometimes" }),
+            "loseResponseMode",
+        ),
+        (json!({ "write": { "nope": 1 } }), "write"),
+        (json!({ "slowCommit": -0.5 }), "slowCommit"),
+    ] {
+        let r = set_faults(&s, body.clone()).await;
+        r.assert_error(422, "VALIDATION");
+        assert_eq!(r.json["error"]["details"]["field"], field, "{body}");
+    }
     s.sim.shutdown().await;
 }
 
