@@ -307,6 +307,11 @@ pub struct CustomerOrgStatus {
     /// Webhook endpoints created for spec.webhooks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookStatus>,
+    /// How many times the provider refused to create the org (a definitive 4xx such as a
+    /// validation error). Each retry after a spec fix uses a new idempotency key; a
+    /// refused create made no org, so this cannot create a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_refusals: Option<u32>,
     /// Value of the orgops.dev/rotate-keys annotation whose rotation has been applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_rotated_for: Option<String>,

@@ -394,6 +394,11 @@ async fn step_failure(
                 (ProviderError::IdempotencyConflict(_), Some(Action::CreateOrg { .. })) => {
                     return Ok(recover_created(ctx, corg, working).await);
                 }
+                // A definitive refusal made no org: the retry after a fix needs a new key
+                // (a provider that stores 4xx would replay the refusal for ever).
+                (e, Some(Action::CreateOrg { .. })) if e.needs_human() && !e.is_auth() => {
+                    working.create_refusals = Some(working.create_refusals.unwrap_or(0) + 1);
+                }
                 (ProviderError::BillingExhausted(_), Some(Action::Allocate { ledger, .. })) => {
                     if let Some(credits) = working.credits.as_mut() {
                         let attempts = credits

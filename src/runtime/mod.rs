@@ -74,7 +74,7 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
     if !args.leader_election {
         health.set(Phase::Leading);
         metrics.set_leader(true);
-        run_controllers(&args, client, metrics.clone(), shutdown).await;
+        run_controllers(&args, client, metrics.clone(), shutdown, None).await;
         health.set(Phase::Stopping);
         return Ok(());
     }
@@ -102,7 +102,14 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
         .map(drop)
         .boxed()
         .shared();
-    run_controllers(&args, client, metrics.clone(), stop).await;
+    run_controllers(
+        &args,
+        client,
+        metrics.clone(),
+        stop,
+        Some(leadership.is_leader.clone()),
+    )
+    .await;
     health.set(Phase::Stopping);
     metrics.set_leader(false);
     let lost_lease = lost.peek().is_some() && shutdown.peek().is_none();
@@ -115,7 +122,18 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
 
 /// The OrgProvider controller and one CustomerOrg controller per watched namespace (or
 /// one for all), until `stop` resolves and in-flight reconciles finish.
-async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics, stop: Signal) {
+async fn run_controllers(
+    args: &RunArgs,
+    client: kube::Client,
+    metrics: Metrics,
+    stop: Signal,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    // No write starts without current leadership (checked before each one).
+    let may_write: Arc<crate::reconcile::MayWrite> = match leader {
+        Some(rx) => Arc::new(move || *rx.borrow()),
+        None => Arc::new(|| true),
+    };
     let registry = Arc::new(Registry::default());
     let credentials =
         access::credential_namespaces(&args.watched_namespaces(), &args.lease_namespace());
@@ -153,6 +171,9 @@ async fn run_controllers(args: &RunArgs, client: kube::Client, metrics: Metrics,
         permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
         first_seen: Arc::new(Default::default()),
         owned_secrets,
+        may_write,
+        verify_interval: args.verify_interval,
+        verified: Default::default(),
     });
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];

@@ -124,6 +124,8 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
 /// The create is keyed by the object's uid alone: every retry of this object's create,
 /// whatever the spec says by then, reaches the same key, so the provider replays it (or
 /// answers IDEMPOTENCY_CONFLICT for an edited body) instead of creating a second org.
+/// Only after the provider definitively refused a create (which made no org) does the
+/// next attempt get a new key (`status.createRefusals`).
 pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
     if wants(corg) == DesiredState::Archived {
         plan.notes
@@ -135,7 +137,10 @@ pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
         metadata: desired_metadata(corg),
         billing_email: corg.spec.billing_email.clone(),
     };
-    let key = derive(&[uid(corg), "create"]);
+    let key = match corg.status.as_ref().and_then(|s| s.create_refusals) {
+        None | Some(0) => derive(&[uid(corg), "create"]),
+        Some(n) => derive(&[uid(corg), "create", &n.to_string()]),
+    };
     plan.actions.push(Action::CreateOrg { new, key });
 }
 
