@@ -10,6 +10,7 @@ mod control_plane;
 mod env;
 mod operator;
 mod sim;
+pub mod world;
 
 pub use control_plane::{ControlPlane, client_for};
 pub use env::TestEnv;

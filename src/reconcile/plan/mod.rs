@@ -24,6 +24,7 @@ mod org;
 mod reads;
 mod webhooks;
 
+pub use credits::allocation_key;
 pub use naming::*;
 pub use reads::{Reads, reads};
 
