@@ -5,7 +5,9 @@ mod support;
 use serde_json::Value;
 use std::time::Duration;
 use support::world::*;
-use support::{Operator, Sim, TestEnv, apply_yaml, apply_yaml_ok, kubectl, wait_for, wait_for_some};
+use support::{
+    Operator, Sim, TestEnv, apply_yaml, apply_yaml_ok, kubectl, wait_for, wait_for_some,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_converges_once_and_then_stays_quiet() {
@@ -52,10 +54,10 @@ async fn apply_converges_once_and_then_stays_quiet() {
     assert_eq!(endpoints.len(), 1, "one webhook inside the child: {state}");
 
     // Converged: several resyncs (3 s) cost no API writes and no cluster writes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    w.org_reads(1).await;
     let writes = w.writes().await;
     let rv = w.corg("acme")["metadata"]["resourceVersion"].clone();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    w.org_reads(4).await;
     assert_eq!(w.writes().await, writes, "API writes at steady state");
     assert_eq!(
         w.corg("acme")["metadata"]["resourceVersion"],
@@ -133,7 +135,8 @@ async fn top_up_moves_exactly_the_difference_once() {
         .replace("allocated: 500", "allocated: 800");
     apply_yaml_ok(&yaml);
     w.wait_ready("acme").await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Resyncs after the top-up move nothing more.
+    w.org_reads(3).await;
     let state = w.sim.state().await;
     let ledger = state["ledgers"][org_id.as_str()]
         .as_array()
@@ -235,10 +238,13 @@ async fn pause_stops_api_calls_and_rotation_yields_a_new_key() {
 
     w.env
         .kubectl_ok(&["annotate", "customerorg", "acme", "orgops.dev/paused=true"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("Reconciling reason Paused", CONVERGE, || async {
+        condition(&w.corg("acme"), "Reconciling").is_some_and(|c| c.1 == "Paused")
+    })
+    .await;
     let org_calls = |c: &Value| count(c, |_, route| route.starts_with("/v1/organizations/"));
     let before = org_calls(&w.sim.counters().await);
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    w.resyncs(4).await;
     assert_eq!(
         org_calls(&w.sim.counters().await),
         before,
@@ -437,10 +443,10 @@ async fn api_rejection_stalls_with_the_message_and_does_not_retry() {
     assert!(live_orgs(&w.sim.state().await).is_empty(), "no org created");
 
     // Same generation: no retry storm, not even reads, across several 2 s resyncs.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.resyncs(1).await;
     let before = w.org_requests().await;
     let rv = w.corg("acme")["metadata"]["resourceVersion"].clone();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    w.resyncs(4).await;
     assert_eq!(
         w.org_requests().await,
         before,

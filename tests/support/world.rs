@@ -1,7 +1,7 @@
 //! A CustomerOrg test world: a test namespace, a fresh simulator, an OrgProvider for it,
 //! an operator with a short resync, and helpers to read objects, Events and counters.
 
-use super::{Operator, Sim, TestEnv, apply_yaml_ok, kubectl, wait_for_some};
+use super::{Operator, Sim, TestEnv, apply_yaml_ok, kubectl, wait_for, wait_for_some};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -241,6 +241,32 @@ impl World {
         .await
     }
 
+    /// Waits until the operator checked its provider (GET /v1/whoami, once per resync)
+    /// `n` more times: evidence that time passed for the operator, so a test can then
+    /// assert that nothing else happened meanwhile.
+    pub async fn resyncs(&self, n: u64) {
+        let whoami = |c: &Value| count(c, |m, route| m == "GET" && route == "/v1/whoami");
+        let start = whoami(&self.sim.counters().await);
+        wait_for(&format!("{n} provider resyncs"), CONVERGE, || async {
+            whoami(&self.sim.counters().await) >= start + n
+        })
+        .await;
+    }
+
+    /// Waits until the org was read `n` more times (one GET per resync of a converged object).
+    pub async fn org_reads(&self, n: u64) {
+        let reads = |c: &Value| {
+            count(c, |m, route| {
+                m == "GET" && route == "/v1/organizations/:orgId"
+            })
+        };
+        let start = reads(&self.sim.counters().await);
+        wait_for(&format!("{n} org reads"), CONVERGE, || async {
+            reads(&self.sim.counters().await) >= start + n
+        })
+        .await;
+    }
+
     /// API requests about child orgs (not the provider's whoami checks, not /_sim/).
     pub async fn org_requests(&self) -> u64 {
         count(&self.sim.counters().await, |_, route| {
@@ -248,4 +274,3 @@ impl World {
         })
     }
 }
-
