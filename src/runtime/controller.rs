@@ -41,6 +41,8 @@ pub struct OrgCtx {
     pub providers: Store<OrgProvider>,
     pub metrics: Metrics,
     pub resync: Duration,
+    /// Wait after a verdict that needs an outside change (`--slow-retry`).
+    pub slow_retry: Duration,
     pub backoff: Backoff<ObjectRef<Guarded>>,
     /// Our own status writes, so the reconcile each one triggers skips the provider.
     pub own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
@@ -335,7 +337,7 @@ fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration 
     match retry {
         Retry::Soon => requeue::SOON,
         Retry::After(wait) => wait.max(requeue::SOON),
-        Retry::Slow => requeue::jitter(requeue::SLOW.max(ctx.resync)),
+        Retry::Slow => requeue::jitter(ctx.slow_retry.max(ctx.resync)),
         _ => requeue::jitter(ctx.resync),
     }
 }
@@ -500,6 +502,28 @@ pub async fn run(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    #[test]
+    fn a_provider_change_concerns_only_its_own_customer_orgs() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Guarded>();
+        for (name, provider) in [("a", "p1"), ("b", "p1"), ("c", "p2")] {
+            let spec: crate::api::CustomerOrgSpec = serde_json::from_value(
+                serde_json::json!({"displayName": name, "providerRef": {"name": provider}}),
+            )
+            .unwrap();
+            let mut corg = CustomerOrg::new(name, spec);
+            corg.metadata.namespace = Some("ns".into());
+            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(corg))));
+        }
+        let mut names: Vec<String> = users_of(&store, Some("p1"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(users_of(&store, Some("p3")).len(), 0);
+        assert_eq!(users_of(&store, None).len(), 3, "a lagged stream re-triggers all");
+    }
 
     #[test]
     fn identical_status_is_not_written_again() {
