@@ -23,6 +23,12 @@ pub struct RunArgs {
     #[arg(long, env = "ORGOPS_VERIFY_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub verify_interval: Duration,
 
+    /// How long an object that needs something outside its spec (a parent top-up, new
+    /// credentials) waits before the next attempt; never shorter than the resync interval.
+    /// A spec or provider change retries at once anyway.
+    #[arg(long, env = "ORGOPS_SLOW_RETRY", default_value = "5m", value_parser = parse_duration)]
+    pub slow_retry: Duration,
+
     /// Maximum number of CustomerOrgs reconciled at the same time.
     #[arg(long, env = "ORGOPS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -156,6 +162,7 @@ mod tests {
         assert!(cli.run.watched_namespaces().is_empty());
         assert_eq!(cli.run.resync_interval, Duration::from_secs(600));
         assert_eq!(cli.run.concurrency, 16);
+        assert_eq!(cli.run.slow_retry, Duration::from_secs(300));
         assert!(cli.run.leader_election);
         assert_eq!(cli.run.lease_name, "orgops-leader");
 

@@ -166,6 +166,7 @@ async fn run_controllers(
         providers: providers.clone(),
         metrics,
         resync: args.resync_interval,
+        slow_retry: args.slow_retry,
         backoff: Default::default(),
         own_writes: Arc::new(Default::default()),
         permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
