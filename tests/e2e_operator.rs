@@ -3,7 +3,6 @@
 mod support;
 
 use serde_json::Value;
-use std::time::Duration;
 use support::world::*;
 use support::{
     Operator, Sim, TestEnv, apply_yaml, apply_yaml_ok, kubectl, wait_for, wait_for_some,

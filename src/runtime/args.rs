@@ -20,7 +20,7 @@ pub struct RunArgs {
     /// How often a converged CustomerOrg is verified in depth (keys, webhook endpoints and
     /// the ledger listed, not only the org read), to notice out-of-band deletions the org's
     /// summary cannot show. Spread per object; 0s verifies on every pass.
-    #[arg(long, env = "ORGOPS_VERIFY_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "ORGOPS_VERIFY_INTERVAL", default_value = "1h", value_parser = parse_duration_or_zero)]
     pub verify_interval: Duration,
 
     /// How long an object that needs something outside its spec (a parent top-up, new
@@ -130,6 +130,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {input:?}: must be positive"));
     }
     Ok(total)
+}
+
+/// Like `parse_duration`, but zero is allowed (`0`, `0s`): "on every pass".
+pub fn parse_duration_or_zero(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.trim_end_matches(['s', 'm', 'h']).trim_end_matches("ms") == "0" || s == "0ms" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(input)
 }
 
 #[cfg(test)]

@@ -522,7 +522,11 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(users_of(&store, Some("p3")).len(), 0);
-        assert_eq!(users_of(&store, None).len(), 3, "a lagged stream re-triggers all");
+        assert_eq!(
+            users_of(&store, None).len(),
+            3,
+            "a lagged stream re-triggers all"
+        );
     }
 
     #[test]

@@ -178,7 +178,15 @@ impl Http {
     }
 
     async fn attempt(&self, req: &Request<'_>, class: Class) -> Result<Vec<u8>, ProviderError> {
-        let waited = self.buckets.acquire(class).await;
+        let waited = self.buckets.acquire(class).await.map_err(|left| {
+            ProviderError::RateLimited(ApiFailure {
+                status: 429,
+                code: "RATE_LIMITED".into(),
+                message: "an earlier 429 paused this class of requests until the provider's window resets".into(),
+                request_id: None,
+                retry_after: Some(left),
+            })
+        })?;
         if let Some(m) = &self.metrics {
             m.rate_limit_wait.observe(waited.as_secs_f64());
         }

@@ -34,6 +34,10 @@ impl Class {
 
 /// Client burst for a server bucket of `per_minute` capacity: a few tokens short, so
 /// latency jitter or a request from a previous process cannot drain the server bucket.
+/// A pause at least this long (a daily write cap's Retry-After) is reported to the caller
+/// instead of waited out.
+pub const LONG_PAUSE: Duration = Duration::from_secs(60);
+
 pub fn client_burst(per_minute: u32) -> u32 {
     let margin = (per_minute / 20).max(2);
     per_minute.saturating_sub(margin).max(1)
@@ -57,9 +61,15 @@ impl ClassBucket {
         (*guard).filter(|t| *t > Instant::now())
     }
 
-    async fn acquire(&self) {
+    /// Waits for a token; `Err(left)` at once when a 429 paused the class for at least
+    /// `LONG_PAUSE` (the daily cap): a caller must not hold a reconcile slot for hours.
+    async fn acquire(&self) -> Result<(), Duration> {
         loop {
             if let Some(deadline) = self.pause_deadline() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left >= LONG_PAUSE {
+                    return Err(left);
+                }
                 tokio::time::sleep_until(deadline).await;
                 continue;
             }
@@ -73,7 +83,7 @@ impl ClassBucket {
             }
             // A 429 seen by another caller while we waited pauses us too.
             if self.pause_deadline().is_none() {
-                return;
+                return Ok(());
             }
         }
     }
@@ -144,11 +154,12 @@ impl Buckets {
         }
     }
 
-    /// Waits for a token of `class`; returns how long it waited.
-    pub async fn acquire(&self, class: Class) -> Duration {
+    /// Waits for a token of `class`; returns how long it waited, or `Err(left)` without
+    /// waiting when the class is paused for `LONG_PAUSE` or more.
+    pub async fn acquire(&self, class: Class) -> Result<Duration, Duration> {
         let start = Instant::now();
-        self.bucket(class).acquire().await;
-        start.elapsed()
+        self.bucket(class).acquire().await?;
+        Ok(start.elapsed())
     }
 
     /// Makes every caller of `class` wait `for_` (a 429's Retry-After).
@@ -165,6 +176,18 @@ impl Default for Buckets {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_long_pause_is_reported_not_waited_out() {
+        let b = super::Buckets::new();
+        b.pause(super::Class::Write, std::time::Duration::from_secs(7200));
+        let left = b.acquire(super::Class::Write).await.unwrap_err();
+        assert!(left > std::time::Duration::from_secs(7000));
+        assert!(
+            b.acquire(super::Class::Read).await.is_ok(),
+            "reads are not paused"
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -182,19 +205,19 @@ mod tests {
         b.set_tier(RateTier::Pilot); // write: 600/min -> burst 570, 10 per second
         let start = Instant::now();
         for _ in 0..570 {
-            b.acquire(Class::Write).await;
+            b.acquire(Class::Write).await.unwrap();
         }
         assert!(start.elapsed() < Duration::from_millis(200));
         let paced = Instant::now();
         for _ in 0..5 {
-            b.acquire(Class::Write).await;
+            b.acquire(Class::Write).await.unwrap();
         }
         let waited = paced.elapsed();
         assert!(waited >= Duration::from_millis(400), "{waited:?}");
         assert!(waited < Duration::from_millis(900), "{waited:?}");
         // The read class has its own bucket.
         let read = Instant::now();
-        b.acquire(Class::Read).await;
+        b.acquire(Class::Read).await.unwrap();
         assert!(read.elapsed() < Duration::from_millis(50));
     }
 
@@ -204,9 +227,9 @@ mod tests {
         b.set_tier(RateTier::Unlimited);
         b.pause(Class::Write, Duration::from_millis(300));
         let start = Instant::now();
-        b.acquire(Class::Read).await;
+        b.acquire(Class::Read).await.unwrap();
         assert!(start.elapsed() < Duration::from_millis(100));
-        b.acquire(Class::Write).await;
+        b.acquire(Class::Write).await.unwrap();
         assert!(start.elapsed() >= Duration::from_millis(300));
     }
 
