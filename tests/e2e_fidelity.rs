@@ -13,60 +13,43 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::{Operator, Sim, TestEnv, apply_yaml_ok, kubectl, wait_for, wait_for_some};
+use support::world::World;
+use support::{TestEnv, apply_yaml_ok, wait_for, wait_for_some};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 const ORG: &str = "/v1/organizations/:orgId";
 
-/// A namespace, a fresh simulator, an OrgProvider for it and an operator (resync 3 s,
-/// deep verification on every pass unless `op_args` says otherwise).
+/// A `World` (namespace, fresh simulator, OrgProvider, operator) whose operator resyncs
+/// every 3 s and verifies in depth on every pass unless `op_args` says otherwise.
 struct Fid {
-    env: TestEnv,
-    sim: Sim,
-    op: Operator,
-    provider: String,
+    w: World,
     http: reqwest::Client,
+}
+
+impl std::ops::Deref for Fid {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.w
+    }
+}
+
+impl std::ops::DerefMut for Fid {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.w
+    }
 }
 
 impl Fid {
     async fn new(name: &str, sim_args: &[&str], op_args: &[&str]) -> Fid {
-        let env = TestEnv::new(name).await;
-        let sim = Sim::start(sim_args);
-        let provider = format!("p-{}", env.ns);
-        env.kubectl_ok(&[
-            "create",
-            "secret",
-            "generic",
-            "parent-key",
-            &format!("--from-literal=apiKey={}", sim.parent_key()),
-        ]);
-        apply_yaml_ok(&format!(
-            r#"apiVersion: orgops.dev/v1alpha1
-kind: OrgProvider
-metadata: {{name: {provider}}}
-spec:
-  type: layers
-  baseUrl: {url}
-  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
-  rateLimit: {{tier: auto}}
-"#,
-            url = sim.base_url(),
-            ns = env.ns
-        ));
-        let lease = format!("orgops-leader-{}", env.ns);
-        let mut args = vec!["--lease-name", &lease];
+        let mut args = Vec::new();
         for (flag, value) in [("--resync-interval", "3s"), ("--verify-interval", "0")] {
             if !op_args.contains(&flag) {
                 args.extend([flag, value]);
             }
         }
         args.extend_from_slice(op_args);
-        let op = Operator::start(&env, &args).await;
         Fid {
-            env,
-            sim,
-            op,
-            provider,
+            w: World::with(name, sim_args, &args).await,
             http: reqwest::Client::new(),
         }
     }
@@ -99,13 +82,6 @@ spec:
         )
     }
 
-    fn corg(&self, name: &str) -> Value {
-        let out = self
-            .env
-            .kubectl_ok(&["get", "customerorg", name, "-o", "json"]);
-        serde_json::from_str(&out).expect("CustomerOrg JSON")
-    }
-
     /// Waits until condition `type_` is `status` (and `reason`, if given) at the current
     /// generation.
     async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> Value {
@@ -128,10 +104,6 @@ spec:
             },
         )
         .await
-    }
-
-    async fn wait_ready(&self, name: &str) -> Value {
-        self.wait_condition(name, "Ready", "True", "").await
     }
 
     /// Requests the simulator counted, filtered on (method, route template, status).
@@ -237,14 +209,7 @@ spec:
     }
 
     async fn cleanup(self) {
-        let _ = kubectl(&[
-            "delete",
-            "orgprovider",
-            &self.provider,
-            "--ignore-not-found",
-        ]);
-        drop(self.op);
-        self.env.cleanup().await;
+        self.w.cleanup().await;
     }
 }
 

@@ -13,15 +13,7 @@ use crate::provider::*;
 use super::plan::*;
 use super::status;
 
-const CAPS: Capabilities = Capabilities {
-    find_by_external_id: true,
-    credit_config: true,
-    allocation_ledger: true,
-    child_api_keys: true,
-    key_rotation: true,
-    webhooks: true,
-    suspend: true,
-};
+use super::plan_tests::CAPS;
 
 #[derive(Clone, Debug)]
 struct ModelSecret {

@@ -11,7 +11,7 @@ use crate::provider::*;
 
 use super::plan::*;
 
-const CAPS: Capabilities = Capabilities {
+pub(super) const CAPS: Capabilities = Capabilities {
     find_by_external_id: true,
     credit_config: true,
     allocation_ledger: true,

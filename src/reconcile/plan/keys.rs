@@ -232,18 +232,7 @@ fn plan_removed(
     plan: &mut Plan,
 ) {
     let spec_names: BTreeSet<&str> = corg.spec.api_keys.iter().map(|k| k.name.as_str()).collect();
-    let spec_secrets: BTreeSet<String> = corg
-        .spec
-        .api_keys
-        .iter()
-        .map(|k| key_secret_name(corg, k))
-        .chain(
-            corg.spec
-                .webhooks
-                .iter()
-                .map(|w| super::webhook_secret_name(corg, w)),
-        )
-        .collect();
+    let spec_secrets = super::spec_secret_names(corg);
     let mut gone_names: BTreeSet<String> = BTreeSet::new();
     let mut gone_ids: BTreeSet<String> = BTreeSet::new();
     if let Some(status) = &corg.status {

@@ -85,6 +85,21 @@ pub fn webhook_secret_name(corg: &CustomerOrg, hook: &WebhookSpec) -> String {
         .unwrap_or_else(|| format!("{}-{}-webhook", corg_name(corg), hook.name))
 }
 
+/// Every Secret name the spec's keys and webhooks use (defaults included).
+pub fn spec_secret_names(corg: &CustomerOrg) -> BTreeSet<String> {
+    corg.spec
+        .api_keys
+        .iter()
+        .map(|k| key_secret_name(corg, k))
+        .chain(
+            corg.spec
+                .webhooks
+                .iter()
+                .map(|w| webhook_secret_name(corg, w)),
+        )
+        .collect()
+}
+
 /// Secret names used by more than one key or webhook (defaults included). Admission
 /// rejects these (CEL on the CRD); the planner refuses them too, so an object admitted
 /// before the rule existed never makes two entries fight over one Secret.

@@ -42,18 +42,7 @@ pub fn reads(
     let default_status = Default::default();
     let status = corg.status.as_ref().unwrap_or(&default_status);
     let secret_ok = |name: &str, id: &str| matches!(secrets.get(name), Some(SecretSeen::Owned { id: Some(got), .. }) if got == id);
-    let spec_secrets: BTreeSet<String> = corg
-        .spec
-        .api_keys
-        .iter()
-        .map(|k| key_secret_name(corg, k))
-        .chain(
-            corg.spec
-                .webhooks
-                .iter()
-                .map(|w| webhook_secret_name(corg, w)),
-        )
-        .collect();
+    let spec_secrets = super::spec_secret_names(corg);
     let unclaimed = |webhook: bool| {
         owned.iter().any(|o| {
             matches!(o.role, OwnedRole::Webhook { .. }) == webhook

@@ -10,8 +10,8 @@ use crate::reconcile::idempotency::derive;
 
 use super::keys::{delete_owned_secrets, kept, usable_secret};
 use super::{
-    Action, Observed, OwnedRole, Plan, SecretSeen, WEBHOOK_MARKER, key_secret_name, sorted, uid,
-    webhook_hash, webhook_secret_name,
+    Action, Observed, OwnedRole, Plan, SecretSeen, WEBHOOK_MARKER, sorted, uid, webhook_hash,
+    webhook_secret_name,
 };
 
 pub(super) fn plan_webhooks(
@@ -149,13 +149,7 @@ fn plan_removed(
             .filter(|o| matches!(o.role, OwnedRole::Webhook { .. }))
             .map(|o| o.secret_name.clone()),
     );
-    let spec_secrets: BTreeSet<String> = corg
-        .spec
-        .webhooks
-        .iter()
-        .map(|w| webhook_secret_name(corg, w))
-        .chain(corg.spec.api_keys.iter().map(|k| key_secret_name(corg, k)))
-        .collect();
+    let spec_secrets = super::spec_secret_names(corg);
     stale_secrets.retain(|s| !spec_secrets.contains(s));
     delete_owned_secrets(obs, stale_secrets, plan);
 }
