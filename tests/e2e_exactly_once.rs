@@ -93,7 +93,11 @@ async fn a_lost_org_id_and_an_edit_never_create_a_second_org() {
     let live = live_orgs(&state);
     assert_eq!(live.len(), 1, "one org: {live:?}");
     assert_eq!(live[0]["name"], "Acme Renamed");
-    assert_eq!(ledger_allocations(&state, &org_id), vec![500], "one transfer");
+    assert_eq!(
+        ledger_allocations(&state, &org_id),
+        vec![500],
+        "one transfer"
+    );
     assert!(
         w.events("acme").contains("Recovered"),
         "a Recovered Event names the org found by its owner marker"
@@ -123,14 +127,22 @@ async fn a_removed_key_whose_revoke_failed_is_revoked_later() {
     .await;
     w.sim.set_faults(json!({})).await;
 
-    wait_for("key extra revoked and its Secret deleted", CONVERGE, || async {
-        let state = w.sim.state().await;
-        let revoked = keys_of(&state, &org_id, "extra")
-            .iter()
-            .all(|k| k["status"] == "revoked");
-        let secret_gone = !w.env.kubectl(&["get", "secret", "acme-extra"]).status.success();
-        revoked && secret_gone
-    })
+    wait_for(
+        "key extra revoked and its Secret deleted",
+        CONVERGE,
+        || async {
+            let state = w.sim.state().await;
+            let revoked = keys_of(&state, &org_id, "extra")
+                .iter()
+                .all(|k| k["status"] == "revoked");
+            let secret_gone = !w
+                .env
+                .kubectl(&["get", "secret", "acme-extra"])
+                .status
+                .success();
+            revoked && secret_gone
+        },
+    )
     .await;
     w.wait_ready("acme").await;
     w.cleanup().await;
@@ -174,9 +186,10 @@ async fn offboarding_never_archives_an_earlier_objects_orphaned_org() {
 async fn an_org_being_archived_is_not_adopted() {
     let w = World::new("race", "3s").await;
     let ext = format!("{}-shared", w.env.ns);
-    let first = w
-        .corg_yaml("first", "")
-        .replace(&format!("externalId: {}-first", w.env.ns), &format!("externalId: {ext}"));
+    let first = w.corg_yaml("first", "").replace(
+        &format!("externalId: {}-first", w.env.ns),
+        &format!("externalId: {ext}"),
+    );
     apply_yaml_ok(&first);
     let corg = w.wait_ready("first").await;
     let org_id = text(&corg["status"]["orgId"], "orgId");
@@ -185,9 +198,10 @@ async fn an_org_being_archived_is_not_adopted() {
     w.env
         .kubectl_ok(&["delete", "customerorg", "first", "--wait=false"]);
 
-    let second = w
-        .corg_yaml("second", "")
-        .replace(&format!("externalId: {}-second", w.env.ns), &format!("externalId: {ext}"));
+    let second = w.corg_yaml("second", "").replace(
+        &format!("externalId: {}-second", w.env.ns),
+        &format!("externalId: {ext}"),
+    );
     apply_yaml_ok(&second);
     let stalled = w.wait_stalled("second", "AdoptionConflict").await;
     let (_, _, message) = condition(&stalled, "Stalled").expect("Stalled");
@@ -197,7 +211,10 @@ async fn an_org_being_archived_is_not_adopted() {
     wait_gone(&w, "first").await;
     let state = w.sim.state().await;
     assert_eq!(
-        ledger_allocations(&state, &org_id).iter().filter(|c| **c > 0).count(),
+        ledger_allocations(&state, &org_id)
+            .iter()
+            .filter(|c| **c > 0)
+            .count(),
         1,
         "second never funded the org being archived: {}",
         state["ledgers"][org_id.as_str()]
@@ -210,7 +227,12 @@ async fn an_org_being_archived_is_not_adopted() {
 /// request, not a replay of the original create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_deleted_out_of_band_is_recreated() {
-    let w = World::with("hook", &[], &["--resync-interval", "2s", "--verify-interval", "3s"]).await;
+    let w = World::with(
+        "hook",
+        &[],
+        &["--resync-interval", "2s", "--verify-interval", "3s"],
+    )
+    .await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
     let org_id = text(&corg["status"]["orgId"], "orgId");
@@ -230,9 +252,13 @@ async fn an_endpoint_deleted_out_of_band_is_recreated() {
         (id != old).then_some(id)
     })
     .await;
-    wait_for("the signing Secret names the new endpoint", CONVERGE, || async {
-        secret_value(&w.env, "acme-crm-webhook", "endpointId").as_deref() == Some(new.as_str())
-    })
+    wait_for(
+        "the signing Secret names the new endpoint",
+        CONVERGE,
+        || async {
+            secret_value(&w.env, "acme-crm-webhook", "endpointId").as_deref() == Some(new.as_str())
+        },
+    )
     .await;
     let state = w.sim.state().await;
     let endpoints: Vec<&Value> = state["webhookEndpoints"]
@@ -252,14 +278,21 @@ async fn a_lowered_allocation_does_not_list_the_ledger_every_resync() {
     let w = World::new("lowered", "2s").await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     w.wait_ready("acme").await;
-    apply_yaml_ok(&w.corg_yaml("acme", "").replace("allocated: 500", "allocated: 100"));
+    apply_yaml_ok(
+        &w.corg_yaml("acme", "")
+            .replace("allocated: 500", "allocated: 100"),
+    );
     w.wait_ready("acme").await;
     let ledger_reads = |c: &Value| {
         count(c, |m, route| {
             m == "GET" && route == "/v1/organizations/:orgId/credits/events"
         })
     };
-    let org_reads = |c: &Value| count(c, |m, route| m == "GET" && route == "/v1/organizations/:orgId");
+    let org_reads = |c: &Value| {
+        count(c, |m, route| {
+            m == "GET" && route == "/v1/organizations/:orgId"
+        })
+    };
     let before = w.sim.counters().await;
     // Several resyncs happen (each one GET of the org), then compare.
     wait_for("five more resyncs", CONVERGE, || async {
