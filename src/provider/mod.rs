@@ -14,6 +14,7 @@ pub use types::*;
 pub type ProviderResult<T> = Result<T, crate::provider::error::ProviderError>;
 
 pub mod error;
+pub mod gennia;
 pub mod layers;
 pub mod metrics;
 

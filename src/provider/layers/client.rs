@@ -314,7 +314,7 @@ pub(crate) fn decode<T: DeserializeOwned>(route: &str, body: &[u8]) -> Result<T,
     })
 }
 
-fn transport(e: reqwest::Error) -> ProviderError {
+pub(crate) fn transport(e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
         return ProviderError::Timeout;
     }

@@ -1,6 +1,6 @@
 //! The Layers Partner API implementation of [`Provider`](crate::provider::Provider).
 
-mod client;
+pub(crate) mod client;
 pub mod model;
 mod org_index;
 mod provider;
