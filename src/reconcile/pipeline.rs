@@ -309,7 +309,7 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
         None => {}
     }
     let base = corg.status.clone().unwrap_or_default();
-    if let Some((reason, message)) = plan::refusal(corg) {
+    if let Some((reason, message)) = plan::refusal(corg, &ctx.provider.capabilities()) {
         let (verdict, retry, event) = stalled(&reason, message);
         let events = once(corg, event).collect();
         return Ok(finish(corg, base, verdict, retry, events));

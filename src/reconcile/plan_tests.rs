@@ -774,7 +774,8 @@ fn a_create_plans_all_follow_ups_in_the_same_plan() {
 
 #[test]
 fn create_follow_ups_respect_capabilities_and_foreign_secrets() {
-    let c = full_new_corg();
+    let mut c = full_new_corg();
+    c.spec.webhooks.clear();
     let mut first = obs(Found::Nothing);
     first.capabilities.webhooks = false;
     first.secrets.insert("acme-app".into(), SecretSeen::Foreign);
@@ -1142,7 +1143,7 @@ fn colliding_secret_names_are_refused_before_any_call() {
     s.api_keys = vec![key_spec("crm-webhook")];
     s.webhooks = vec![hook_spec("crm", "https://crm.example.com")];
     let c = corg(s);
-    let (reason, message) = refusal(&c).expect("both default to acme-crm-webhook");
+    let (reason, message) = refusal(&c, &CAPS).expect("both default to acme-crm-webhook");
     assert_eq!(reason, "SecretNameCollision");
     assert!(message.contains("acme-crm-webhook"), "{message}");
     let p = plan(&c, &tracked(&c));
@@ -1150,7 +1151,7 @@ fn colliding_secret_names_are_refused_before_any_call() {
     // Distinct explicit names fix it.
     let mut fixed = c.clone();
     fixed.spec.webhooks[0].secret_name = Some("crm-signing".into());
-    assert!(refusal(&fixed).is_none());
+    assert!(refusal(&fixed, &CAPS).is_none());
 }
 
 #[test]
@@ -1188,4 +1189,45 @@ fn a_deleting_owner_claims_its_org_unless_it_orphans_it() {
     let stale = OwnerMarker::parse("customers/first/uid-gone").unwrap();
     other.metadata.deletion_timestamp = None;
     assert!(!claims(&stale, &other), "another object of that name");
+}
+
+#[test]
+fn a_field_the_provider_cannot_honour_stalls_before_any_call() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    s.credits = Some(CreditsSpec {
+        allocated: 10,
+        monthly_cap: Some(5),
+        ..Default::default()
+    });
+    let c = corg(s);
+    let caps = Capabilities {
+        child_api_keys: false,
+        credit_config: false,
+        allocation_ledger: false,
+        webhooks: false,
+        ..CAPS
+    };
+    let (reason, message) = refusal(&c, &caps).expect("unsupported fields");
+    assert_eq!(reason, "UnsupportedByProvider");
+    for field in [
+        "spec.apiKeys",
+        "spec.credits.allocated",
+        "spec.credits.monthlyCap",
+    ] {
+        assert!(message.contains(field), "{message}");
+    }
+    let mut o = tracked(&c);
+    o.capabilities = caps;
+    let p = plan(&c, &o);
+    assert!(
+        p.actions.is_empty(),
+        "nothing half-applied: {:?}",
+        p.actions
+    );
+    assert_eq!(
+        p.stalled.map(|s| s.0).as_deref(),
+        Some("UnsupportedByProvider")
+    );
+    assert!(refusal(&c, &CAPS).is_none(), "Layers supports all of it");
 }

@@ -15,15 +15,6 @@ pub(super) fn plan_credits(
 ) {
     if obs.capabilities.credit_config {
         plan_credit_config(corg, org, drift, plan);
-    } else if corg
-        .spec
-        .credits
-        .as_ref()
-        .is_some_and(|c| c.monthly_cap.is_some() || c.auto_refill.is_some())
-    {
-        plan.notes.push(
-            "the provider has no credit config: monthlyCap and autoRefill are ignored".into(),
-        );
     }
     if let Some(ledger) = obs.ledger {
         plan_allocation(corg, org, ledger, plan);

@@ -251,9 +251,54 @@ pub fn gate(corg: &CustomerOrg) -> Option<Gate> {
         .then_some(Gate::Rejected)
 }
 
+/// The spec fields this provider cannot honour (its `Capabilities`).
+pub fn unsupported(corg: &CustomerOrg, caps: &Capabilities) -> Vec<&'static str> {
+    let credits = corg.spec.credits.as_ref();
+    [
+        (
+            !corg.spec.api_keys.is_empty() && !caps.child_api_keys,
+            "spec.apiKeys",
+        ),
+        (
+            !corg.spec.webhooks.is_empty() && !caps.webhooks,
+            "spec.webhooks",
+        ),
+        (
+            credits.is_some_and(|c| c.allocated > 0) && !caps.allocation_ledger,
+            "spec.credits.allocated",
+        ),
+        (
+            credits.is_some_and(|c| c.monthly_cap.is_some()) && !caps.credit_config,
+            "spec.credits.monthlyCap",
+        ),
+        (
+            credits.is_some_and(|c| c.auto_refill.is_some()) && !caps.credit_config,
+            "spec.credits.autoRefill",
+        ),
+        (
+            corg.spec.state == DesiredState::Suspended && !caps.suspend,
+            "spec.state: suspended",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(bad, field)| bad.then_some(field))
+    .collect()
+}
+
 /// Checked before observing, like the gate: a spec the planner will refuse costs no
-/// API call. Admission rejects these too (CEL); this covers objects admitted earlier.
-pub fn refusal(corg: &CustomerOrg) -> Option<(String, String)> {
+/// API call, and nothing is half-applied. Admission rejects what CEL can see; this covers
+/// what depends on the provider or on the object's name.
+pub fn refusal(corg: &CustomerOrg, caps: &Capabilities) -> Option<(String, String)> {
+    let fields = unsupported(corg, caps);
+    if !fields.is_empty() {
+        return Some((
+            "UnsupportedByProvider".to_string(),
+            format!(
+                "the provider of spec.providerRef cannot honour {}; remove them or use another provider (see the OrgProvider's status.capabilities)",
+                fields.join(", ")
+            ),
+        ));
+    }
     let collisions = secret_name_collisions(corg);
     (!collisions.is_empty()).then(|| {
         (
@@ -280,7 +325,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
     if gate(corg).is_some() {
         return plan;
     }
-    if let Some((reason, message)) = refusal(corg) {
+    if let Some((reason, message)) = refusal(corg, &obs.capabilities) {
         plan.stall(&reason, message);
         return plan;
     }
@@ -312,9 +357,6 @@ fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &m
     credits::plan_credits(corg, org, obs, drift, plan);
     if let Some(keys) = &obs.keys {
         keys::plan_keys(corg, keys, obs, plan);
-    } else if !obs.capabilities.child_api_keys && !corg.spec.api_keys.is_empty() {
-        plan.notes
-            .push("the provider cannot mint child keys: spec.apiKeys is ignored".into());
     }
     if let Some(rotation) = rotation_pending(corg)
         && corg.spec.api_keys.is_empty()
@@ -323,9 +365,6 @@ fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &m
     }
     if let Some(hooks) = &obs.webhooks {
         webhooks::plan_webhooks(corg, hooks, obs, plan);
-    } else if !obs.capabilities.webhooks && !corg.spec.webhooks.is_empty() {
-        plan.notes
-            .push("the provider has no webhooks: spec.webhooks is ignored".into());
     }
     org::lifecycle_last(corg, org, drift, plan);
 }
