@@ -1,5 +1,5 @@
 //! The exactly-once audit: the simulator's state against the cluster and the desired specs.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
@@ -7,19 +7,28 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 
 use crate::customer_orgs;
-use crate::customers::Customer;
+use crate::customers::{Customer, MONTHLY_CAP, REFILL_AMOUNT, REFILL_THRESHOLD};
 use crate::support::{Sim, TestEnv};
+
+const OWNER: &str = "orgops.dev/owner";
+const ALLOCATION_MARKER: &str = "orgops.dev/allocation";
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 pub(crate) enum Kind {
     Lost,
     Duplicated,
+    /// A live key or webhook endpoint (or its Secret) the spec does not list.
+    Orphaned,
     Wrong,
 }
 
 #[derive(Default)]
 pub(crate) struct Audit {
     pub(crate) violations: Vec<(Kind, String)>,
+    /// What the money check compared, for the report.
+    pub(crate) money: String,
+    /// Keys rotated without a rotate-keys request (a key whose Secret was lost is re-issued).
+    pub(crate) reissued: usize,
 }
 
 impl Audit {
@@ -62,30 +71,79 @@ impl SimView {
         }
     }
 
+    /// Credits orgops moved into the org: only allocation rows carrying its marker (auto-refills
+    /// and archive sweeps are allocation rows too, without it).
     pub(crate) fn allocated_to(&self, org_id: &str) -> i64 {
-        self.ledgers
-            .get(org_id)
-            .map(|events| {
-                events
-                    .iter()
-                    .filter(|e| e["eventType"] == "allocation")
-                    .filter_map(|e| e["credits"].as_i64())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.rows(org_id, "allocation")
+            .filter(|e| e["metadata"][ALLOCATION_MARKER] == "true")
+            .filter_map(|e| e["credits"].as_i64())
+            .sum()
     }
 
-    pub(crate) fn active_keys_of(&self, org_id: &str) -> Vec<&Value> {
+    /// Auto-refill credits the provider moved into the org.
+    pub(crate) fn refilled_to(&self, org_id: &str) -> i64 {
+        self.rows(org_id, "allocation")
+            .filter(|e| e["metadata"]["reason"] == "auto_refill")
+            .filter_map(|e| e["credits"].as_i64())
+            .sum()
+    }
+
+    fn rows<'a>(&'a self, org_id: &str, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+        self.ledgers
+            .get(org_id)
+            .into_iter()
+            .flatten()
+            .filter(move |e| e["eventType"] == kind)
+    }
+
+    /// Usage settled in the org (positive).
+    pub(crate) fn spent_in(&self, org_id: &str) -> i64 {
+        -self
+            .rows(org_id, "usage")
+            .filter_map(|e| e["credits"].as_i64())
+            .sum::<i64>()
+    }
+
+    /// Keys that act as the org's current key: active and not superseded by a rotation
+    /// (a superseded key lives on for its documented grace).
+    pub(crate) fn current_keys_of(&self, org_id: &str) -> Vec<&Value> {
         self.keys
             .iter()
-            .filter(|k| k["organizationId"] == org_id && k["status"] == "active")
+            .filter(|k| {
+                k["organizationId"] == org_id
+                    && k["status"] == "active"
+                    && k["supersededBy"].is_null()
+            })
             .collect()
+    }
+
+    /// Keys of that name rotated at or after `since` (an RFC 3339 UTC time of the simulator
+    /// clock; `""` counts all).
+    pub(crate) fn rotations_of(&self, org_id: &str, name: &str, since: &str) -> usize {
+        self.keys
+            .iter()
+            .filter(|k| k["organizationId"] == org_id && k["name"] == name)
+            .filter(|k| !k["supersededBy"].is_null())
+            .filter(|k| k["rotatedAt"].as_str().is_some_and(|t| t >= since))
+            .count()
     }
 
     pub(crate) fn endpoints_of(&self, org_id: &str) -> Vec<&Value> {
         self.endpoints
             .iter()
             .filter(|e| e["organizationId"] == org_id)
+            .collect()
+    }
+
+    /// The orgs whose owner marker starts with `prefix` (`<ns>/<name>/`).
+    pub(crate) fn orgs_marked(&self, prefix: &str) -> Vec<&Value> {
+        self.orgs
+            .iter()
+            .filter(|o| {
+                o["metadata"][OWNER]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(prefix))
+            })
             .collect()
     }
 }
@@ -95,6 +153,15 @@ pub(crate) fn secret_value(secret: &Secret, prefix: &str) -> Option<String> {
         let s = String::from_utf8(v.0.clone()).ok()?;
         s.starts_with(prefix).then_some(s)
     })
+}
+
+fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// whoami with a child key: its org id, or "KILL_SWITCH" for a suspended child.
@@ -121,7 +188,27 @@ pub(crate) async fn whoami(
     }
 }
 
-/// Every invariant of issue #7, checked against the simulator and the cluster.
+fn condition<'a>(obj: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
+    obj.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub(crate) fn is_adoption_conflict(obj: &DynamicObject) -> bool {
+    condition(obj, "Stalled")
+        .is_some_and(|c| c["status"] == "True" && c["reason"] == "AdoptionConflict")
+}
+
+struct KeyCheck {
+    customer: String,
+    key_name: String,
+    key: String,
+    org_id: String,
+    suspended: bool,
+}
+
+/// Everything the chaos run must leave behind, checked against the simulator and the cluster.
 pub(crate) async fn audit(
     env: &TestEnv,
     sim: &Sim,
@@ -129,10 +216,11 @@ pub(crate) async fn audit(
     starting_total: i64,
 ) -> Audit {
     let mut audit = Audit::default();
+    let ns = env.ns.as_str();
     let view = SimView::parse(&sim.state().await);
     let client = env.client().await;
-    let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &customer_orgs());
-    let secrets: Api<Secret> = Api::namespaced(client, &env.ns);
+    let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_orgs());
+    let secrets: Api<Secret> = Api::namespaced(client, ns);
     let live: HashMap<String, DynamicObject> = corgs
         .list(&ListParams::default())
         .await
@@ -141,33 +229,86 @@ pub(crate) async fn audit(
         .into_iter()
         .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
         .collect();
-    let mut by_ext: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for org in &view.orgs {
-        if let Some(ext) = org["metadata"]["externalId"].as_str() {
-            by_ext.entry(ext).or_default().push(org);
-        }
+    let owned_secrets: Vec<Secret> = secrets
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=orgops"))
+        .await
+        .expect("list orgops Secrets")
+        .items;
+
+    // Every live org is accounted for: its owner marker names an existing CustomerOrg (same
+    // uid), or a customer deleted with deletionPolicy Orphan.
+    let mut accounted: HashMap<String, bool> = HashMap::new();
+    for (name, obj) in &live {
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        accounted.insert(format!("{ns}/{name}/{uid}"), true);
     }
-    let known_ext: BTreeSet<&str> = customers.iter().map(|c| c.external_id.as_str()).collect();
-    for org in &view.orgs {
-        let ext = org["metadata"]["externalId"].as_str().unwrap_or("");
-        if org["status"] != "archived" && !known_ext.contains(ext) {
+    for c in customers.iter().filter(|c| c.deleted && c.orphan) {
+        accounted.insert(format!("{ns}/{}/{}", c.name, c.uid), true);
+    }
+    for org in view.orgs.iter().filter(|o| o["status"] != "archived") {
+        let marker = org["metadata"][OWNER].as_str().unwrap_or("");
+        if !accounted.contains_key(marker) {
             audit.add(
                 Kind::Duplicated,
                 format!(
-                    "live org {} (externalId {ext:?}) belongs to no CustomerOrg",
+                    "live org {} (owner marker {marker:?}) belongs to no CustomerOrg",
                     org["id"]
                 ),
             );
         }
     }
 
+    // The racing pair: exactly one owns the adopted org, the other is Stalled AdoptionConflict.
+    let mut winners: Vec<&Customer> = Vec::new();
+    let racers: Vec<&Customer> = customers.iter().filter(|c| c.adopt.is_some()).collect();
+    if let Some(target) = racers.first().and_then(|c| c.adopt.clone()) {
+        let org = view.orgs.iter().find(|o| o["id"] == target.as_str());
+        let marker = org
+            .and_then(|o| o["metadata"][OWNER].as_str())
+            .unwrap_or("");
+        let owners: Vec<&&Customer> = racers
+            .iter()
+            .filter(|c| marker == format!("{ns}/{}/{}", c.name, c.uid))
+            .collect();
+        match owners.as_slice() {
+            [w] => winners.push(w),
+            _ => audit.add(
+                Kind::Wrong,
+                format!("adopted org {target}: owner marker {marker:?} names none of the pair"),
+            ),
+        }
+        for c in &racers {
+            let is_winner = winners.iter().any(|w| w.name == c.name);
+            let Some(obj) = live.get(&c.name) else {
+                audit.add(Kind::Lost, format!("{}: CustomerOrg is gone", c.name));
+                continue;
+            };
+            if !is_winner && !is_adoption_conflict(obj) {
+                audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "{}: lost the race but is not Stalled AdoptionConflict: {}",
+                        c.name, obj.data["status"]["conditions"]
+                    ),
+                );
+            }
+            let own = view.orgs_marked(&c.marker_prefix(ns));
+            if !is_winner && !own.is_empty() {
+                audit.add(
+                    Kind::Duplicated,
+                    format!("{}: lost the race yet owns {} orgs", c.name, own.len()),
+                );
+            }
+        }
+    }
+
     let http = reqwest::Client::new();
     let mut key_checks = Vec::new();
     for c in customers {
-        let orgs = by_ext
-            .get(c.external_id.as_str())
-            .cloned()
-            .unwrap_or_default();
+        if c.adopt.is_some() && !winners.iter().any(|w| w.name == c.name) {
+            continue;
+        }
+        let orgs = view.orgs_marked(&c.marker_prefix(ns));
         if c.deleted {
             if live.contains_key(&c.name) {
                 audit.add(
@@ -181,15 +322,23 @@ pub(crate) async fn audit(
                     format!("{}: {} orgs were created", c.name, orgs.len()),
                 );
             }
-            // The offboarding the user asked for was lost: a live org nobody accounts for.
-            for org in orgs.iter().filter(|o| o["status"] != "archived") {
-                audit.add(
-                    Kind::Lost,
-                    format!(
-                        "{}: deleted but org {} is {}",
-                        c.name, org["id"], org["status"]
-                    ),
-                );
+            for org in &orgs {
+                let archived = org["status"] == "archived";
+                if c.orphan && archived {
+                    audit.add(
+                        Kind::Wrong,
+                        format!("{}: Orphan delete archived org {}", c.name, org["id"]),
+                    );
+                } else if !c.orphan && !archived {
+                    // The offboarding the user asked for was lost: a live org nobody owns.
+                    audit.add(
+                        Kind::Lost,
+                        format!(
+                            "{}: Archive delete left org {} {}",
+                            c.name, org["id"], org["status"]
+                        ),
+                    );
+                }
             }
             continue;
         }
@@ -205,16 +354,36 @@ pub(crate) async fn audit(
             1 => {}
             n => audit.add(
                 Kind::Duplicated,
-                format!("{}: {n} child orgs were created", c.name),
+                format!("{}: {n} child orgs carry its owner marker", c.name),
             ),
         }
-        let live_orgs: Vec<&&Value> = orgs.iter().filter(|o| o["status"] != "archived").collect();
-        let Some(org) = live_orgs.first() else {
+        let Some(org) = orgs.iter().find(|o| o["status"] != "archived") else {
             audit.add(Kind::Lost, format!("{}: its only org is archived", c.name));
             continue;
         };
         let org_id = org["id"].as_str().unwrap_or_default().to_string();
         let status = &obj.data["status"];
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        if org["metadata"][OWNER].as_str() != Some(format!("{ns}/{}/{uid}", c.name).as_str()) {
+            audit.add(
+                Kind::Wrong,
+                format!(
+                    "{}: org owner marker {} is not this object's uid",
+                    c.name, org["metadata"][OWNER]
+                ),
+            );
+        }
+        if let Some(ext) = &c.external_id
+            && org["metadata"]["externalId"] != ext.as_str()
+        {
+            audit.add(
+                Kind::Wrong,
+                format!(
+                    "{}: org externalId {} not {ext}",
+                    c.name, org["metadata"]["externalId"]
+                ),
+            );
+        }
         if status["orgId"].as_str() != Some(org_id.as_str()) {
             audit.add(
                 Kind::Wrong,
@@ -233,222 +402,426 @@ pub(crate) async fn audit(
                 ),
             );
         }
-        let allocated = view.allocated_to(&org_id);
-        if allocated < c.credits {
+        if org["name"] != c.display_name.as_str() {
             audit.add(
-                Kind::Lost,
+                Kind::Wrong,
                 format!(
-                    "{}: {allocated} credits allocated, spec {}",
-                    c.name, c.credits
+                    "{}: org name {} but displayName {:?}",
+                    c.name, org["name"], c.display_name
                 ),
             );
-        } else if allocated > c.credits {
+        }
+        let config = &org["creditConfig"];
+        let want_config = if c.spends {
+            json!({"autoRefillEnabled": true, "monthlyCreditCap": MONTHLY_CAP,
+                   "refillAmount": REFILL_AMOUNT, "refillThreshold": REFILL_THRESHOLD})
+        } else {
+            json!({"monthlyCreditCap": MONTHLY_CAP, "autoRefillEnabled": false})
+        };
+        if config["monthlyCreditCap"] != want_config["monthlyCreditCap"]
+            || config["autoRefillEnabled"] != want_config["autoRefillEnabled"]
+            || (c.spends
+                && (config["refillAmount"] != want_config["refillAmount"]
+                    || config["refillThreshold"] != want_config["refillThreshold"]))
+        {
             audit.add(
-                Kind::Duplicated,
+                Kind::Wrong,
+                format!("{}: credit config {config}, want {want_config}", c.name),
+            );
+        }
+        let allocated = view.allocated_to(&org_id);
+        if allocated != c.credits {
+            audit.add(
+                if allocated < c.credits {
+                    Kind::Lost
+                } else {
+                    Kind::Duplicated
+                },
                 format!(
-                    "{}: {allocated} credits allocated, spec {}",
+                    "{}: {allocated} credits allocated (orgops-marked), spec {}",
                     c.name, c.credits
                 ),
             );
         }
 
-        // Keys: exactly the spec's keys are active, each one in a Secret that authenticates.
-        let active = view.active_keys_of(&org_id);
-        let status_keys = status["apiKeys"].as_array().cloned().unwrap_or_default();
-        if active.len() > 2 {
-            audit.add(
-                Kind::Duplicated,
-                format!("{}: {} active keys for 2 in spec", c.name, active.len()),
-            );
-        }
-        for key in &active {
-            if !status_keys.iter().any(|s| s["id"] == key["id"]) {
+        // Keys: exactly one current key per spec key, with the spec's scopes, no other.
+        let current = view.current_keys_of(&org_id);
+        for key in &current {
+            let name = key["name"].as_str().unwrap_or_default();
+            let Some(spec) = c.keys.iter().find(|k| k.name == name) else {
                 audit.add(
-                    Kind::Duplicated,
-                    format!("{}: active key {} is not in status", c.name, key["id"]),
+                    Kind::Orphaned,
+                    format!(
+                        "{}: live key {} ({name:?}) is not in spec",
+                        c.name, key["id"]
+                    ),
+                );
+                continue;
+            };
+            let mut have: Vec<&str> = key["scopes"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            have.sort_unstable();
+            let mut want = spec.scopes.clone();
+            want.sort_unstable();
+            if have != want {
+                audit.add(
+                    Kind::Wrong,
+                    format!("{}: key {name} has scopes {have:?}, spec {want:?}", c.name),
                 );
             }
         }
-        for name in ["integration", "reporting"] {
-            let entry = status_keys.iter().find(|s| s["name"] == name);
-            let secret_name = entry
-                .and_then(|e| e["secretName"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{}-{name}", c.name));
-            let secret = secrets
-                .get_opt(&secret_name)
-                .await
-                .expect("read key Secret");
-            match secret.as_ref().and_then(|s| secret_value(s, "lp_")) {
-                Some(key) => key_checks.push((c.name.clone(), name, key, org_id.clone(), c.state)),
+        for spec in &c.keys {
+            let live_ids: Vec<&str> = current
+                .iter()
+                .filter(|k| k["name"] == spec.name.as_str())
+                .filter_map(|k| k["id"].as_str())
+                .collect();
+            match live_ids.len() {
+                0 => audit.add(Kind::Lost, format!("{}: no live key {}", c.name, spec.name)),
+                1 => {}
+                n => audit.add(
+                    Kind::Duplicated,
+                    format!("{}: {n} live keys named {}", c.name, spec.name),
+                ),
+            }
+            // A rotation answers the annotation exactly once. Other rotations are the
+            // operator re-issuing a key whose Secret a kill lost (counted, not a violation).
+            let since = c.rotate_requested_at.as_deref();
+            let requested = since.map_or(0, |t| view.rotations_of(&org_id, &spec.name, t));
+            if requested > 1 {
+                audit.add(
+                    Kind::Duplicated,
+                    format!(
+                        "{}: key {} rotated {requested} times for one rotate-keys value",
+                        c.name, spec.name
+                    ),
+                );
+            }
+            audit.reissued += view.rotations_of(&org_id, &spec.name, "") - requested;
+            let secret = owned_secrets.iter().find(|s| {
+                owned_by(s, &c.name) && annotation(s, "orgops.dev/key-name") == Some(&spec.name)
+            });
+            let Some(secret) = secret else {
+                audit.add(
+                    Kind::Lost,
+                    format!("{}: no owned Secret for key {}", c.name, spec.name),
+                );
+                continue;
+            };
+            let key_id = annotation(secret, "orgops.dev/key-id").unwrap_or("");
+            if !live_ids.contains(&key_id) {
+                audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "{}: Secret of key {} names {key_id:?}, live {live_ids:?}",
+                        c.name, spec.name
+                    ),
+                );
+            }
+            if let Some(value) = &c.rotate
+                && annotation(secret, "orgops.dev/rotated-for") != Some(value.as_str())
+            {
+                audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "{}: key {} Secret not rotated for {value}",
+                        c.name, spec.name
+                    ),
+                );
+            }
+            match secret_value(secret, "lp_") {
+                Some(key) => key_checks.push(KeyCheck {
+                    customer: c.name.clone(),
+                    key_name: spec.name.clone(),
+                    key,
+                    org_id: org_id.clone(),
+                    suspended: c.state == "suspended",
+                }),
                 None => audit.add(
                     Kind::Lost,
+                    format!("{}: Secret of key {} holds no key", c.name, spec.name),
+                ),
+            }
+        }
+        if let Some(value) = &c.rotate
+            && status["keysRotatedFor"] != value.as_str()
+        {
+            audit.add(
+                Kind::Wrong,
+                format!(
+                    "{}: status.keysRotatedFor {} not {value}",
+                    c.name, status["keysRotatedFor"]
+                ),
+            );
+        }
+
+        // Webhooks: exactly one endpoint per spec webhook with its URL, no other.
+        let endpoints = view.endpoints_of(&org_id);
+        for ep in &endpoints {
+            let name = ep["metadata"]["orgops.dev/webhook"].as_str().unwrap_or("");
+            if !c.hooks.iter().any(|h| h.name == name) {
+                audit.add(
+                    Kind::Orphaned,
                     format!(
-                        "{}: key {name} has no Secret {secret_name} with a key",
-                        c.name
+                        "{}: live webhook endpoint {} ({name:?}) is not in spec",
+                        c.name, ep["id"]
+                    ),
+                );
+            }
+        }
+        for spec in &c.hooks {
+            let mine: Vec<&&Value> = endpoints
+                .iter()
+                .filter(|e| e["metadata"]["orgops.dev/webhook"] == spec.name.as_str())
+                .collect();
+            match mine.as_slice() {
+                [] => audit.add(
+                    Kind::Lost,
+                    format!("{}: no webhook endpoint {}", c.name, spec.name),
+                ),
+                [ep] => {
+                    if ep["url"] != spec.url.as_str() {
+                        audit.add(
+                            Kind::Wrong,
+                            format!(
+                                "{}: webhook {} url {} not {}",
+                                c.name, spec.name, ep["url"], spec.url
+                            ),
+                        );
+                    }
+                }
+                more => audit.add(
+                    Kind::Duplicated,
+                    format!(
+                        "{}: {} endpoints for webhook {}",
+                        c.name,
+                        more.len(),
+                        spec.name
                     ),
                 ),
             }
-        }
-
-        // Webhooks: exactly one endpoint, in status, with its signing secret stored.
-        let endpoints = view.endpoints_of(&org_id);
-        let status_hooks = status["webhooks"].as_array().cloned().unwrap_or_default();
-        match endpoints.len() {
-            0 => audit.add(Kind::Lost, format!("{}: no webhook endpoint", c.name)),
-            1 => {}
-            n => audit.add(
-                Kind::Duplicated,
-                format!("{}: {n} webhook endpoints for 1 in spec", c.name),
-            ),
-        }
-        for ep in &endpoints {
-            if !status_hooks.iter().any(|s| s["id"] == ep["id"]) {
-                audit.add(
-                    Kind::Duplicated,
-                    format!("{}: endpoint {} is not in status", c.name, ep["id"]),
-                );
+            let ids: Vec<&str> = mine.iter().filter_map(|e| e["id"].as_str()).collect();
+            let secret = owned_secrets.iter().find(|s| {
+                owned_by(s, &c.name) && annotation(s, "orgops.dev/webhook-name") == Some(&spec.name)
+            });
+            match secret {
+                Some(s)
+                    if secret_value(s, "whsec_").is_some()
+                        && ids.contains(&annotation(s, "orgops.dev/webhook-id").unwrap_or("")) => {}
+                Some(_) => audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "{}: Secret of webhook {} holds no signing secret for {ids:?}",
+                        c.name, spec.name
+                    ),
+                ),
+                None => audit.add(
+                    Kind::Lost,
+                    format!("{}: no owned Secret for webhook {}", c.name, spec.name),
+                ),
             }
         }
-        let hook_secret = status_hooks
-            .iter()
-            .find(|s| s["name"] == "crm")
-            .and_then(|e| e["secretName"].as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}-crm-webhook", c.name));
-        let secret = secrets
-            .get_opt(&hook_secret)
-            .await
-            .expect("read webhook Secret");
-        if secret
-            .as_ref()
-            .and_then(|s| secret_value(s, "whsec_"))
-            .is_none()
-        {
-            audit.add(
-                Kind::Lost,
-                format!(
-                    "{}: webhook signing secret missing from Secret {hook_secret}",
-                    c.name
-                ),
-            );
+
+        // No Secret left over from a removed key or webhook.
+        for s in owned_secrets.iter().filter(|s| owned_by(s, &c.name)) {
+            let stale = match (
+                annotation(s, "orgops.dev/key-name"),
+                annotation(s, "orgops.dev/webhook-name"),
+            ) {
+                (Some(k), _) => !c.keys.iter().any(|x| x.name == k),
+                (_, Some(w)) => !c.hooks.iter().any(|x| x.name == w),
+                _ => false,
+            };
+            if stale {
+                audit.add(
+                    Kind::Orphaned,
+                    format!(
+                        "{}: Secret {} of a removed key or webhook is still there",
+                        c.name,
+                        s.metadata.name.clone().unwrap_or_default()
+                    ),
+                );
+            }
         }
     }
 
     // Every key Secret authenticates as its own child.
     let base = sim.base_url().to_string();
     let results: Vec<_> = stream::iter(key_checks)
-        .map(|(name, key_name, key, org_id, state)| {
+        .map(|k| {
             let http = http.clone();
             let base = base.clone();
             async move {
-                (
-                    name,
-                    key_name,
-                    org_id,
-                    state,
-                    whoami(&http, &base, &key).await,
-                )
+                let r = whoami(&http, &base, &k.key).await;
+                (k, r)
             }
         })
         .buffer_unordered(16)
         .collect()
         .await;
-    for (name, key_name, org_id, state, result) in results {
+    for (k, result) in results {
         match result {
-            Ok(id) if id == org_id => {}
-            Ok(id) if id == "KILL_SWITCH" && state == "suspended" => {}
+            Ok(id) if id == k.org_id => {}
+            Ok(id) if id == "KILL_SWITCH" && k.suspended => {}
             Ok(id) => audit.add(
                 Kind::Wrong,
-                format!("{name}: key {key_name} authenticates as {id}, not {org_id}"),
+                format!(
+                    "{}: key {} authenticates as {id}, not {}",
+                    k.customer, k.key_name, k.org_id
+                ),
             ),
             Err(e) => audit.add(
                 Kind::Lost,
-                format!("{name}: key {key_name} does not authenticate: {e}"),
+                format!(
+                    "{}: key {} does not authenticate: {e}",
+                    k.customer, k.key_name
+                ),
             ),
         }
     }
 
-    // Archived orgs keep no active keys; money is conserved.
+    // Archived orgs keep no active keys.
     for org in view.orgs.iter().filter(|o| o["status"] == "archived") {
         let id = org["id"].as_str().unwrap_or_default();
-        if !view.active_keys_of(id).is_empty() {
+        if view
+            .keys
+            .iter()
+            .any(|k| k["organizationId"] == id && k["status"] == "active")
+        {
             audit.add(
                 Kind::Wrong,
                 format!("archived org {id} still has active keys"),
             );
         }
     }
+
+    // Money is conserved: parent + children + everything spent = the starting total.
     let children: i64 = view.orgs.iter().filter_map(|o| o["balance"].as_i64()).sum();
-    let total = view.parent_balance + children;
-    if total < starting_total {
+    let spent: i64 = view
+        .orgs
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .map(|id| view.spent_in(id))
+        .sum();
+    let refilled: i64 = view
+        .orgs
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .map(|id| view.refilled_to(id))
+        .sum();
+    let total = view.parent_balance + children + spent;
+    audit.money = format!(
+        "parent {} + children {children} + spent {spent} = {total} (start {starting_total}; \
+         {refilled} credits auto-refilled)",
+        view.parent_balance
+    );
+    if total != starting_total {
         audit.add(
-            Kind::Lost,
-            format!("parent + children = {total}, started with {starting_total}"),
-        );
-    } else if total > starting_total {
-        audit.add(
-            Kind::Duplicated,
-            format!("parent + children = {total}, started with {starting_total}"),
+            if total < starting_total {
+                Kind::Lost
+            } else {
+                Kind::Duplicated
+            },
+            format!("money not conserved: {}", audit.money),
         );
     }
     audit
 }
 
-/// The audit must be able to fail: an extra key and an extra credit behind the operator's
-/// back (it is stopped by now) are reported as duplicates.
+fn owned_by(secret: &Secret, customer: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.kind == "CustomerOrg" && r.name == customer)
+        })
+}
+
+/// The audit must be able to fail: behind the stopped operators' backs, a rogue key, a rogue
+/// webhook endpoint, one more marked credit and a rogue org are all reported.
 pub(crate) async fn audit_catches_tampering(
     env: &TestEnv,
     sim: &Sim,
     customers: &[Customer],
     starting_total: i64,
 ) {
-    let Some(c) = customers.iter().find(|c| !c.deleted) else {
+    let Some(c) = customers
+        .iter()
+        .find(|c| !c.deleted && c.adopt.is_none() && c.state == "active")
+    else {
         return;
     };
     let state = sim.state().await;
     let org_id = SimView::parse(&state)
-        .orgs
+        .orgs_marked(&c.marker_prefix(&env.ns))
         .iter()
-        .find(|o| {
-            o["metadata"]["externalId"] == c.external_id.as_str() && o["status"] != "archived"
-        })
+        .find(|o| o["status"] != "archived")
         .and_then(|o| o["id"].as_str().map(str::to_string))
         .expect("the audited customer has an org");
     let http = reqwest::Client::new();
-    let base = format!("{}/v1/organizations/{org_id}", sim.base_url());
-    for (path, body) in [
+    let base = sim.base_url();
+    let org_url = format!("{base}/v1/organizations/{org_id}");
+    for (url, acting, body) in [
         (
-            "api-keys",
+            format!("{org_url}/api-keys"),
+            None,
             json!({"name": "rogue", "scopes": ["content:read"]}),
         ),
-        ("credits/allocate", json!({"credits": 1})),
+        (
+            format!("{org_url}/credits/allocate"),
+            None,
+            json!({"credits": 1, "metadata": {ALLOCATION_MARKER: "true"}}),
+        ),
+        (
+            format!("{base}/v1/webhook-endpoints"),
+            Some(org_id.as_str()),
+            json!({"url": "https://rogue.example.com/hook", "events": ["content.generated"]}),
+        ),
+        (
+            format!("{base}/v1/organizations"),
+            None,
+            json!({"name": "rogue org"}),
+        ),
     ] {
-        let resp = http
-            .post(format!("{base}/{path}"))
+        let mut req = http
+            .post(&url)
             .bearer_auth(sim.parent_key())
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await
-            .expect("tamper request");
+            .json(&body);
+        if let Some(acting) = acting {
+            req = req.header("X-Layers-Organization", acting);
+        }
+        let resp = req.send().await.expect("tamper request");
         assert!(
             resp.status().is_success(),
-            "tamper {path}: {}",
+            "tamper {url}: {}",
             resp.status()
         );
     }
     let audit = audit(env, sim, customers, starting_total).await;
-    let dups: Vec<&String> = audit
-        .violations
-        .iter()
-        .filter(|(k, m)| *k == Kind::Duplicated && m.starts_with(&format!("{}:", c.name)))
-        .map(|(_, m)| m)
-        .collect();
+    let about = |kind: Kind, needle: &str| {
+        audit
+            .violations
+            .iter()
+            .any(|(k, m)| *k == kind && m.contains(needle))
+    };
+    let prefix = format!("{}: ", c.name);
+    let caught = [
+        about(Kind::Orphaned, &format!("{prefix}live key")),
+        about(Kind::Orphaned, &format!("{prefix}live webhook endpoint")),
+        about(
+            Kind::Duplicated,
+            &format!("{prefix}{} credits", c.credits + 1),
+        ),
+        about(Kind::Duplicated, "belongs to no CustomerOrg"),
+    ];
     assert!(
-        dups.iter().any(|m| m.contains("active key"))
-            && dups.iter().any(|m| m.contains("credits allocated")),
-        "the audit missed a rogue key and an extra credit on {}: {:?}",
+        caught.iter().all(|c| *c),
+        "the audit missed tampering on {} (rogue key, rogue webhook, extra credit, rogue org = {caught:?}): {:?}",
         c.name,
         audit.violations
     );

@@ -1,54 +1,190 @@
-//! The customers the chaos run declares, and the user edits made while the operator crashes.
+//! The customers the chaos run declares, and the user edits made while the operators crash.
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
+
+/// The monthly cap every customer asks for.
+pub(crate) const MONTHLY_CAP: i64 = 10_000;
+/// Auto-refill of the spending customers: below this much available ...
+pub(crate) const REFILL_THRESHOLD: i64 = 50;
+/// ... the provider moves this much from the parent.
+pub(crate) const REFILL_AMOUNT: i64 = 100;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeySpec {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<&'static str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HookSpec {
+    pub(crate) name: String,
+    pub(crate) url: String,
+}
 
 /// What the test asks of each customer, and how that changes during the run.
 #[derive(Clone, Debug)]
 pub(crate) struct Customer {
     pub(crate) name: String,
-    pub(crate) external_id: String,
+    /// Every third customer has none: the operator finds its org by the owner marker only.
+    pub(crate) external_id: Option<String>,
+    pub(crate) display_name: String,
     pub(crate) credits: i64,
     pub(crate) state: &'static str,
     pub(crate) deleted: bool,
+    /// `deletionPolicy: Orphan` (else Archive): a delete leaves the org live on purpose.
+    pub(crate) orphan: bool,
+    pub(crate) keys: Vec<KeySpec>,
+    pub(crate) hooks: Vec<HookSpec>,
+    /// The `orgops.dev/rotate-keys` annotation value, once set.
+    pub(crate) rotate: Option<String>,
+    /// The simulator clock just before that annotation was set (rotations after it answer it).
+    pub(crate) rotate_requested_at: Option<String>,
+    /// Auto-refill on; the test spends in this customer's org during the run.
+    pub(crate) spends: bool,
+    /// `spec.adoptOrgId` (the racing pair).
+    pub(crate) adopt: Option<String>,
+    /// metadata.uid, recorded when the object is created (the owner marker carries it).
+    pub(crate) uid: String,
 }
 
-/// A user action applied while the operator is crashing.
+impl Customer {
+    /// The owner marker's `<ns>/<name>/` prefix.
+    pub(crate) fn marker_prefix(&self, ns: &str) -> String {
+        format!("{ns}/{}/", self.name)
+    }
+}
+
+/// A user action applied while the operators are crashing.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Edit {
     RaiseCredits(usize),
     Suspend(usize),
     Resume(usize),
     Delete(usize),
+    DisplayName(usize),
+    AddKey(usize),
+    ChangeKeyScopes(usize),
+    RemoveKey(usize),
+    AddWebhook(usize),
+    ChangeWebhookUrl(usize),
+    RemoveWebhook(usize),
+    Rotate(usize),
+}
+
+fn default_keys() -> Vec<KeySpec> {
+    vec![
+        KeySpec {
+            name: "integration".into(),
+            scopes: vec!["content:read", "content:write"],
+        },
+        KeySpec {
+            name: "reporting".into(),
+            scopes: vec!["content:read"],
+        },
+    ]
+}
+
+fn crm_hook(name: &str) -> HookSpec {
+    HookSpec {
+        name: "crm".into(),
+        url: format!("https://crm.example.com/hooks/{name}"),
+    }
 }
 
 pub(crate) fn initial_customers(ns: &str, n: usize) -> Vec<Customer> {
     (0..n)
-        .map(|i| Customer {
-            name: format!("cust-{i:03}"),
-            external_id: format!("{ns}-{i:03}"),
-            credits: 100 + i as i64,
-            // Several states from the start: every fifth customer begins suspended.
-            state: if i % 5 == 4 { "suspended" } else { "active" },
-            deleted: false,
+        .map(|i| {
+            let name = format!("cust-{i:03}");
+            let spends = i % 12 == 11;
+            Customer {
+                external_id: (i % 3 != 2).then(|| format!("{ns}-{i:03}")),
+                display_name: format!("Chaos {name}"),
+                credits: 100 + i as i64,
+                // Several states from the start: every fifth customer begins suspended
+                // (never a spending one: a suspended child cannot spend).
+                state: if i % 5 == 4 && !spends {
+                    "suspended"
+                } else {
+                    "active"
+                },
+                deleted: false,
+                // Half of the deleted group leaves its org behind on purpose.
+                orphan: i % 12 == 6 && (i / 12) % 2 == 1,
+                keys: default_keys(),
+                hooks: vec![crm_hook(&name)],
+                rotate: None,
+                rotate_requested_at: None,
+                spends,
+                adopt: None,
+                uid: String::new(),
+                name,
+            }
         })
         .collect()
 }
 
-/// Disjoint groups so each customer's final spec is unambiguous.
+/// Two CustomerOrgs racing for one existing org: exactly one may own it.
+pub(crate) fn racing_pair(org_id: &str) -> Vec<Customer> {
+    ["race-a", "race-b"]
+        .iter()
+        .map(|name| Customer {
+            name: name.to_string(),
+            external_id: None,
+            display_name: "Chaos adopted".into(),
+            credits: 77,
+            state: "active",
+            deleted: false,
+            orphan: false,
+            keys: default_keys(),
+            hooks: vec![crm_hook("adopted")],
+            rotate: None,
+            rotate_requested_at: None,
+            spends: false,
+            adopt: Some(org_id.to_string()),
+            uid: String::new(),
+        })
+        .collect()
+}
+
+/// Disjoint groups so each customer's final spec is unambiguous whatever the edit order.
 pub(crate) fn planned_edits(customers: &[Customer]) -> Vec<Edit> {
     let mut edits = Vec::new();
     for (i, c) in customers.iter().enumerate() {
-        match i % 8 {
-            1 if c.state == "active" => {
+        if c.adopt.is_some() {
+            continue;
+        }
+        let suspended = c.state == "suspended";
+        match i % 12 {
+            0 => edits.push(Edit::DisplayName(i)),
+            1 if !suspended => {
                 edits.push(Edit::RaiseCredits(i));
                 edits.push(Edit::RaiseCredits(i));
             }
-            2 if c.state == "active" => edits.push(Edit::Suspend(i)),
-            3 | 4 if c.state == "suspended" => edits.push(Edit::Resume(i)),
+            2 if !suspended => edits.push(Edit::Suspend(i)),
+            3 if suspended => edits.push(Edit::Resume(i)),
+            3 => edits.push(Edit::AddKey(i)),
+            4 if suspended => {
+                edits.push(Edit::Resume(i));
+                edits.push(Edit::ChangeKeyScopes(i));
+            }
+            4 => edits.push(Edit::ChangeKeyScopes(i)),
+            5 => {
+                edits.push(Edit::RemoveKey(i));
+                edits.push(Edit::AddWebhook(i));
+            }
             6 => edits.push(Edit::Delete(i)),
-            7 if c.state == "active" => {
+            7 if !suspended => {
                 edits.push(Edit::Suspend(i));
                 edits.push(Edit::Resume(i));
+            }
+            8 => edits.push(Edit::Rotate(i)),
+            9 => {
+                edits.push(Edit::ChangeWebhookUrl(i));
+                edits.push(Edit::DisplayName(i));
+            }
+            10 => {
+                edits.push(Edit::RemoveWebhook(i));
+                edits.push(Edit::RaiseCredits(i));
             }
             _ => {}
         }
@@ -56,54 +192,130 @@ pub(crate) fn planned_edits(customers: &[Customer]) -> Vec<Edit> {
     edits
 }
 
+fn keys_json(c: &Customer) -> Value {
+    Value::Array(
+        c.keys
+            .iter()
+            .map(|k| json!({"name": k.name, "scopes": k.scopes}))
+            .collect(),
+    )
+}
+
+fn hooks_json(c: &Customer) -> Value {
+    Value::Array(
+        c.hooks
+            .iter()
+            .map(|h| {
+                json!({"name": h.name, "url": h.url,
+                       "events": ["content.generated", "post.published"]})
+            })
+            .collect(),
+    )
+}
+
 pub(crate) fn manifest(ns: &str, provider: &str, c: &Customer) -> Value {
+    let mut credits = json!({"allocated": c.credits, "monthlyCap": MONTHLY_CAP});
+    if c.spends {
+        credits["autoRefill"] = json!({"threshold": REFILL_THRESHOLD, "amount": REFILL_AMOUNT});
+    }
+    let mut spec = json!({
+        "providerRef": {"name": provider},
+        "displayName": c.display_name,
+        "state": c.state,
+        "credits": credits,
+        "apiKeys": keys_json(c),
+        "webhooks": hooks_json(c),
+        "deletionPolicy": if c.orphan { "Orphan" } else { "Archive" },
+    });
+    if let Some(ext) = &c.external_id {
+        spec["externalId"] = json!(ext);
+    }
+    if let Some(org) = &c.adopt {
+        spec["adoptOrgId"] = json!(org);
+    }
     json!({
         "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
         "metadata": {"name": c.name, "namespace": ns},
-        "spec": {
-            "providerRef": {"name": provider},
-            "displayName": format!("Chaos {}", c.name),
-            "externalId": c.external_id,
-            "state": c.state,
-            "credits": {"allocated": c.credits, "monthlyCap": 10_000},
-            "apiKeys": [
-                {"name": "integration", "scopes": ["content:read", "content:write"]},
-                {"name": "reporting", "scopes": ["content:read"]},
-            ],
-            "webhooks": [{
-                "name": "crm",
-                "url": format!("https://crm.example.com/hooks/{}", c.name),
-                "events": ["content.generated", "post.published"],
-            }],
-        },
+        "spec": spec,
     })
 }
 
 /// Applies one edit as a user would (merge patch or delete) and records the new desire.
 pub(crate) async fn apply_edit(api: &Api<DynamicObject>, customers: &mut [Customer], edit: Edit) {
-    let (i, patch) = match edit {
-        Edit::RaiseCredits(i) => {
-            customers[i].credits += 50;
-            (
-                i,
-                Some(json!({"spec": {"credits": {"allocated": customers[i].credits}}})),
-            )
-        }
-        Edit::Suspend(i) => {
-            customers[i].state = "suspended";
-            (i, Some(json!({"spec": {"state": "suspended"}})))
-        }
-        Edit::Resume(i) => {
-            customers[i].state = "active";
-            (i, Some(json!({"spec": {"state": "active"}})))
-        }
-        Edit::Delete(i) => {
-            customers[i].deleted = true;
-            (i, None)
-        }
+    let patch = |c: &mut Customer, edit: Edit| -> Option<Value> {
+        Some(match edit {
+            Edit::RaiseCredits(_) => {
+                c.credits += 50;
+                json!({"spec": {"credits": {"allocated": c.credits}}})
+            }
+            Edit::Suspend(_) => {
+                c.state = "suspended";
+                json!({"spec": {"state": "suspended"}})
+            }
+            Edit::Resume(_) => {
+                c.state = "active";
+                json!({"spec": {"state": "active"}})
+            }
+            Edit::Delete(_) => {
+                c.deleted = true;
+                return None;
+            }
+            Edit::DisplayName(_) => {
+                c.display_name = format!("{} (renamed)", c.display_name);
+                json!({"spec": {"displayName": c.display_name}})
+            }
+            Edit::AddKey(_) => {
+                c.keys.push(KeySpec {
+                    name: "publisher".into(),
+                    scopes: vec!["content:write", "projects:read"],
+                });
+                json!({"spec": {"apiKeys": keys_json(c)}})
+            }
+            Edit::ChangeKeyScopes(_) => {
+                c.keys[1].scopes = vec!["content:read", "projects:read"];
+                json!({"spec": {"apiKeys": keys_json(c)}})
+            }
+            Edit::RemoveKey(_) => {
+                c.keys.retain(|k| k.name != "reporting");
+                json!({"spec": {"apiKeys": keys_json(c)}})
+            }
+            Edit::AddWebhook(_) => {
+                c.hooks.push(HookSpec {
+                    name: "billing".into(),
+                    url: format!("https://billing.example.com/hooks/{}", c.name),
+                });
+                json!({"spec": {"webhooks": hooks_json(c)}})
+            }
+            Edit::ChangeWebhookUrl(_) => {
+                c.hooks[0].url = format!("https://crm2.example.com/hooks/{}", c.name);
+                json!({"spec": {"webhooks": hooks_json(c)}})
+            }
+            Edit::RemoveWebhook(_) => {
+                c.hooks.clear();
+                json!({"spec": {"webhooks": hooks_json(c)}})
+            }
+            Edit::Rotate(_) => {
+                c.rotate = Some("chaos-1".into());
+                json!({"metadata": {"annotations": {"orgops.dev/rotate-keys": "chaos-1"}}})
+            }
+        })
+    };
+    let i = match edit {
+        Edit::RaiseCredits(i)
+        | Edit::Suspend(i)
+        | Edit::Resume(i)
+        | Edit::Delete(i)
+        | Edit::DisplayName(i)
+        | Edit::AddKey(i)
+        | Edit::ChangeKeyScopes(i)
+        | Edit::RemoveKey(i)
+        | Edit::AddWebhook(i)
+        | Edit::ChangeWebhookUrl(i)
+        | Edit::RemoveWebhook(i)
+        | Edit::Rotate(i) => i,
     };
     let name = customers[i].name.clone();
-    match patch {
+    match patch(&mut customers[i], edit) {
         Some(p) => {
             api.patch(&name, &PatchParams::default(), &Patch::Merge(p))
                 .await

@@ -1,10 +1,14 @@
-//! Chaos suite (issue #7): a flaky Layers API, an operator SIGKILLed at random moments,
-//! and users editing, suspending, resuming and deleting CustomerOrgs meanwhile. Afterwards an
-//! audit of the simulator's ledger and the cluster proves nothing was lost or duplicated.
+//! Chaos suite (issues #7 and #10): a flaky Layers API, two operator replicas with leader
+//! election SIGKILLed at random moments (the leader every other time, so the Lease moves),
+//! users editing every spec field meanwhile (credits, state, displayName, keys and webhooks
+//! added, changed and removed, rotation, Orphan and Archive deletes, customers with and without
+//! `externalId`, two CustomerOrgs racing to adopt one org) and customers spending with
+//! auto-refill on. Afterwards an audit of the simulator's state and the cluster proves nothing
+//! was lost, duplicated or left live that the specs do not list, and that money is conserved.
 //!
-//! Scale: `ORGOPS_CHAOS_ORGS` (default and "full" 200; 40 for a quick local run) and `ORGOPS_CHAOS_KILLS`
-//! (default 10). Needs `cargo build -p layers-sim` first. The summary line goes to stderr
-//! even when output is captured.
+//! Scale: `ORGOPS_CHAOS_ORGS` (default and "full" 200; 40 for a quick local run) and
+//! `ORGOPS_CHAOS_KILLS` (default 12, half of them of the leader). Needs `cargo build -p
+//! layers-sim` first. The summary line goes to stderr even when output is captured.
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -12,19 +16,24 @@ mod audit;
 mod customers;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use rand::Rng;
 use serde_json::json;
-use support::{Operator, Sim, TestEnv};
+use support::{Operator, Sim, TestEnv, wait_for_some};
 
-use audit::{Kind, SimView, audit, audit_catches_tampering};
-use customers::{Customer, Edit, apply_edit, initial_customers, manifest, planned_edits};
+use audit::{Kind, SimView, audit, audit_catches_tampering, is_adoption_conflict};
+use customers::{
+    Customer, Edit, apply_edit, initial_customers, manifest, planned_edits, racing_pair,
+};
 
 const MANAGER: &str = "chaos-test";
 
@@ -87,6 +96,8 @@ async fn settle(
                             pending.push(format!("{} (deleted, finalizer not removed)", c.name))
                         }
                         (false, None) => pending.push(format!("{} (missing)", c.name)),
+                        // One of the racing pair is expected to stay Stalled.
+                        (false, Some(o)) if c.adopt.is_some() && is_adoption_conflict(o) => {}
                         (false, Some(o)) if !ready_at_generation(o) => {
                             let conds = o.data["status"]["conditions"].to_string();
                             pending.push(format!("{} (not Ready: {conds})", c.name));
@@ -104,10 +115,128 @@ async fn settle(
     }
 }
 
+/// Server-side applies the customers, 16 at a time, recording each object's uid.
+async fn create_all(
+    api: &Api<DynamicObject>,
+    ns: &str,
+    provider: &str,
+    customers: &mut [Customer],
+) {
+    let uids: Vec<(usize, String)> = stream::iter(customers.iter().enumerate().map(|(i, c)| {
+        let api = api.clone();
+        let obj = manifest(ns, provider, c);
+        let name = c.name.clone();
+        async move {
+            let created = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(obj),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            (i, created.metadata.uid.unwrap_or_default())
+        }
+    }))
+    .buffer_unordered(16)
+    .collect()
+    .await;
+    for (i, uid) in uids {
+        customers[i].uid = uid;
+    }
+}
+
+/// Applies a user edit; a rotation request first notes the simulator clock.
+async fn edit(api: &Api<DynamicObject>, sim: &Sim, customers: &mut [Customer], e: Edit) {
+    if let Edit::Rotate(i) = e {
+        let now = sim.state().await["clock"]["now"]
+            .as_str()
+            .map(str::to_string);
+        customers[i].rotate_requested_at = now;
+    }
+    apply_edit(api, customers, e).await;
+}
+
+/// The one replica that says it holds the Lease (60 s at most).
+async fn leader_of(ops: &[Operator]) -> usize {
+    wait_for_some(
+        "exactly one replica reporting orgops_leader 1",
+        Duration::from_secs(60),
+        || async {
+            let mut leaders = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                if op.is_leader().await {
+                    leaders.push(i);
+                }
+            }
+            (leaders.len() == 1).then(|| leaders[0])
+        },
+    )
+    .await
+}
+
+async fn lease_holder(leases: &Api<Lease>, name: &str) -> (Option<String>, i32) {
+    match leases.get_opt(name).await {
+        Ok(Some(l)) => {
+            let spec = l.spec.unwrap_or_default();
+            (spec.holder_identity, spec.lease_transitions.unwrap_or(0))
+        }
+        _ => (None, 0),
+    }
+}
+
+/// Spends in the spending customers' orgs (auto-refill on) until `stop`: every second each
+/// active one settles 40 credits. Returns (successful spends, auto-refills seen).
+fn spend_in_background(
+    base: String,
+    ns: String,
+    spenders: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let (spends, refills) = (AtomicU64::new(0), AtomicU64::new(0));
+        while !stop.load(Ordering::Relaxed) {
+            let state: serde_json::Value = match http.get(format!("{base}/_sim/state")).send().await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let view = SimView::parse(&state);
+            for name in &spenders {
+                let prefix = format!("{ns}/{name}/");
+                for org in view.orgs_marked(&prefix) {
+                    if org["status"] != "active" {
+                        continue;
+                    }
+                    let body = json!({"orgId": org["id"], "credits": 40});
+                    let Ok(resp) = http
+                        .post(format!("{base}/_sim/spend"))
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    if resp.status().is_success() {
+                        spends.fetch_add(1, Ordering::Relaxed);
+                        let out: serde_json::Value = resp.json().await.unwrap_or_default();
+                        let n = out["refills"].as_array().map_or(0, Vec::len) as u64;
+                        refills.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (spends.into_inner(), refills.into_inner())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_nothing_and_duplicates_nothing() {
+    let started = Instant::now();
     let n = env_usize("ORGOPS_CHAOS_ORGS", 200);
-    let kills = env_usize("ORGOPS_CHAOS_KILLS", 10);
+    let kills = env_usize("ORGOPS_CHAOS_KILLS", 12);
     let settle_secs = env_usize("ORGOPS_CHAOS_SETTLE_SECS", 240.max(n * 3)) as u64;
 
     let env = TestEnv::new("chaos").await;
@@ -144,6 +273,20 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         .await
         .expect("create OrgProvider");
 
+    // An existing org (made before orgops, no marker) that two CustomerOrgs will race to adopt.
+    let adopted: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/organizations", sim.base_url()))
+        .bearer_auth(sim.parent_key())
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"name": "Chaos adopted"}))
+        .send()
+        .await
+        .expect("create the org to adopt")
+        .json()
+        .await
+        .expect("created org JSON");
+    let adopt_id = adopted["id"].as_str().expect("created org id").to_string();
+
     // Faults from the first request on: 10 % 5xx, 5 % lost responses, 5 % 429, latency.
     sim.set_faults(
         json!({"error5xx": 0.10, "loseResponse": 0.05, "rateLimit429": 0.05,
@@ -153,33 +296,34 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
 
     let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &customer_orgs());
     let mut customers = initial_customers(&env.ns, n);
-    stream::iter(customers.iter().map(|c| manifest(&env.ns, &provider, c)))
-        .map(|obj| {
-            let api = corgs.clone();
-            async move {
-                let name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                api.patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(obj),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("create {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
+    create_all(&corgs, &env.ns, &provider, &mut customers).await;
 
-    // One replica and no leader election (the fixture's default): a restarted process works at
-    // once, so every kill lands on real work instead of on a wait for an expired Lease.
-    let mut op = Operator::start(&env, &["--concurrency", "8"]).await;
+    // Two replicas competing for one Lease (its own name, so no other test's operator joins).
+    let lease_name = format!("chaos-{}", env.ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "orgops-system");
+    let lease_arg = format!("--lease-name={lease_name}");
+    let first = Operator::start(
+        &env,
+        &["--leader-election=true", &lease_arg, "--concurrency=8"],
+    )
+    .await;
+    let second = first.replica("b");
+    let mut ops = [first, second];
 
-    // Kill at random moments; apply a share of the edits each round, alternately while the
-    // operator is up (racing its writes) and while it is down (found on restart).
+    let stop_spending = Arc::new(AtomicBool::new(false));
+    let spender = spend_in_background(
+        sim.base_url().to_string(),
+        env.ns.clone(),
+        customers
+            .iter()
+            .filter(|c| c.spends)
+            .map(|c| c.name.clone())
+            .collect(),
+        stop_spending.clone(),
+    );
+
+    // Kill at random moments, the leader every other round; apply a share of the edits each
+    // round, alternately while both run (racing their writes) and while the victim is down.
     let mut edits = planned_edits(&customers);
     {
         let mut rng = rand::rng();
@@ -189,42 +333,77 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     }
     let per_round = edits.len().div_ceil(kills.max(1));
     let mut edits = edits.into_iter();
+    let mut leader_changes = 0usize;
     for round in 0..kills {
         let (up, down) = {
             let mut rng = rand::rng();
             (
-                rng.random_range(1_000..6_000u64),
-                rng.random_range(100..2_000u64),
+                rng.random_range(500..3_000u64),
+                rng.random_range(100..1_500u64),
             )
         };
         tokio::time::sleep(Duration::from_millis(up)).await;
+        if round == 1 {
+            // The racing pair appears at once, mid-chaos.
+            let mut pair = racing_pair(&adopt_id);
+            create_all(&corgs, &env.ns, &provider, &mut pair).await;
+            customers.extend(pair);
+        }
         let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
         if round % 2 == 0 {
             for e in &batch {
-                apply_edit(&corgs, &mut customers, *e).await;
+                edit(&corgs, &sim, &mut customers, *e).await;
             }
         }
-        assert!(
-            op.is_running(),
-            "the operator exited on its own; log: {}",
-            op.log_path().display()
-        );
-        op.kill();
+        let leader = leader_of(&ops).await;
+        let kill_leader = round % 2 == 0;
+        let victim = if kill_leader { leader } else { 1 - leader };
+        let (holder_before, _) = lease_holder(&leases, &lease_name).await;
+        for op in ops.iter_mut() {
+            assert!(
+                op.is_running(),
+                "an operator exited on its own; log: {}",
+                op.log_path().display()
+            );
+        }
+        ops[victim].kill();
         if round % 2 == 1 {
             for e in &batch {
-                apply_edit(&corgs, &mut customers, *e).await;
+                edit(&corgs, &sim, &mut customers, *e).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(down)).await;
-        op.restart();
+        ops[victim].restart();
+        if kill_leader {
+            // The Lease of a SIGKILLed holder expires (15 s) and someone else takes it.
+            let leases = leases.clone();
+            let lease_name = lease_name.clone();
+            wait_for_some("a new Lease holder", Duration::from_secs(60), || {
+                let leases = leases.clone();
+                let lease_name = lease_name.clone();
+                let before = holder_before.clone();
+                async move {
+                    let (now, _) = lease_holder(&leases, &lease_name).await;
+                    (now.is_some() && now != before).then_some(())
+                }
+            })
+            .await;
+            leader_of(&ops).await;
+            leader_changes += 1;
+        }
     }
     for e in edits {
-        apply_edit(&corgs, &mut customers, e).await;
+        edit(&corgs, &sim, &mut customers, e).await;
     }
+    stop_spending.store(true, Ordering::Relaxed);
+    let (spends, refills) = spender.await.expect("spender task");
+    let chaos_done = started.elapsed();
 
     let pending = settle(&corgs, &customers, Duration::from_secs(settle_secs)).await;
+    let settled = started.elapsed();
     let faults = sim.counters().await["faultsInjected"].as_u64().unwrap_or(0);
     sim.set_faults(json!({})).await;
+    let (_, transitions) = lease_holder(&leases, &lease_name).await;
     let mut audit = audit(&env, &sim, &customers, starting_total).await;
     for p in pending {
         audit.add(
@@ -232,11 +411,33 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
             format!("not settled after {settle_secs}s: {p}"),
         );
     }
-    let log = op.log();
-    if log.contains(sim.parent_key()) {
-        audit.add(Kind::Wrong, "the operator logged the parent key".into());
+    for op in &ops {
+        if op.log().contains(sim.parent_key()) {
+            audit.add(Kind::Wrong, "an operator logged the parent key".into());
+        }
     }
-    drop(op);
+    let [a, b] = ops;
+    drop(b);
+    drop(a);
+    if !audit.violations.is_empty() {
+        // Evidence for whoever reads the failure: the simulator's state and the objects.
+        let dir = support::log_dir();
+        let state = sim.state().await;
+        let objs = corgs.list(&ListParams::default()).await.ok().map(|l| {
+            l.items
+                .into_iter()
+                .map(|o| json!({"metadata": o.metadata, "data": o.data}))
+                .collect::<Vec<_>>()
+        });
+        for (file, value) in [
+            (format!("{}-sim-state.json", env.ns), state),
+            (format!("{}-customerorgs.json", env.ns), json!(objs)),
+        ] {
+            let path = dir.join(file);
+            let _ = std::fs::write(&path, value.to_string());
+            eprintln!("chaos: evidence in {}", path.display());
+        }
+    }
     if audit.violations.is_empty() {
         audit_catches_tampering(&env, &sim, &customers, starting_total).await;
     }
@@ -244,9 +445,20 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     // Written to the process's stderr directly, so the line shows in CI even though the
     // test harness captures println! output of passing tests.
     let line = format!(
-        "chaos: {n} orgs, {kills} kills, {faults} faults injected, {} lost, {} duplicated\n",
+        "chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
+         {} lost, {} duplicated, {} orphaned keys or webhooks\n\
+         chaos: {spends} spends, {refills} auto-refills; {}; {} keys re-issued after a lost Secret; \
+         Lease transitions {transitions}; \
+         chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
+        customers.len(),
         audit.count(Kind::Lost),
-        audit.count(Kind::Duplicated)
+        audit.count(Kind::Duplicated),
+        audit.count(Kind::Orphaned),
+        audit.money,
+        audit.reissued,
+        chaos_done.as_secs_f64(),
+        settled.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let mut listed: Vec<String> = audit
@@ -256,6 +468,7 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         .collect();
     listed.sort();
     let _ = providers.delete(&provider, &DeleteParams::default()).await;
+    let _ = leases.delete(&lease_name, &DeleteParams::default()).await;
     if listed.is_empty() {
         env.cleanup().await;
     }
@@ -268,5 +481,13 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     assert!(
         faults > 0,
         "the simulator injected no faults, so this run proved nothing"
+    );
+    assert!(
+        leader_changes >= kills / 2,
+        "only {leader_changes} leader changes in {kills} kills"
+    );
+    assert!(
+        spends > 0,
+        "no spend succeeded, so auto-refill was never exercised"
     );
 }

@@ -87,6 +87,48 @@ impl Operator {
         self.child = Some(child);
     }
 
+    /// A second replica of this operator: same arguments, ServiceAccount and kubeconfig, its
+    /// own metrics port and log `<ns>-operator-<tag>.log`. Pass `--leader-election=true` and a
+    /// `--lease-name` to the first so the two compete for one Lease.
+    pub fn replica(&self, tag: &str) -> Operator {
+        let metrics_port = free_port();
+        let args = self
+            .args
+            .iter()
+            .map(|a| {
+                if a.starts_with("--metrics-addr=") {
+                    format!("--metrics-addr=127.0.0.1:{metrics_port}")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let stem = self
+            .log_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "operator".into());
+        let mut op = Operator {
+            child: None,
+            args,
+            kubeconfig: self.kubeconfig.clone(),
+            log_path: self.log_path.with_file_name(format!("{stem}-{tag}.log")),
+            metrics_port,
+            binding: self.binding.clone(),
+            http: reqwest::Client::new(),
+        };
+        op.spawn();
+        op
+    }
+
+    /// True when this process's /metrics says it holds the leader Lease (`orgops_leader 1`).
+    pub async fn is_leader(&self) -> bool {
+        self.metrics()
+            .await
+            .lines()
+            .any(|l| l.trim() == "orgops_leader 1")
+    }
+
     /// SIGKILL, as a crash would (no graceful shutdown).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
