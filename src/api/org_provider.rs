@@ -99,6 +99,11 @@ pub struct OrgProviderStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// What a CustomerOrg may use with this provider, named after the spec fields
+    /// (apiKeys, webhooks, credits.allocated, ...). A field not listed makes a
+    /// CustomerOrg Stalled with reason UnsupportedByProvider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
     /// Ready (parent key works), with a reason when it does not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

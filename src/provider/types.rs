@@ -217,6 +217,27 @@ pub struct Identity {
 }
 
 /// What a provider can do; the controller skips (and reports) what is missing.
+impl Capabilities {
+    /// What a CustomerOrg may use with this provider, named after the spec fields
+    /// (shown as `OrgProvider.status.capabilities`).
+    pub fn names(&self) -> Vec<String> {
+        [
+            (self.find_by_external_id, "externalId"),
+            (self.allocation_ledger, "credits.allocated"),
+            (self.credit_config, "credits.monthlyCap"),
+            (self.credit_config, "credits.autoRefill"),
+            (self.child_api_keys, "apiKeys"),
+            (self.key_rotation, "rotate-keys"),
+            (self.webhooks, "webhooks"),
+            (self.suspend, "state.suspended"),
+        ]
+        .into_iter()
+        .filter(|(yes, _)| *yes)
+        .map(|(_, name)| name.to_string())
+        .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
     pub find_by_external_id: bool,

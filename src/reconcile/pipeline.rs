@@ -169,7 +169,21 @@ async fn find(
     let provider = ctx.provider.as_ref();
     let caps = provider.capabilities();
     if let Some(id) = corg.status.as_ref().and_then(|s| s.org_id.clone()) {
-        return Ok(provider.get_org(&id).await.map(Found::Tracked));
+        let org = match provider.get_org(&id).await {
+            Ok(org) => org,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Tracked, but another live object's marker is on it (it adopted the same org at
+        // the same moment and its claim stayed): that object owns it.
+        if let Some(org) = &org
+            && let Some(other) = owners::claimed_by(&ctx.client, corg, org).await?
+        {
+            return Ok(Ok(Found::ById {
+                org: Some(org.clone()),
+                claimed_by: Some(other),
+            }));
+        }
+        return Ok(Ok(Found::Tracked(org)));
     }
     if let Some(id) = &corg.spec.adopt_org_id {
         let org = match provider.get_org(id).await {

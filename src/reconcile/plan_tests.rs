@@ -1231,3 +1231,49 @@ fn a_field_the_provider_cannot_honour_stalls_before_any_call() {
     );
     assert!(refusal(&c, &CAPS).is_none(), "Layers supports all of it");
 }
+
+#[test]
+fn an_adoption_claims_the_org_first_and_acts_after_reading_the_claim_back() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 100,
+        ..Default::default()
+    });
+    s.api_keys = vec![key_spec("a")];
+    let c = corg(s);
+    let mut o = org_for(&c);
+    o.metadata.remove(OWNER_KEY);
+    let mut found = obs(Found::ByExternalId {
+        orgs: vec![o.clone()],
+        claimed_by: None,
+    });
+    found.ledger = Some(0);
+    found.keys = Some(vec![]);
+    let p = plan(&c, &found);
+    assert_eq!(
+        p.actions,
+        vec![Action::UpdateOrg {
+            patch: OrgPatch {
+                metadata: Some(BTreeMap::from([(OWNER_KEY.to_string(), owner_of(&c))])),
+                ..Default::default()
+            }
+        }],
+        "no mint or transfer before the claim is read back"
+    );
+    // Read back with our marker: now it acts.
+    o.metadata.insert(OWNER_KEY.into(), owner_of(&c));
+    let mut tracked = obs(Found::Tracked(Some(o)));
+    tracked.ledger = Some(0);
+    tracked.keys = Some(vec![]);
+    let p = plan(&c, &tracked);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Allocate { .. }))
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::MintKey { .. }))
+    );
+}

@@ -281,6 +281,10 @@ fn status_for(op: &OrgProvider, check: &Check) -> OrgProviderStatus {
             .map(|t| t.as_str().to_string())
             .or(previous.rate_limit_tier.clone()),
         observed_generation: generation,
+        capabilities: match &check.slot.provider {
+            Some(p) => crate::provider::Provider::capabilities(p.as_ref()).names(),
+            None => previous.capabilities.clone(),
+        },
         conditions: conditions::settle(&previous.conditions, &wanted, &conditions::now()),
     }
 }

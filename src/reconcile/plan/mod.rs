@@ -343,6 +343,14 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
         }
     };
     plan.org = Some(org.clone());
+    if plan.adopted.is_some() && !org::marked_ours(corg, &org) && org.status != OrgStatus::Archived
+    {
+        // Claim first, act after reading the claim back: two objects adopting one org at
+        // the same moment both write their marker, and only the one whose marker stays
+        // goes on to mint and fund (the other is then AdoptionConflict).
+        org::plan_claim(corg, &mut plan);
+        return plan;
+    }
     let drift = was_ready_at_this_generation(corg) && plan.adopted.is_none();
     converge(corg, &org, obs, drift, &mut plan);
     plan

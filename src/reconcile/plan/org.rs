@@ -144,6 +144,27 @@ pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
     plan.actions.push(Action::CreateOrg { new, key });
 }
 
+/// Whether the org carries this object's owner marker.
+pub(super) fn marked_ours(corg: &CustomerOrg, org: &Org) -> bool {
+    org.metadata
+        .get(OWNER_KEY)
+        .and_then(|v| super::OwnerMarker::parse(v))
+        .is_some_and(|m| m.is(corg) && m.uid.is_some())
+}
+
+/// Writes only this object's owner marker on an org it adopts.
+pub(super) fn plan_claim(corg: &CustomerOrg, plan: &mut Plan) {
+    plan.actions.push(Action::UpdateOrg {
+        patch: OrgPatch {
+            metadata: Some(BTreeMap::from([(
+                OWNER_KEY.to_string(),
+                super::owner_of(corg),
+            )])),
+            ..Default::default()
+        },
+    });
+}
+
 /// Archived handling and resume. False when nothing else may be planned.
 pub(super) fn lifecycle_first(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut Plan) -> bool {
     match (org.status, wants(corg)) {
