@@ -577,10 +577,10 @@ async fn faults_commit_then_lose_and_counters() {
 
     // Before execution: 5xx, 429 with Retry-After, reset; nothing is created.
     set(json!({"write": {"error5xx": 1.0}})).await;
-    let r = t
+    let five = t
         .create(json!({"workspaceName": "Five", "users": users(true)}))
         .await;
-    assert!([500, 502, 503].contains(&r.status));
+    assert!([500, 502, 503].contains(&five.status));
     assert_eq!(
         t.api(Method::GET, "/clients", None).await.status,
         200,
@@ -616,7 +616,12 @@ async fn faults_commit_then_lose_and_counters() {
     };
     assert_eq!(
         count("POST", "/public/api/v1/clients", 502),
-        1 + u64::from(r.status == 502)
+        1 + u64::from(five.status == 502),
+        "the lost response and, when the injected 5xx was a 502, that one"
+    );
+    assert_eq!(
+        count("POST", "/public/api/v1/clients", 500) + count("POST", "/public/api/v1/clients", 503),
+        u64::from(five.status != 502)
     );
     assert_eq!(count("POST", "/public/api/v1/clients", 0), 1);
     assert_eq!(count("GET", "/public/api/v1/clients", 0), 1);
