@@ -16,6 +16,8 @@ pub const FINALIZER: &str = "orgops.dev/offboard";
 pub const PAUSED_ANNOTATION: &str = "orgops.dev/paused";
 /// Each new value rotates every key of the resource once.
 pub const ROTATE_KEYS_ANNOTATION: &str = "orgops.dev/rotate-keys";
+/// `"true"` lets one deleting CustomerOrg offboard past its provider's offboarding window.
+pub const CONFIRM_OFFBOARD_ANNOTATION: &str = "orgops.dev/confirm-offboard";
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "orgops";
 

@@ -35,6 +35,37 @@ pub struct OrgProviderSpec {
     /// Client-side rate limit.
     #[serde(default)]
     pub rate_limit: RateLimitSpec,
+    /// How many CustomerOrgs deletions may offboard (archive or suspend) per hour.
+    #[serde(default)]
+    pub offboarding: OffboardingSpec,
+}
+
+/// Default `spec.offboarding.maxPerHour`: enough for ordinary churn, small enough that a
+/// pruned namespace or a bad commit cannot offboard more than a handful of customers.
+pub const DEFAULT_OFFBOARDINGS_PER_HOUR: u32 = 10;
+
+/// The offboarding guard: a bound on offboardings per rolling hour.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardingSpec {
+    /// Offboardings allowed in any rolling hour (default 10). Past it, a deleting
+    /// CustomerOrg waits (Stalled, reason OffboardingPaused) until the window frees or it
+    /// carries orgops.dev/confirm-offboard: "true". 0: every offboarding needs the annotation.
+    #[serde(default = "default_offboardings_per_hour")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_per_hour: u32,
+}
+
+impl Default for OffboardingSpec {
+    fn default() -> Self {
+        OffboardingSpec {
+            max_per_hour: DEFAULT_OFFBOARDINGS_PER_HOUR,
+        }
+    }
+}
+
+fn default_offboardings_per_hour() -> u32 {
+    DEFAULT_OFFBOARDINGS_PER_HOUR
 }
 
 /// Partner API type.
@@ -107,4 +138,26 @@ pub struct OrgProviderStatus {
     /// Ready (parent key works), with a reason when it does not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The offboardings through this provider in the last hour: the durable window of the
+    /// offboarding guard. Written only by the CustomerOrg controller (field manager
+    /// orgops-offboarding), with a resourceVersion precondition, before each offboarding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offboarding: Vec<OffboardingEntry>,
+}
+
+/// One offboarding recorded in `status.offboarding`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardingEntry {
+    /// Namespace of the CustomerOrg.
+    pub namespace: String,
+    /// Name of the CustomerOrg.
+    pub name: String,
+    /// Its metadata.uid: one slot per object, however often its offboarding is retried.
+    pub uid: String,
+    /// When the slot was claimed (just before the archive or suspend).
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Let through by orgops.dev/confirm-offboard rather than by a free slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }

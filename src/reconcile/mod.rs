@@ -9,6 +9,8 @@ use crate::provider::Provider;
 pub mod apply;
 pub mod idempotency;
 pub mod offboard;
+pub mod offboard_guard;
+pub mod offboard_window;
 pub mod owners;
 pub mod pipeline;
 pub mod plan;
@@ -59,6 +61,8 @@ pub enum Retry {
     Slow,
     /// Not before this long (a rate limit window the provider named).
     After(std::time::Duration),
+    /// Stalled until a known moment (the offboarding window frees); looked at again then.
+    Stalled(std::time::Duration),
 }
 
 /// A Kubernetes Event to publish about the object.
@@ -85,6 +89,8 @@ pub struct Offboard {
     pub done: bool,
     pub events: Vec<OrgEvent>,
     pub retry: Retry,
+    /// Held by the offboarding guard: the status to write (Stalled, OffboardingPaused).
+    pub paused: Option<CustomerOrgStatus>,
 }
 
 /// Only Kubernetes API failures; provider failures become conditions in the Outcome.
@@ -92,6 +98,8 @@ pub struct Offboard {
 pub enum ReconcileError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Guard(#[from] offboard_guard::GuardError),
 }
 
 /// Converges one CustomerOrg.

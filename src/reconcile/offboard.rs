@@ -5,8 +5,16 @@
 
 use crate::api::{CustomerOrg, DeletionPolicy, PAUSED_ANNOTATION};
 
+use super::offboard_guard::{self, Admission};
+use super::offboard_window::{self, Pause};
 use super::plan::{self, Gate, OWNER_KEY};
-use super::{Context, Offboard, OrgEvent, ReconcileError, Retry, failure_retry};
+use super::{Context, Offboard, OrgEvent, ReconcileError, Retry, failure_retry, status};
+use crate::api::CONFIRM_OFFBOARD_ANNOTATION;
+use crate::api::conditions::STALLED;
+
+/// Reason of the Stalled condition and of the Event while the offboarding guard holds an
+/// object.
+pub const OFFBOARDING_PAUSED: &str = "OffboardingPaused";
 
 fn event(warning: bool, reason: &str, note: String) -> OrgEvent {
     OrgEvent {
@@ -22,6 +30,33 @@ fn not_done(events: Vec<OrgEvent>, retry: Retry) -> Offboard {
         done: false,
         events,
         retry,
+        paused: None,
+    }
+}
+
+/// Held by the offboarding guard: Stalled OffboardingPaused, one Warning Event per episode
+/// (when the status does not say so yet), and a look again when the next slot frees.
+fn guard_paused(ctx: &Context, corg: &CustomerOrg, pause: &Pause) -> Offboard {
+    let message = offboard_window::message(pause, &ctx.provider_name, CONFIRM_OFFBOARD_ANNOTATION);
+    let already = corg
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == STALLED))
+        .is_some_and(|c| c.status == "True" && c.reason == OFFBOARDING_PAUSED);
+    let events = if already {
+        Vec::new()
+    } else {
+        vec![event(true, OFFBOARDING_PAUSED, message.clone())]
+    };
+    let retry = match offboard_window::wait(pause, crate::api::conditions::now().0) {
+        Some(wait) => Retry::Stalled(wait),
+        None => Retry::Slow,
+    };
+    Offboard {
+        done: false,
+        events,
+        retry,
+        paused: Some(status::unavailable(corg, OFFBOARDING_PAUSED, &message)),
     }
 }
 
@@ -37,6 +72,7 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             done: true,
             events: vec![event(false, "Orphaned", note)],
             retry: Retry::Resync,
+            paused: None,
         });
     }
     if plan::gate(corg) == Some(Gate::Paused) {
@@ -78,9 +114,30 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             }
         },
     };
+    let mut events = Vec::new();
+    // Nothing to archive takes no slot of the offboarding guard.
+    if !org_ids.is_empty() {
+        if !(ctx.may_write)() {
+            return Ok(not_done(events, Retry::Backoff));
+        }
+        match offboard_guard::admit(&ctx.client, &ctx.provider_name, corg).await? {
+            Admission::Granted { confirmed } => {
+                if confirmed {
+                    events.push(event(
+                        false,
+                        "OffboardingConfirmed",
+                        format!(
+                            "{CONFIRM_OFFBOARD_ANNOTATION} is \"true\": offboarding past the full window of OrgProvider {}",
+                            ctx.provider_name
+                        ),
+                    ));
+                }
+            }
+            Admission::Paused(pause) => return Ok(guard_paused(ctx, corg, &pause)),
+        }
+    }
     let mut done = true;
     let mut retry = Retry::Resync;
-    let mut events = Vec::new();
     for org_id in &org_ids {
         if !(ctx.may_write)() {
             return Ok(not_done(events, Retry::Backoff));
@@ -114,5 +171,6 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         done,
         events,
         retry,
+        paused: None,
     })
 }

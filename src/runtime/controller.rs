@@ -118,11 +118,18 @@ pub fn controller(
     // A provider change is news our last status write did not know: no skipping.
     let writes = own_writes.clone();
     let users = store.clone();
+    let seen = ProviderVersions::default();
     ctrl.watches(
         Api::<OrgProvider>::all(client),
         watcher::Config::default().any_semantic(),
         move |p: OrgProvider| {
-            let users = users_of(&users, Some(&p.name_any()));
+            // A claim in the offboarding window concerns only the objects being deleted
+            // (one may now have a slot); every other user would only re-verify for nothing.
+            let users = if seen.changed_beyond_window(&p) {
+                users_of(&users, Some(&p.name_any()))
+            } else {
+                deleting_users_of(&users, &p.name_any())
+            };
             users.iter().for_each(|u| writes.verify_next(u));
             users
         },
@@ -143,6 +150,46 @@ fn users_of(store: &Store<Guarded>, provider: Option<&str>) -> Vec<ObjectRef<Gua
         })
         .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
+}
+
+/// The deleting CustomerOrgs of `provider`: the ones the offboarding window concerns.
+fn deleting_users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Guarded>> {
+    store
+        .state()
+        .iter()
+        .filter(|g| {
+            g.0.as_ref().is_ok_and(|c| {
+                c.spec.provider_ref.name == provider && c.metadata.deletion_timestamp.is_some()
+            })
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Per OrgProvider, everything but `status.offboarding` (and the resourceVersion and
+/// managed fields that change with it) as last seen by the watch.
+#[derive(Default)]
+struct ProviderVersions(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl ProviderVersions {
+    /// True unless the only change since the last event is the offboarding window.
+    fn changed_beyond_window(&self, p: &OrgProvider) -> bool {
+        let mut relevant = p.clone();
+        relevant.metadata.resource_version = None;
+        relevant.metadata.managed_fields = None;
+        if let Some(status) = relevant.status.as_mut() {
+            status.offboarding = Vec::new();
+        }
+        // Unencodable cannot happen for a typed object; then treat it as a change.
+        let key = serde_json::to_string(&relevant).unwrap_or_default();
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = !key.is_empty() && seen.get(&p.name_any()) == Some(&key);
+        seen.insert(p.name_any(), key);
+        !same
+    }
 }
 
 /// What the provider-change stream needs to decide whether deferred first looks stay.
@@ -252,16 +299,22 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             return Ok(Action::requeue(wait.max(requeue::SOON)));
         }
         let fresh;
-        let corg = match ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true) {
-            Seen::Unknown | Seen::OursVerify => cached,
+        let seen = ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true);
+        let corg = match seen {
+            // A deleting object is read fresh: a cache that has not seen the finalizer go
+            // would offboard (archive) a second time.
+            Seen::Unknown | Seen::OursVerify if cached.metadata.deletion_timestamp.is_none() => {
+                cached
+            }
             // Triggered by our own status write: the pass that wrote it already observed
             // the provider and chose when to look again.
             Seen::Ours(left) => return Ok(skip(left)),
-            Seen::Other => {
+            Seen::Unknown | Seen::OursVerify | Seen::Other => {
                 let api: Api<CustomerOrg> =
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
                     ctx.first_seen.forget(&oref);
+                    ctx.metrics.offboarding_gone(&object);
                     return Ok(Action::await_change());
                 };
                 match ctx.own_writes.seen(&oref, current.metadata.resource_version.as_deref(), false) {
@@ -285,7 +338,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 let kind = match (retry, paused) {
                     (_, true) => ReconcileResult::Paused,
                     (Retry::After(_), _) => ReconcileResult::Error,
-                    (Retry::Slow, _) => ReconcileResult::Stalled,
+                    (Retry::Slow | Retry::Stalled(_), _) => ReconcileResult::Stalled,
                     (Retry::Backoff, _) => ReconcileResult::Error,
                     _ => ReconcileResult::Ok,
                 };
@@ -332,11 +385,13 @@ fn skip(left: Duration) -> Action {
 fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration {
     match retry {
         Retry::Backoff => return ctx.backoff.failed(oref.clone()),
-        Retry::Resync | Retry::Soon | Retry::Slow | Retry::After(_) => ctx.backoff.succeeded(oref),
+        Retry::Resync | Retry::Soon | Retry::Slow | Retry::After(_) | Retry::Stalled(_) => {
+            ctx.backoff.succeeded(oref)
+        }
     }
     match retry {
         Retry::Soon => requeue::SOON,
-        Retry::After(wait) => wait.max(requeue::SOON),
+        Retry::After(wait) | Retry::Stalled(wait) => wait.max(requeue::SOON),
         Retry::Slow => requeue::jitter(ctx.slow_retry.max(ctx.resync)),
         _ => requeue::jitter(ctx.resync),
     }
@@ -404,12 +459,21 @@ async fn reconcile_org(
     };
     if deleting {
         let off = reconcile::offboard(&rctx, corg).await?;
+        ctx.metrics.offboarding_paused(
+            &rctx.provider_name,
+            &format!("{ns}/{name}"),
+            off.paused.is_some(),
+        );
         publish(ctx, corg, &off.events).await;
         if off.done {
             remove_finalizer(&api, corg, ctx).await?;
             return Ok((Retry::Resync, paused, None));
         }
-        return Ok((off.retry, paused, None));
+        let written = match &off.paused {
+            Some(status) => apply_status(&api, corg, status, ctx).await?,
+            None => None,
+        };
+        return Ok((off.retry, paused, written));
     }
     if !finalizer::has(corg) {
         // Before the first provider write, so a deletion always offboards.
@@ -527,6 +591,33 @@ mod tests {
             3,
             "a lagged stream re-triggers all"
         );
+    }
+
+    #[test]
+    fn a_claim_in_the_offboarding_window_is_not_news_for_every_user() {
+        let mut p: OrgProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "orgops.dev/v1alpha1", "kind": "OrgProvider",
+            "metadata": {"name": "p", "resourceVersion": "1"},
+            "spec": {"type": "layers", "baseUrl": "https://x",
+                     "credentialsSecretRef": {"namespace": "ns", "name": "s"}},
+            "status": {"organizationId": "org_1"}
+        }))
+        .unwrap();
+        let seen = ProviderVersions::default();
+        assert!(seen.changed_beyond_window(&p), "first sighting");
+        assert!(!seen.changed_beyond_window(&p));
+        let status = p.status.as_mut().unwrap();
+        status.offboarding.push(crate::api::OffboardingEntry {
+            namespace: "ns".into(),
+            name: "a".into(),
+            uid: "u".into(),
+            time: crate::api::conditions::now(),
+            confirmed: false,
+        });
+        p.metadata.resource_version = Some("2".into());
+        assert!(!seen.changed_beyond_window(&p), "only the window changed");
+        p.spec.base_url = "https://y".into();
+        assert!(seen.changed_beyond_window(&p), "a spec change is news");
     }
 
     #[test]

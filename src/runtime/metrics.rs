@@ -18,6 +18,14 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+/// Deleting CustomerOrgs held by the offboarding guard, per OrgProvider (namespace/name).
+type Held = std::collections::HashMap<String, std::collections::HashSet<String>>;
+
 /// Outcome of one reconcile, as counted by `orgops_reconciles_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReconcileResult {
@@ -65,6 +73,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     leader: Gauge,
     kube_writes: Family<KindLabel, Counter>,
+    offboarding_paused: Family<ProviderLabel, Gauge>,
+    held: Arc<std::sync::Mutex<Held>>,
     pub provider: ProviderMetrics,
 }
 
@@ -101,8 +111,16 @@ impl Metrics {
             "Writes to the Kubernetes API made by the controller, by kind",
             kube_writes.clone(),
         );
+        let offboarding_paused = Family::<ProviderLabel, Gauge>::default();
+        registry.register(
+            "orgops_offboarding_paused",
+            "Deleting CustomerOrgs waiting for the offboarding window of their OrgProvider",
+            offboarding_paused.clone(),
+        );
         let provider = ProviderMetrics::register(&mut registry);
         Metrics {
+            offboarding_paused,
+            held: Arc::default(),
             registry: Arc::new(registry),
             reconciles,
             duration,
@@ -128,6 +146,42 @@ impl Metrics {
                 kind: kind.as_str(),
             })
             .inc();
+    }
+
+    /// Whether the offboarding guard holds `object` (namespace/name) of `provider` now.
+    pub fn offboarding_paused(&self, provider: &str, object: &str, held: bool) {
+        let mut all = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let set = all.entry(provider.to_string()).or_default();
+        let changed = if held {
+            set.insert(object.to_string())
+        } else {
+            set.remove(object)
+        };
+        if changed || held {
+            self.offboarding_paused
+                .get_or_create(&ProviderLabel {
+                    provider: provider.to_string(),
+                })
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// `object` (namespace/name) is gone: no longer held for any provider.
+    pub fn offboarding_gone(&self, object: &str) {
+        let providers: Vec<String> = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, set)| set.contains(object))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in providers {
+            self.offboarding_paused(&p, object, false);
+        }
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -186,5 +240,26 @@ mod tests {
         assert!(text.contains("orgops_queue_depth 1"));
         drop(guard);
         assert!(m.render().expect("render").contains("orgops_queue_depth 0"));
+    }
+
+    #[test]
+    fn held_offboardings_are_counted_once_per_object() {
+        let m = Metrics::new();
+        m.offboarding_paused("p", "ns/a", true);
+        m.offboarding_paused("p", "ns/a", true);
+        m.offboarding_paused("p", "ns/b", true);
+        m.offboarding_paused("q", "ns/c", false);
+        let text = m.render().expect("render");
+        assert!(
+            text.contains("orgops_offboarding_paused{provider=\"p\"} 2"),
+            "{text}"
+        );
+        m.offboarding_paused("p", "ns/a", false);
+        m.offboarding_gone("ns/b");
+        let text = m.render().expect("render");
+        assert!(
+            text.contains("orgops_offboarding_paused{provider=\"p\"} 0"),
+            "{text}"
+        );
     }
 }

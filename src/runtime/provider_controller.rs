@@ -108,7 +108,7 @@ pub async fn reconcile(
         let check = check(&op, &ctx).await?;
         let status = status_for(&op, &check);
         ctx.registry.store(&name, check.slot.clone());
-        if op.status.as_ref() != Some(&status) {
+        if !same_status(op.status.as_ref(), &status) {
             let api: Api<OrgProvider> = Api::all(ctx.client.clone());
             let patch = serde_json::json!({
                 "apiVersion": "orgops.dev/v1alpha1",
@@ -286,7 +286,21 @@ fn status_for(op: &OrgProvider, check: &Check) -> OrgProviderStatus {
             None => previous.capabilities.clone(),
         },
         conditions: conditions::settle(&previous.conditions, &wanted, &conditions::now()),
+        // Never applied by this field manager: the offboarding guard owns it (written by
+        // the CustomerOrg controller as orgops-offboarding). Left out of the apply, server-side
+        // apply leaves it alone; were it in, a stale copy here would undo a claim.
+        offboarding: Vec::new(),
     }
+}
+
+/// Whether the status already says what this controller would apply (the offboarding
+/// window, written by another field manager, is not ours to compare).
+fn same_status(current: Option<&OrgProviderStatus>, wanted: &OrgProviderStatus) -> bool {
+    current.is_some_and(|c| {
+        let mut c = c.clone();
+        c.offboarding = Vec::new();
+        &c == wanted
+    })
 }
 
 /// Runs the OrgProvider controller until `shutdown` resolves.
@@ -304,4 +318,36 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OffboardingEntry;
+
+    #[test]
+    fn the_offboarding_window_is_neither_compared_nor_applied() {
+        let wanted = OrgProviderStatus {
+            organization_id: Some("org_1".into()),
+            ..Default::default()
+        };
+        let mut current = wanted.clone();
+        current.offboarding.push(OffboardingEntry {
+            namespace: "ns".into(),
+            name: "a".into(),
+            uid: "u".into(),
+            time: conditions::now(),
+            confirmed: false,
+        });
+        assert!(
+            same_status(Some(&current), &wanted),
+            "no write for the window alone"
+        );
+        assert!(!same_status(None, &wanted));
+        let applied = serde_json::to_value(&wanted).expect("json");
+        assert!(
+            applied.get("offboarding").is_none(),
+            "the apply must not own status.offboarding: {applied}"
+        );
+    }
 }
