@@ -1,4 +1,5 @@
-//! The `orgops` binary: `orgops crds` prints the CRDs, `orgops run` runs the operator.
+//! The `orgops` binary: `orgops crds` prints the CRDs, `orgops run` runs the operator,
+//! `orgops plan` shows what applying manifests would do.
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,9 @@ enum Command {
     Crds,
     /// Run the operator.
     Run(orgops::runtime::RunArgs),
+    /// Show what applying these manifests would do, without doing it. Exit status:
+    /// 0 no changes, 2 changes, 1 an error.
+    Plan(orgops::plan_cmd::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +39,7 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Run(args) => run(args),
+        Command::Plan(args) => orgops::plan_cmd::run(args),
     }
 }
 

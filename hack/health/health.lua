@@ -48,6 +48,12 @@ if stalled ~= nil and stalled.status == "True" then
 end
 
 local ready = condition("Ready")
+-- managementPolicy Observe: orgops reports the drift and deliberately corrects nothing.
+if ready ~= nil and ready.status ~= "True" and ready.reason == "Drifted" then
+  hs.status = "Suspended"
+  hs.message = msg(ready, "Drifted")
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   -- A Ready condition written for an older generation says nothing about this one.
   if ready.observedGeneration ~= nil and generation ~= nil and ready.observedGeneration ~= generation then

@@ -43,7 +43,7 @@ pub fn run(args: &[String]) -> ExitCode {
         .is_ok_and(|s| s.success());
     if !has_plan {
         eprintln!(
-            "error: plan: {} has no `plan` command (it arrives with issue 16); upgrade orgops",
+            "error: plan: {} has no `plan` command; upgrade orgops",
             bin.display()
         );
         return ExitCode::from(1);

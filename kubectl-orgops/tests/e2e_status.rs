@@ -238,6 +238,33 @@ spec:
     wait_condition(&ns, "rejected", "Stalled", "True", Some("ApiRejected")).await;
     let mut seen = Seen::default();
 
+    // `kubectl orgops plan` is `orgops plan`: the applied, converged samples plan nothing.
+    let dir = std::env::temp_dir().join(format!("orgops-plugin-plan-{ns}"));
+    std::fs::create_dir_all(&dir).expect("plan input dir");
+    for (name, yaml) in &samples {
+        std::fs::write(dir.join(format!("{name}.yaml")), yaml).expect("write sample");
+    }
+    let plan = Command::new(env!("CARGO_BIN_EXE_kubectl-orgops"))
+        .env("KUBECONFIG", &ControlPlane::ensure().kubeconfig)
+        .args(["plan", "-f", &dir.to_string_lossy(), "-o", "json"])
+        .output()
+        .expect("run kubectl-orgops plan");
+    let plan_out = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "converged samples plan no change:\n{plan_out}\n{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let planned: serde_json::Value = serde_json::from_str(&plan_out).expect("plan JSON");
+    assert_eq!(
+        planned["objects"].as_array().map(Vec::len),
+        Some(samples.len()),
+        "{plan_out}"
+    );
+    seen.0.push(plan_out);
+    let _ = std::fs::remove_dir_all(&dir);
+
     // Ready, with the ledger and key verification.
     let out = seen.text(&ns, &["ready", "--live", "--verify"]);
     assert!(
@@ -461,8 +488,11 @@ fn plan_without_an_orgops_binary_says_so() {
         .output()
         .expect("run kubectl-orgops");
     // Next to the test binary's kubectl-orgops there may be an orgops build: then it runs
-    // and, until `orgops plan` exists, is refused as lacking the command.
+    // `orgops plan`, which cannot read the (relative, absent) input and exits 1 too.
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plan:"), "{stderr}");
+    assert!(
+        stderr.contains("plan:") || stderr.contains("deploy/samples: cannot read"),
+        "{stderr}"
+    );
 }

@@ -34,6 +34,14 @@ use serde::{Deserialize, Serialize};
         "rule": "!has(oldSelf.adoptOrgId) || (has(self.adoptOrgId) && self.adoptOrgId == oldSelf.adoptOrgId)",
         "message": "spec.adoptOrgId is immutable: once set it cannot be changed or removed"
     },
+    {
+        "rule": "!has(oldSelf.migrateProjects) || (has(self.migrateProjects) && self.migrateProjects == oldSelf.migrateProjects)",
+        "message": "spec.migrateProjects is immutable: once set it cannot be changed or removed"
+    },
+    {
+        "rule": "!has(self.migrateProjects) || !has(self.adoptOrgId)",
+        "message": "spec.migrateProjects and spec.adoptOrgId exclude each other: migrate creates a new org, adoptOrgId takes an existing one"
+    },
     // Every key and webhook writes its own Secret. CEL at this level cannot see the
     // object's name within the cost budget, so it compares default with default
     // (<name>-<key> vs <name>-<webhook>-webhook) and explicit with explicit; a default
@@ -80,6 +88,16 @@ pub struct CustomerOrgSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub adopt_org_id: Option<String>,
+    /// The parent's flat projects (one project per customer, the older shape) to move into
+    /// this org: when the org does not exist yet it is created by migrating them, then tagged
+    /// and managed as usual. Immutable once set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(regex(
+        pattern = r"^(prj_)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )))]
+    pub migrate_projects: Vec<String>,
     /// Credits moved from the parent into this org, and its spending limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsSpec>,
@@ -97,6 +115,20 @@ pub struct CustomerOrgSpec {
     /// reclaiming unspent credits; Orphan leaves the org untouched.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Full (default) makes the org match this spec. Observe only reads: it finds the org
+    /// (spec.adoptOrgId or spec.externalId), fills status and reports drift, and never writes
+    /// to the partner API (no create, no transfer, no key, no archive on deletion).
+    /// Switching to Full then converges.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// Whether orgops writes to the partner API for this object.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    #[default]
+    Full,
+    Observe,
 }
 
 /// Reference to a cluster-scoped OrgProvider.
@@ -312,6 +344,9 @@ pub struct CustomerOrgStatus {
     /// refused create made no org, so this cannot create a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_refusals: Option<u32>,
+    /// The flat projects spec.migrateProjects moved into this org.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
     /// Value of the orgops.dev/rotate-keys annotation whose rotation has been applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_rotated_for: Option<String>,

@@ -40,6 +40,14 @@ pub trait Provider: Send + Sync {
     /// an object whose org id was never recorded.
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>>;
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org>;
+    /// Creates one child named `name` from the parent's flat `projects` (moved into it),
+    /// all or nothing.
+    async fn migrate_projects(
+        &self,
+        projects: &[String],
+        name: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Migrated>;
     /// PATCHes that set absolute state carry no idempotency key: applying one twice is
     /// applying it once, and a key would turn a second identical correction of the same
     /// out-of-band change into a replay of the first (nothing changed, yet "success").

@@ -113,6 +113,14 @@ pub struct OrgPatch {
     pub billing_email: Option<Option<String>>,
 }
 
+/// The child a migration of flat projects created.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Migrated {
+    pub org: Org,
+    /// The projects moved into it.
+    pub project_ids: Vec<String>,
+}
+
 /// Result of archiving (offboarding) a child.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArchiveResult {
@@ -230,6 +238,7 @@ impl Capabilities {
             (self.key_rotation, "rotate-keys"),
             (self.webhooks, "webhooks"),
             (self.suspend, "state.suspended"),
+            (self.migrate_projects, "migrateProjects"),
         ]
         .into_iter()
         .filter(|(yes, _)| *yes)
@@ -240,6 +249,8 @@ impl Capabilities {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
+    /// Flat projects can be migrated into a new child (`spec.migrateProjects`).
+    pub migrate_projects: bool,
     pub find_by_external_id: bool,
     pub credit_config: bool,
     pub allocation_ledger: bool,

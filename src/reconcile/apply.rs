@@ -137,6 +137,9 @@ pub async fn apply(
 pub fn describe(action: &Action) -> String {
     match action {
         Action::CreateOrg { .. } => "create org".into(),
+        Action::MigrateProjects { projects, .. } => {
+            format!("migrate {} project(s) into a new org", projects.len())
+        }
         Action::UpdateOrg { .. } => "update org".into(),
         Action::Resume => "resume org".into(),
         Action::Suspend => "suspend org".into(),
@@ -336,6 +339,41 @@ async fn step(
                 "Created",
                 "Create",
                 format!("created org {}", org.id),
+            ));
+            *done.created = Some(org);
+        }
+        Action::MigrateProjects {
+            projects,
+            name,
+            key,
+        } => {
+            let migrated = provider.migrate_projects(projects, name, key).await?;
+            let missing: Vec<&String> = projects
+                .iter()
+                .filter(|p| !migrated.project_ids.contains(p))
+                .collect();
+            if !missing.is_empty() {
+                return Err(no_effect(
+                    "migrate projects",
+                    format!(
+                        "the new org {} does not hold {} of the projects",
+                        migrated.org.id,
+                        missing.len()
+                    ),
+                ));
+            }
+            let org = migrated.org;
+            status.org_id = Some(org.id.clone());
+            status.state = Some(org_state(org.status).to_string());
+            status.projects = migrated.project_ids;
+            events.push(event(
+                "Created",
+                "Create",
+                format!(
+                    "created org {} by migrating {} project(s)",
+                    org.id,
+                    status.projects.len()
+                ),
             ));
             *done.created = Some(org);
         }

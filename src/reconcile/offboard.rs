@@ -3,7 +3,7 @@
 //! or, when its id never reached status, the ones carrying this object's owner marker
 //! (with its uid, so an earlier object of the same name is never confused with this one).
 
-use crate::api::{CustomerOrg, DeletionPolicy, PAUSED_ANNOTATION};
+use crate::api::{CustomerOrg, DeletionPolicy, ManagementPolicy, PAUSED_ANNOTATION};
 
 use super::offboard_guard::{self, Admission};
 use super::offboard_window::{self, Pause};
@@ -63,6 +63,15 @@ fn guard_paused(ctx: &Context, corg: &CustomerOrg, pause: &Pause) -> Offboard {
 /// Offboards one CustomerOrg on deletion.
 pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, ReconcileError> {
     let recorded = corg.status.as_ref().and_then(|s| s.org_id.clone());
+    if corg.spec.management_policy == ManagementPolicy::Observe {
+        let note = "managementPolicy Observe: nothing is written to the provider; the org is left untouched";
+        return Ok(Offboard {
+            done: true,
+            events: vec![event(false, "Orphaned", note.to_string())],
+            retry: Retry::Resync,
+            paused: None,
+        });
+    }
     if corg.spec.deletion_policy == DeletionPolicy::Orphan {
         let note = match &recorded {
             Some(id) => format!("deletionPolicy Orphan: org {id} left untouched"),

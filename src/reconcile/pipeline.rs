@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use crate::api::conditions::{self, READY};
-use crate::api::{CustomerOrg, CustomerOrgStatus, RefusedAllocation};
+use crate::api::{CustomerOrg, CustomerOrgStatus, ManagementPolicy, RefusedAllocation};
 use crate::provider::error::ProviderError;
 use crate::provider::{Org, OrgStatus};
 
 use super::apply::{self, StepError};
-use super::plan::{self, Action, Found, Gate, OWNER_KEY, Observed, REASON_API_REJECTED, Reads};
+use super::plan::{
+    self, Action, Found, Gate, OWNER_KEY, Observed, REASON_API_REJECTED, REASON_DRIFTED, Reads,
+};
 use super::status::{self, Verdict};
 use super::{Context, OrgEvent, Outcome, ReconcileError, Retry, owners, secrets};
 
@@ -280,8 +282,9 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
     if org.status == OrgStatus::Archived || corg.spec.state == crate::api::DesiredState::Archived {
         return Ok(Observation::Ready(Box::new(obs)));
     }
-    // A newly found or adopted org has no bookkeeping: read everything once.
-    let deep = ctx.deep || !matches!(found, Found::Tracked(_));
+    // A newly found or adopted org has no bookkeeping: read everything once. Observe
+    // keeps no bookkeeping of its own and reports every difference: it always reads all.
+    let deep = ctx.deep || observing(corg) || !matches!(found, Found::Tracked(_));
     let reads: Reads = plan::reads(corg, &obs.secrets, &obs.owned, &caps, deep);
     if reads.keys {
         match provider.list_keys(&org.id).await {
@@ -302,6 +305,33 @@ async fn observe(ctx: &Context, corg: &CustomerOrg) -> Result<Observation, Recon
         }
     }
     Ok(Observation::Ready(Box::new(obs)))
+}
+
+/// What the next pass would do, found by the same gate, observation and planner as
+/// [`run`], applying nothing: `orgops plan` reads through here.
+#[derive(Debug)]
+pub enum Preview {
+    /// Paused or waiting for a spec change: no API call.
+    Gated(Gate),
+    /// Refused before observing (reason, message).
+    Refused(String, String),
+    /// The observation failed.
+    Failed(ProviderError),
+    /// The plan, through an adoption claim (see [`plan::plan_through_claim`]).
+    Planned(Box<plan::Plan>),
+}
+
+pub async fn preview(ctx: &Context, corg: &CustomerOrg) -> Result<Preview, ReconcileError> {
+    if let Some(gate) = plan::gate(corg) {
+        return Ok(Preview::Gated(gate));
+    }
+    if let Some((reason, message)) = plan::refusal(corg, &ctx.provider.capabilities()) {
+        return Ok(Preview::Refused(reason, message));
+    }
+    Ok(match observe(ctx, corg).await? {
+        Observation::Ready(obs) => Preview::Planned(Box::new(plan::plan_through_claim(corg, &obs))),
+        Observation::Failed(e) => Preview::Failed(e),
+    })
 }
 
 pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, ReconcileError> {
@@ -336,6 +366,9 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
             return Ok(finish(corg, base, verdict, retry, events));
         }
     };
+    if observing(corg) {
+        return Ok(observe_only(corg, &obs, base));
+    }
     let plan = plan::plan(corg, &obs);
     let mut working = status::observed(corg, plan.org.as_ref(), &obs);
     let mut events = Vec::new();
@@ -390,6 +423,56 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
     ))
 }
 
+fn observing(corg: &CustomerOrg) -> bool {
+    corg.spec.management_policy == ManagementPolicy::Observe
+}
+
+/// managementPolicy Observe: the plan is computed as for Full (through an adoption claim)
+/// and reported, never applied. Status comes from the observation alone.
+fn observe_only(corg: &CustomerOrg, obs: &Observed, base: CustomerOrgStatus) -> Outcome {
+    let plan = plan::plan_through_claim(corg, obs);
+    let working = if plan.org.is_some() {
+        status::observed(corg, plan.org.as_ref(), obs)
+    } else {
+        base
+    };
+    if let Some((reason, message)) = plan.stalled {
+        let (verdict, retry, event) = stalled(&reason, message);
+        let events = once(corg, event).collect();
+        return finish(corg, working, verdict, retry, events);
+    }
+    let fields = plan::drifted_fields(&plan);
+    if fields.is_empty() {
+        let mut notes = plan.notes;
+        notes.push("managementPolicy Observe: nothing is written to the provider".into());
+        return finish(
+            corg,
+            working,
+            Verdict::Converged { notes },
+            Retry::Resync,
+            Vec::new(),
+        );
+    }
+    let org = match &plan.org {
+        Some(org) => format!("org {}", org.id),
+        None => "no org found (by spec.adoptOrgId or spec.externalId); Full would create one"
+            .to_string(),
+    };
+    let message = format!(
+        "managementPolicy Observe: {org}; differs from the spec in {}; not corrected (set managementPolicy: Full to converge)",
+        fields.join(", ")
+    );
+    let event = warning(REASON_DRIFTED, message.clone());
+    let events = once(corg, Some(event)).collect();
+    finish(
+        corg,
+        working,
+        Verdict::Drifted { message },
+        Retry::Resync,
+        events,
+    )
+}
+
 /// What a failed step means for the object. Records what the next pass needs (the org an
 /// earlier create made, a refused top-up) in the working status.
 async fn step_failure(
@@ -407,6 +490,35 @@ async fn step_failure(
                 // (its body differed). Find it by the owner marker, fresh.
                 (ProviderError::IdempotencyConflict(_), Some(Action::CreateOrg { .. })) => {
                     return Ok(recover_created(ctx, corg, working).await);
+                }
+                // Migrate is all or nothing: a refusal moved nothing, and the provider
+                // stores it under the key, so the next attempt gets a new one.
+                (ProviderError::Conflict(_), Some(Action::MigrateProjects { .. })) => {
+                    working.create_refusals = Some(working.create_refusals.unwrap_or(0) + 1);
+                    return Ok((
+                        Verdict::Transient {
+                            message: format!(
+                                "migrate refused while a project has work in flight (all or nothing: nothing moved): {} {}; retrying with backoff",
+                                error.code(),
+                                error.message()
+                            ),
+                        },
+                        Retry::Backoff,
+                        None,
+                    ));
+                }
+                (e, Some(Action::MigrateProjects { .. }))
+                    if e.is_not_found() || (e.needs_human() && !e.is_auth()) =>
+                {
+                    working.create_refusals = Some(working.create_refusals.unwrap_or(0) + 1);
+                    return Ok(stalled(
+                        REASON_API_REJECTED,
+                        format!(
+                            "the provider refused to migrate spec.migrateProjects: {} {}; nothing moved. spec.migrateProjects is immutable: delete this CustomerOrg and create it again with the partner's project ids",
+                            e.code(),
+                            e.message()
+                        ),
+                    ));
                 }
                 // A definitive refusal made no org: the retry after a fix needs a new key
                 // (a provider that stores 4xx would replay the refusal for ever).

@@ -189,6 +189,32 @@ impl World {
                 };
                 *org_id = Some(id);
             }
+            Action::MigrateProjects {
+                projects,
+                name,
+                key,
+            } => {
+                let fp = format!("{projects:?}{name}");
+                let id = match self.replay(key, &fp) {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        // A plain child: no metadata until the follow-ups tag it.
+                        let id = self.id("org");
+                        self.orgs.push(Org {
+                            id: id.clone(),
+                            name: name.clone(),
+                            status: OrgStatus::Active,
+                            metadata: BTreeMap::new(),
+                            billing_email: None,
+                            summary: None,
+                        });
+                        self.idem.insert(key.0.clone(), (fp, id.clone()));
+                        id
+                    }
+                    Err(()) => return Err(()),
+                };
+                *org_id = Some(id);
+            }
             Action::UpdateOrg { patch } => {
                 let o = self.org_mut(&org).ok_or(())?;
                 if let Some(n) = &patch.name {
@@ -509,6 +535,8 @@ fn spec_of(keys: &[(u8, bool)], hooks: &[(u8, bool)], allocated: i64) -> Custome
             })
             .collect(),
         deletion_policy: DeletionPolicy::Archive,
+        management_policy: Default::default(),
+        migrate_projects: Vec::new(),
     }
 }
 
@@ -613,13 +641,17 @@ proptest! {
         alloc_a in 0i64..1000,
         raise in 0i64..1000,
         rename in any::<bool>(),
+        migrate in any::<bool>(),
         faults in proptest::collection::vec(
             (proptest::collection::vec(arb_fault(), 0..8), any::<bool>()), 0..6),
         faults_b in proptest::collection::vec(
             (proptest::collection::vec(arb_fault(), 0..8), any::<bool>()), 0..6),
     ) {
         let mut w = World::default();
-        let mut corg = CustomerOrg::new("acme", spec_of(&dedup(keys_a), &dedup(hooks_a), alloc_a));
+        let mut first = spec_of(&dedup(keys_a), &dedup(hooks_a), alloc_a);
+        let projects = if migrate { vec!["prj_1".to_string()] } else { Vec::new() };
+        first.migrate_projects = projects.clone();
+        let mut corg = CustomerOrg::new("acme", first);
         corg.metadata.namespace = Some("customers".into());
         corg.metadata.uid = Some("uid-1".into());
         corg.metadata.generation = Some(1);
@@ -634,6 +666,7 @@ proptest! {
         if rename {
             edited.display_name = "Acme Renamed".into();
         }
+        edited.migrate_projects = projects;
         corg.spec = edited;
         corg.metadata.generation = Some(2);
         for (f, lose) in &faults_b {

@@ -12,6 +12,7 @@ use crate::provider::*;
 use super::plan::*;
 
 pub(super) const CAPS: Capabilities = Capabilities {
+    migrate_projects: true,
     find_by_external_id: true,
     credit_config: true,
     allocation_ledger: true,
@@ -42,6 +43,8 @@ fn spec() -> CustomerOrgSpec {
         api_keys: Vec::new(),
         webhooks: Vec::new(),
         deletion_policy: DeletionPolicy::Archive,
+        management_policy: Default::default(),
+        migrate_projects: Vec::new(),
     }
 }
 
@@ -1275,5 +1278,144 @@ fn an_adoption_claims_the_org_first_and_acts_after_reading_the_claim_back() {
         p.actions
             .iter()
             .any(|a| matches!(a, Action::MintKey { .. }))
+    );
+}
+
+/// An adopted org that differs from the spec, with its keys and ledger read.
+fn adoptable(c: &CustomerOrg) -> Observed {
+    let mut o = org_for(c);
+    o.metadata.remove(OWNER_KEY);
+    o.name = "Old name".into();
+    let mut seen = obs(Found::ByExternalId {
+        orgs: vec![o],
+        claimed_by: None,
+    });
+    seen.keys = Some(Vec::new());
+    seen.webhooks = Some(Vec::new());
+    seen.ledger = Some(100);
+    seen
+}
+
+#[test]
+fn through_the_claim_an_adoption_shows_everything_it_leads_to() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 500,
+        ..Default::default()
+    });
+    s.api_keys = vec![key_spec("crm")];
+    let c = corg(s);
+    let seen = adoptable(&c);
+    // The operator claims first and acts on a later pass ...
+    let first = plan(&c, &seen);
+    assert_eq!(first.actions.len(), 1);
+    // ... while a reader that never writes sees the claim and what follows it.
+    let all = plan_through_claim(&c, &seen);
+    assert!(all.adopted.is_some());
+    assert_eq!(all.actions.first(), first.actions.first());
+    assert!(all.actions.iter().any(|a| matches!(
+        a,
+        Action::Allocate {
+            credits: 400,
+            ledger: 100,
+            target: 500,
+            ..
+        }
+    )));
+    assert!(
+        all.actions
+            .iter()
+            .any(|a| matches!(a, Action::MintKey { name, .. } if name == "crm"))
+    );
+    // The claim is bookkeeping, not a difference from the spec.
+    assert_eq!(
+        drifted_fields(&all),
+        vec![
+            "spec.displayName".to_string(),
+            "spec.credits.allocated (400 credits not yet moved)".into(),
+            "spec.apiKeys[crm] (no key)".into(),
+        ]
+    );
+    // Without a claim to make, it is the plan itself.
+    assert_eq!(plan_through_claim(&c, &tracked(&c)), plan(&c, &tracked(&c)));
+}
+
+#[test]
+fn a_tracked_org_without_this_objects_marker_is_claimed_before_anything_else() {
+    // Observe records status.orgId and never writes the claim: on the switch to Full the
+    // org is taken over as an adoption, claim first.
+    let c = corg(spec());
+    let mut o = org_for(&c);
+    o.metadata.remove(OWNER_KEY);
+    o.name = "Old name".into();
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert!(p.adopted.is_some());
+    assert!(matches!(
+        p.actions.as_slice(),
+        [Action::UpdateOrg { patch }] if patch.name.is_none()
+            && patch.metadata.as_ref().is_some_and(|m| m.len() == 1 && m.contains_key(OWNER_KEY))
+    ));
+    // With the marker on it, the same org is simply tracked.
+    let p = plan(&c, &tracked(&c));
+    assert!(p.adopted.is_none() && writes(&p).is_empty());
+}
+
+#[test]
+fn migrate_creates_by_moving_projects_then_renames_and_tags_in_the_same_plan() {
+    let mut s = spec();
+    s.migrate_projects = vec!["prj_1".into(), "prj_2".into()];
+    s.credits = Some(CreditsSpec {
+        allocated: 300,
+        ..Default::default()
+    });
+    let mut c = corg(s);
+    c.metadata.generation = Some(1);
+    let p = plan(
+        &c,
+        &obs(Found::ByExternalId {
+            orgs: vec![],
+            claimed_by: None,
+        }),
+    );
+    let Some(Action::MigrateProjects {
+        projects,
+        name,
+        key,
+    }) = p.actions.first()
+    else {
+        panic!("{:?}", p.actions)
+    };
+    assert_eq!(projects, &["prj_1".to_string(), "prj_2".into()]);
+    assert_eq!(name, "acme", "the stable object name, not spec.displayName");
+    // The migrated child is plain: renamed and tagged (externalId, owner) right after.
+    assert!(p.actions.iter().any(|a| matches!(a, Action::UpdateOrg { patch }
+        if patch.name.as_deref() == Some("Acme")
+            && patch.metadata.as_ref().is_some_and(|m| m.contains_key(OWNER_KEY) && m.contains_key(EXTERNAL_ID_KEY)))));
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Allocate { credits: 300, .. }))
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateOrg { .. }))
+    );
+    // A displayName edit does not change the request: a retry replays the first migration.
+    let mut edited = c.clone();
+    edited.spec.display_name = "Acme Renamed".into();
+    let again = plan(&edited, &obs(Found::Nothing));
+    assert!(
+        matches!(again.actions.first(), Some(Action::MigrateProjects { key: k2, name: n2, .. }) if k2 == key && n2 == name)
+    );
+    // After a refusal (nothing moved) the next attempt uses a new key.
+    let mut refused = c.clone();
+    refused.status = Some(CustomerOrgStatus {
+        create_refusals: Some(1),
+        ..Default::default()
+    });
+    let retry = plan(&refused, &obs(Found::Nothing));
+    assert!(
+        matches!(retry.actions.first(), Some(Action::MigrateProjects { key: k3, .. }) if k3 != key)
     );
 }

@@ -19,6 +19,8 @@ pub enum Verdict {
     Transient { message: String },
     /// Work pending that must wait (a rate limit window, a busy resource): no human needed.
     Waiting { reason: String, message: String },
+    /// managementPolicy Observe: the org differs from the spec and is left as it is.
+    Drifted { message: String },
 }
 
 pub fn org_state(status: OrgStatus) -> &'static str {
@@ -177,6 +179,21 @@ pub fn finish(
             Cond::new(READY, false, "ProviderUnavailable", message.clone()),
             Cond::new(RECONCILING, true, "Retrying", message.clone()),
             Cond::new(STALLED, false, "Retrying", "no human action needed yet"),
+        ],
+        Verdict::Drifted { message } => [
+            Cond::new(READY, false, plan::REASON_DRIFTED, message.clone()),
+            Cond::new(
+                RECONCILING,
+                false,
+                "Observing",
+                "managementPolicy Observe: nothing is written",
+            ),
+            Cond::new(
+                STALLED,
+                false,
+                "Observing",
+                "set managementPolicy: Full to converge",
+            ),
         ],
         Verdict::Waiting { reason, message } => [
             Cond::new(READY, false, reason, message.clone()),

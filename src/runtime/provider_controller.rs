@@ -173,14 +173,7 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
         return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
     };
     fingerprint.secret_version = secret.resource_version().unwrap_or_default();
-    let key = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&r.key))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
-    let Some(key) = key else {
+    let Some(key) = credential(&secret, &r.key) else {
         let msg = format!(
             "Secret {}/{} has no non-empty key {:?}",
             r.namespace, r.name, r.key
@@ -235,7 +228,19 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
     }
 }
 
-fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
+/// The non-empty value of `key` in the credentials Secret.
+pub fn credential<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The tier a spec fixes (`auto` fixes none: whoami says).
+pub fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
     match spec {
         RateTierSpec::Auto => None,
         RateTierSpec::Standard => Some(RateTier::Standard),

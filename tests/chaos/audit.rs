@@ -46,6 +46,7 @@ pub(crate) struct SimView {
     pub(crate) orgs: Vec<Value>,
     pub(crate) keys: Vec<Value>,
     pub(crate) endpoints: Vec<Value>,
+    pub(crate) projects: Vec<Value>,
     pub(crate) ledgers: BTreeMap<String, Vec<Value>>,
 }
 
@@ -67,6 +68,7 @@ impl SimView {
             orgs: list("orgs"),
             keys: list("apiKeys"),
             endpoints: list("webhookEndpoints"),
+            projects: list("projects"),
             ledgers,
         }
     }
@@ -383,6 +385,22 @@ pub(crate) async fn audit(
                     c.name, org["metadata"]["externalId"]
                 ),
             );
+        }
+        for project in &c.migrate {
+            let holder = view
+                .projects
+                .iter()
+                .find(|p| p["id"] == project.as_str())
+                .map(|p| p["organizationId"].clone());
+            if holder.as_ref().and_then(Value::as_str) != Some(org_id.as_str()) {
+                audit.add(
+                    Kind::Lost,
+                    format!(
+                        "{}: project {project} is in {holder:?}, not in its org {org_id}",
+                        c.name
+                    ),
+                );
+            }
         }
         if status["orgId"].as_str() != Some(org_id.as_str()) {
             audit.add(

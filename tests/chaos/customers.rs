@@ -43,6 +43,8 @@ pub(crate) struct Customer {
     pub(crate) spends: bool,
     /// `spec.adoptOrgId` (the racing pair).
     pub(crate) adopt: Option<String>,
+    /// `spec.migrateProjects`: the parent's flat projects its org is created from.
+    pub(crate) migrate: Vec<String>,
     /// metadata.uid, recorded when the object is created (the owner marker carries it).
     pub(crate) uid: String,
 }
@@ -116,11 +118,17 @@ pub(crate) fn initial_customers(ns: &str, n: usize) -> Vec<Customer> {
                 rotate_requested_at: None,
                 spends,
                 adopt: None,
+                migrate: Vec::new(),
                 uid: String::new(),
                 name,
             }
         })
         .collect()
+}
+
+/// The customers whose org is created by migrating flat projects (two each).
+pub(crate) fn migrating(i: usize) -> bool {
+    i % 20 == 13
 }
 
 /// Two CustomerOrgs racing for one existing org: exactly one may own it.
@@ -141,6 +149,7 @@ pub(crate) fn racing_pair(org_id: &str) -> Vec<Customer> {
             rotate_requested_at: None,
             spends: false,
             adopt: Some(org_id.to_string()),
+            migrate: Vec::new(),
             uid: String::new(),
         })
         .collect()
@@ -229,6 +238,9 @@ pub(crate) fn manifest(ns: &str, provider: &str, c: &Customer) -> Value {
     });
     if let Some(ext) = &c.external_id {
         spec["externalId"] = json!(ext);
+    }
+    if !c.migrate.is_empty() {
+        spec["migrateProjects"] = json!(c.migrate);
     }
     if let Some(org) = &c.adopt {
         spec["adoptOrgId"] = json!(org);

@@ -287,6 +287,29 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         .expect("created org JSON");
     let adopt_id = adopted["id"].as_str().expect("created org id").to_string();
 
+    // Flat projects (the older one-project-per-customer shape) for the migrating customers,
+    // made before the faults start.
+    let mut customers = initial_customers(&env.ns, n);
+    for (i, c) in customers.iter_mut().enumerate() {
+        if !customers::migrating(i) {
+            continue;
+        }
+        for suffix in ["web", "app"] {
+            let project: serde_json::Value = reqwest::Client::new()
+                .post(format!("{}/v1/projects", sim.base_url()))
+                .bearer_auth(sim.parent_key())
+                .json(&json!({"name": format!("{}-{suffix}", &c.name[5..]), "timezone": "UTC"}))
+                .send()
+                .await
+                .expect("create a flat project")
+                .json()
+                .await
+                .expect("project JSON");
+            c.migrate
+                .push(project["id"].as_str().expect("project id").to_string());
+        }
+    }
+
     // Faults from the first request on: 10 % 5xx, 5 % lost responses, 5 % 429, latency.
     sim.set_faults(
         json!({"error5xx": 0.10, "loseResponse": 0.05, "rateLimit429": 0.05,
@@ -295,7 +318,6 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     .await;
 
     let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &customer_orgs());
-    let mut customers = initial_customers(&env.ns, n);
     create_all(&corgs, &env.ns, &provider, &mut customers).await;
 
     // Two replicas competing for one Lease (its own name, so no other test's operator joins).

@@ -14,7 +14,9 @@ pub mod world;
 
 pub use control_plane::{ControlPlane, client_for};
 pub use env::TestEnv;
-pub use operator::{OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig};
+pub use operator::{
+    OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig, write_token_kubeconfig_for,
+};
 pub use sim::Sim;
 
 use std::future::Future;

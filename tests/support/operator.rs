@@ -233,7 +233,12 @@ pub fn bind_service_account(ns: &str) -> String {
 /// Mints a ServiceAccount token (TokenRequest API) and writes a kubeconfig that uses it
 /// with the test cluster's server and CA.
 pub fn write_token_kubeconfig(ns: &str) -> PathBuf {
-    let token = kubectl_ok(&["create", "token", OPERATOR_SA, "-n", ns, "--duration=2h"]);
+    write_token_kubeconfig_for(ns, OPERATOR_SA)
+}
+
+/// As [`write_token_kubeconfig`], for the ServiceAccount `sa` of `ns`.
+pub fn write_token_kubeconfig_for(ns: &str, sa: &str) -> PathBuf {
+    let token = kubectl_ok(&["create", "token", sa, "-n", ns, "--duration=2h"]);
     let admin = ControlPlane::ensure()
         .kubeconfig
         .to_string_lossy()
@@ -255,7 +260,7 @@ pub fn write_token_kubeconfig(ns: &str) -> PathBuf {
     if let Some(ctx) = config["contexts"].get_mut(0) {
         ctx["context"]["user"] = "orgops".into();
     }
-    let path = log_dir().join(format!("{ns}-operator.kubeconfig"));
+    let path = log_dir().join(format!("{ns}-{sa}.kubeconfig"));
     // The token is a credential: owner-only file.
     let file = OpenOptions::new()
         .create(true)

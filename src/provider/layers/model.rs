@@ -55,6 +55,21 @@ pub struct ErrorBody {
     pub request_id: Option<String>,
 }
 
+/// `POST /v1/organizations/migrate` → `201 { projectsMoved, childrenCreated, children }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrateWire {
+    pub children: Vec<MigratedChildWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigratedChildWire {
+    pub id: String,
+    #[serde(default)]
+    pub project_ids: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgWire {

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use super::LayersProvider;
 use super::client::Request;
 use super::model::{
-    ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire, MintWire,
-    OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
+    ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire,
+    MigrateWire, MintWire, OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
 };
 use super::org_index;
 use crate::provider::error::ProviderError;
@@ -19,6 +19,7 @@ use crate::provider::{Provider, ProviderResult};
 
 const ORGS: &str = "/v1/organizations";
 const ORG: &str = "/v1/organizations/:orgId";
+const MIGRATE: &str = "/v1/organizations/migrate";
 const ORG_LIMIT: u32 = 200;
 const KEY_LIMIT: u32 = 100;
 const EVENT_LIMIT: u32 = 100;
@@ -108,6 +109,7 @@ impl LayersProvider {
 impl Provider for LayersProvider {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            migrate_projects: true,
             find_by_external_id: true,
             credit_config: true,
             allocation_ledger: true,
@@ -173,6 +175,44 @@ impl Provider for LayersProvider {
         let org: Org = self.http.json::<OrgWire>(&req).await?.into();
         self.orgs.upsert(&org);
         Ok(org)
+    }
+
+    async fn migrate_projects(
+        &self,
+        projects: &[String],
+        name: &str,
+        key: &IdempotencyKey,
+    ) -> ProviderResult<Migrated> {
+        let mapping: Map<String, Value> =
+            projects.iter().map(|p| (p.clone(), json!(name))).collect();
+        let req = Request::new(Method::POST, MIGRATE, MIGRATE.into())
+            .json(&json!({ "mapping": mapping }))
+            .key(key);
+        let wire: MigrateWire = self.http.json(&req).await?;
+        let child = match wire.children.as_slice() {
+            [one] => one,
+            _ => {
+                return Err(ProviderError::Decode {
+                    route: MIGRATE.into(),
+                    detail: format!(
+                        "expected one child for one name, got {}",
+                        wire.children.len()
+                    ),
+                });
+            }
+        };
+        // The response names the child only: read it whole (status, metadata, summary).
+        let org = self
+            .get_org(&child.id)
+            .await?
+            .ok_or_else(|| ProviderError::Decode {
+                route: MIGRATE.into(),
+                detail: format!("the migrated child {} is not readable", child.id),
+            })?;
+        Ok(Migrated {
+            org,
+            project_ids: child.project_ids.clone(),
+        })
     }
 
     async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org> {

@@ -18,6 +18,7 @@ use crate::provider::{
 };
 
 mod credits;
+mod drift;
 mod keys;
 mod naming;
 mod org;
@@ -25,11 +26,14 @@ mod reads;
 mod webhooks;
 
 pub use credits::allocation_key;
+pub use drift::{drifted_fields, field_of};
 pub use naming::*;
 pub use reads::{Reads, reads};
 
 /// Stalled reason for an API rejection (kept until the spec changes).
 pub const REASON_API_REJECTED: &str = "ApiRejected";
+/// Ready=False reason under managementPolicy Observe when the org differs from the spec.
+pub const REASON_DRIFTED: &str = "Drifted";
 
 /// How the org was found.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +121,13 @@ pub fn marked_sum(rows: &[LedgerAllocation]) -> i64 {
 pub enum Action {
     CreateOrg {
         new: NewOrg,
+        key: IdempotencyKey,
+    },
+    /// Create the org by moving the parent's flat `projects` into one new child named
+    /// `name` (see `migrate_name`); tagged and renamed by the follow-ups.
+    MigrateProjects {
+        projects: Vec<String>,
+        name: String,
         key: IdempotencyKey,
     },
     /// Absolute state: sent without an idempotency key (see `Provider::update_org`).
@@ -343,8 +354,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
         }
     };
     plan.org = Some(org.clone());
-    if plan.adopted.is_some() && !org::marked_ours(corg, &org) && org.status != OrgStatus::Archived
-    {
+    if claims(corg, &plan) {
         // Claim first, act after reading the claim back: two objects adopting one org at
         // the same moment both write their marker, and only the one whose marker stays
         // goes on to mint and fund (the other is then AdoptionConflict).
@@ -354,6 +364,53 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
     let drift = was_ready_at_this_generation(corg) && plan.adopted.is_none();
     converge(corg, &org, obs, drift, &mut plan);
     plan
+}
+
+/// The plan as it stands once an adoption claim is in place: for readers that never write
+/// the claim (`orgops plan`, managementPolicy Observe) and want to show everything the
+/// adoption leads to. Identical to [`plan`] when there is no claim to make.
+pub fn plan_through_claim(corg: &CustomerOrg, obs: &Observed) -> Plan {
+    let first = plan(corg, obs);
+    if !claims(corg, &first) {
+        return first;
+    }
+    let mut claimed = obs.clone();
+    claimed.found = with_owner_marker(&obs.found, &owner_of(corg));
+    let mut then = plan(corg, &claimed);
+    then.actions.splice(0..0, first.actions);
+    then.adopted = first.adopted;
+    then
+}
+
+/// Whether this plan only claims an adopted org (the rest follows once it reads back).
+pub fn claims(corg: &CustomerOrg, plan: &Plan) -> bool {
+    plan.adopted.is_some()
+        && plan
+            .org
+            .as_ref()
+            .is_some_and(|o| !org::marked_ours(corg, o) && o.status != OrgStatus::Archived)
+}
+
+fn with_owner_marker(found: &Found, marker: &str) -> Found {
+    let mark = |org: &Org| {
+        let mut org = org.clone();
+        org.metadata
+            .insert(OWNER_KEY.to_string(), marker.to_string());
+        org
+    };
+    match found {
+        Found::Tracked(org) => Found::Tracked(org.as_ref().map(mark)),
+        Found::ById { org, claimed_by } => Found::ById {
+            org: org.as_ref().map(mark),
+            claimed_by: claimed_by.clone(),
+        },
+        Found::ByOwner(orgs) => Found::ByOwner(orgs.iter().map(mark).collect()),
+        Found::ByExternalId { orgs, claimed_by } => Found::ByExternalId {
+            orgs: orgs.iter().map(mark).collect(),
+            claimed_by: claimed_by.clone(),
+        },
+        Found::Nothing => Found::Nothing,
+    }
 }
 
 /// Everything after identity, against a known (or just created) org.
@@ -386,8 +443,15 @@ pub(crate) const NEW_ORG: &str = "";
 /// idempotency keys: a spec edited since (generation > 1), a pending rotation, or any
 /// record of earlier work (status lists, owned Secrets).
 fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Observed)> {
-    let Some(Action::CreateOrg { new, .. }) = plan.actions.first() else {
-        return None;
+    let (name, metadata, billing_email) = match plan.actions.first() {
+        Some(Action::CreateOrg { new, .. }) => (
+            new.name.clone(),
+            new.metadata.clone(),
+            new.billing_email.clone(),
+        ),
+        // A migrated child starts plain: no metadata, no billing email.
+        Some(Action::MigrateProjects { name, .. }) => (name.clone(), BTreeMap::new(), None),
+        _ => return None,
     };
     let first_generation = corg.metadata.generation.unwrap_or(1) == 1;
     let no_records = corg.status.as_ref().is_none_or(|s| {
@@ -402,10 +466,10 @@ fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Ob
     let caps = obs.capabilities;
     let org = Org {
         id: NEW_ORG.to_string(),
-        name: new.name.clone(),
+        name,
         status: OrgStatus::Active,
-        metadata: new.metadata.clone(),
-        billing_email: new.billing_email.clone(),
+        metadata,
+        billing_email,
         summary: Some(OrgSummary {
             balance: 0,
             available: 0,
@@ -426,7 +490,10 @@ fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Ob
 
 /// Whether this plan acts on an org that its own first action creates.
 pub fn creates_org(plan: &Plan) -> bool {
-    matches!(plan.actions.first(), Some(Action::CreateOrg { .. }))
+    matches!(
+        plan.actions.first(),
+        Some(Action::CreateOrg { .. } | Action::MigrateProjects { .. })
+    )
 }
 
 pub(crate) fn wants(corg: &CustomerOrg) -> DesiredState {

@@ -17,6 +17,12 @@ pub const ALLOCATION_MARKER: &str = "orgops.dev/allocation";
 /// Webhook endpoint metadata naming the spec.webhooks entry.
 pub const WEBHOOK_MARKER: &str = "orgops.dev/webhook";
 
+/// The child's name in a migration: the object's name (1-128 characters), which never
+/// changes; the org is renamed to spec.displayName right after.
+pub fn migrate_name(corg: &CustomerOrg) -> String {
+    corg_name(corg).chars().take(128).collect()
+}
+
 /// `namespace/name/uid`: the owner marker value. The uid makes it durable: a later object
 /// with the same name (after an `Orphan` deletion) is a different owner.
 pub fn owner_of(corg: &CustomerOrg) -> String {

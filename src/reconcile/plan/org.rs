@@ -21,7 +21,21 @@ fn ext(corg: &CustomerOrg) -> &str {
 
 pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> Identity {
     match &obs.found {
-        Found::Tracked(Some(org)) => Identity::Known(org.clone()),
+        Found::Tracked(Some(org)) => {
+            // Recorded in status without this object's claim on it: found under
+            // managementPolicy Observe (which never writes), or written by orgops 0.1.
+            // Taken over like an adoption: the claim first, then everything else.
+            if !marked_ours(corg, org) && org.status != OrgStatus::Archived {
+                plan.adopted = Some((
+                    "Adopted".into(),
+                    format!(
+                        "took over org {} (status.orgId) which does not carry this object's owner marker yet",
+                        org.id
+                    ),
+                ));
+            }
+            Identity::Known(org.clone())
+        }
         Found::Tracked(None) => {
             if wants(corg) != DesiredState::Archived {
                 plan.stall(
@@ -132,16 +146,31 @@ pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
             .push("spec.state is archived and no org exists: nothing to create".into());
         return;
     }
+    let refusals = corg.status.as_ref().and_then(|s| s.create_refusals);
+    let keyed = |what: &str| match refusals {
+        None | Some(0) => derive(&[uid(corg), what]),
+        Some(n) => derive(&[uid(corg), what, &n.to_string()]),
+    };
+    if !corg.spec.migrate_projects.is_empty() {
+        // Every project to one child. The body depends only on what cannot change (the
+        // object's name, the immutable project list), so any retry under this key replays
+        // the first migration instead of being refused as a different request.
+        plan.actions.push(Action::MigrateProjects {
+            projects: corg.spec.migrate_projects.clone(),
+            name: super::migrate_name(corg),
+            key: keyed("migrate"),
+        });
+        return;
+    }
     let new = NewOrg {
         name: corg.spec.display_name.clone(),
         metadata: desired_metadata(corg),
         billing_email: corg.spec.billing_email.clone(),
     };
-    let key = match corg.status.as_ref().and_then(|s| s.create_refusals) {
-        None | Some(0) => derive(&[uid(corg), "create"]),
-        Some(n) => derive(&[uid(corg), "create", &n.to_string()]),
-    };
-    plan.actions.push(Action::CreateOrg { new, key });
+    plan.actions.push(Action::CreateOrg {
+        new,
+        key: keyed("create"),
+    });
 }
 
 /// Whether the org carries this object's owner marker.

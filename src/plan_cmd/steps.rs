@@ -1,0 +1,236 @@
+//! A plan's actions as a reader sees them: one line each, with the numbers that matter.
+
+use serde::Serialize;
+
+use crate::provider::{KeyEnv, Org};
+use crate::reconcile::plan::{Action, OWNER_KEY};
+
+/// One action, rendered.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Step {
+    /// Machine name: create-org, claim-org, update-org, suspend, resume, archive,
+    /// set-credit-config, allocate, mint-key, rotate-key, revoke-key, create-webhook,
+    /// update-webhook, delete-webhook, rotate-webhook-secret, delete-secret.
+    pub op: &'static str,
+    pub text: String,
+    /// Credits moved into the org (allocate) or reclaimed by the parent (archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<i64>,
+}
+
+impl Step {
+    fn new(op: &'static str, text: String) -> Step {
+        Step {
+            op,
+            text,
+            credits: None,
+        }
+    }
+
+    /// `+` adds, `~` changes, `-` removes (as in a diff).
+    pub fn sign(&self) -> char {
+        match self.op {
+            "create-org" | "migrate-projects" | "allocate" | "mint-key" | "create-webhook" => '+',
+            "archive" | "revoke-key" | "delete-webhook" | "delete-secret" => '-',
+            _ => '~',
+        }
+    }
+}
+
+fn env(e: KeyEnv) -> &'static str {
+    match e {
+        KeyEnv::Live => "live",
+        KeyEnv::Test => "test",
+    }
+}
+
+/// The steps of a plan against `org` (None: the plan creates it). Bookkeeping that only
+/// touches the status (rotation records) is left out.
+pub fn steps(actions: &[Action], org: Option<&Org>) -> Vec<Step> {
+    let org_name = org.map_or("the new org".to_string(), |o| format!("org {}", o.id));
+    actions
+        .iter()
+        .filter_map(|a| step(a, org, &org_name))
+        .collect()
+}
+
+fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
+    Some(match action {
+        Action::CreateOrg { new, .. } => {
+            let ext = new
+                .metadata
+                .get(crate::reconcile::plan::EXTERNAL_ID_KEY)
+                .map(|e| format!(" with externalId {e:?}"))
+                .unwrap_or_default();
+            Step::new("create-org", format!("create org {:?}{ext}", new.name))
+        }
+        Action::MigrateProjects { projects, name, .. } => Step::new(
+            "migrate-projects",
+            format!(
+                "create the org by migrating {} flat project(s) into a new child {name:?} ({}); renamed and tagged next",
+                projects.len(),
+                projects.join(", ")
+            ),
+        ),
+        Action::UpdateOrg { patch } => {
+            let only_claim = patch.name.is_none()
+                && patch.billing_email.is_none()
+                && patch
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.keys().all(|k| k == OWNER_KEY));
+            if only_claim {
+                return Some(Step::new(
+                    "claim-org",
+                    format!("claim {org_name} (write this object's owner marker)"),
+                ));
+            }
+            let mut parts = Vec::new();
+            if let Some(name) = &patch.name {
+                let from = org.map(|o| o.name.as_str()).unwrap_or_default();
+                parts.push(format!("name {from:?} -> {name:?}"));
+            }
+            if let Some(email) = &patch.billing_email {
+                parts.push(format!(
+                    "billingEmail -> {}",
+                    email.as_deref().unwrap_or("(none)")
+                ));
+            }
+            for (k, v) in patch.metadata.iter().flatten() {
+                if k == OWNER_KEY {
+                    continue;
+                }
+                if v.is_empty() {
+                    parts.push(format!("metadata.{k} removed"));
+                } else {
+                    parts.push(format!("metadata.{k} -> {v:?}"));
+                }
+            }
+            Step::new(
+                "update-org",
+                format!("update {org_name}: {}", parts.join(", ")),
+            )
+        }
+        Action::Resume => Step::new("resume", format!("resume {org_name}")),
+        Action::Suspend => Step::new(
+            "suspend",
+            format!("suspend {org_name} (its keys stop working until it is resumed)"),
+        ),
+        Action::Archive => {
+            let balance = org.and_then(|o| o.summary.as_ref()).map(|s| s.balance);
+            let mut s = Step::new(
+                "archive",
+                format!(
+                    "archive {org_name} (terminal: keys revoked{})",
+                    balance.map_or(String::new(), |b| format!(", {b} credits reclaimed"))
+                ),
+            );
+            s.credits = balance;
+            s
+        }
+        Action::SetCreditConfig { config } => {
+            let cap = config
+                .monthly_cap
+                .map_or("no cap".to_string(), |c| format!("monthlyCap {c}"));
+            let refill = config
+                .refill
+                .as_ref()
+                .map_or("no autoRefill".to_string(), |r| {
+                    format!("autoRefill {} when below {}", r.amount, r.threshold)
+                });
+            Step::new(
+                "set-credit-config",
+                format!("set {org_name}'s credit config: {cap}, {refill}"),
+            )
+        }
+        Action::Allocate {
+            credits,
+            ledger,
+            target,
+            ..
+        } => {
+            let mut s = Step::new(
+                "allocate",
+                format!(
+                    "move {credits} credits from the parent into {org_name} (allocated {ledger} -> {target})"
+                ),
+            );
+            s.credits = i64::try_from(*credits).ok();
+            s
+        }
+        Action::MintKey {
+            name,
+            new,
+            secret_name,
+            ..
+        } => Step::new(
+            "mint-key",
+            format!(
+                "mint key {name} [{}] ({}) into Secret {secret_name}",
+                new.scopes.join(", "),
+                env(new.env)
+            ),
+        ),
+        Action::RotateKey {
+            name,
+            key_id,
+            secret_name,
+            rotation,
+            recover,
+            ..
+        } => {
+            let why = if *recover {
+                " (its Secret was lost; the old secret works through the grace window)".to_string()
+            } else if let Some(r) = rotation {
+                format!(" (rotate-keys {r:?})")
+            } else {
+                String::new()
+            };
+            Step::new(
+                "rotate-key",
+                format!("rotate key {name} ({key_id}) into Secret {secret_name}{why}"),
+            )
+        }
+        Action::RevokeKey { name, key_id } => Step::new(
+            "revoke-key",
+            format!("revoke key {name} ({key_id}): it stops working at once"),
+        ),
+        Action::CreateWebhook { name, new, .. } => Step::new(
+            "create-webhook",
+            format!(
+                "create webhook {name} -> {} [{}]",
+                new.url,
+                new.events.join(", ")
+            ),
+        ),
+        Action::UpdateWebhook { name, id, patch } => {
+            let mut parts = Vec::new();
+            if let Some(url) = &patch.url {
+                parts.push(format!("url -> {url}"));
+            }
+            if let Some(events) = &patch.events {
+                parts.push(format!("events -> [{}]", events.join(", ")));
+            }
+            if patch.metadata.is_some() {
+                parts.push("marker".to_string());
+            }
+            Step::new(
+                "update-webhook",
+                format!("update webhook {name} ({id}): {}", parts.join(", ")),
+            )
+        }
+        Action::DeleteWebhook { name, id } => {
+            Step::new("delete-webhook", format!("delete webhook {name} ({id})"))
+        }
+        Action::RotateWebhookSecret {
+            name, secret_name, ..
+        } => Step::new(
+            "rotate-webhook-secret",
+            format!("rotate webhook {name}'s signing secret into Secret {secret_name}"),
+        ),
+        Action::DeleteSecret { name } => {
+            Step::new("delete-secret", format!("delete Secret {name}"))
+        }
+        Action::MarkRotated { .. } => return None,
+    })
+}

@@ -1,0 +1,356 @@
+//! Issue 16 end to end: `orgops plan` against the real control plane and `layers-sim`,
+//! run as a user runs it (the release binary, a read-only kube identity), compared with
+//! what the operator then does (the simulator's write counters).
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+use support::world::{World, count, secret_value};
+use support::{apply_yaml_ok, kubectl, kubectl_ok, wait_for, write_token_kubeconfig_for};
+
+const READ_ONLY_ROLE: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: orgops-plan-e2e}
+rules:
+- apiGroups: [orgops.dev]
+  resources: [customerorgs, orgproviders]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+"#;
+
+/// A ServiceAccount bound to a role with get/list/watch only; its kubeconfig.
+fn read_only_kubeconfig(ns: &str) -> std::path::PathBuf {
+    apply_yaml_ok(READ_ONLY_ROLE);
+    // Not the operator's ServiceAccount: this identity has the read-only role alone.
+    kubectl_ok(&["create", "serviceaccount", "plan-reader", "-n", ns]);
+    let binding = format!("orgops-plan-e2e-{ns}");
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &binding,
+        "--ignore-not-found",
+    ]);
+    kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &binding,
+        "--clusterrole=orgops-plan-e2e",
+        &format!("--serviceaccount={ns}:plan-reader"),
+    ]);
+    write_token_kubeconfig_for(ns, "plan-reader")
+}
+
+fn orgops_plan(kubeconfig: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_orgops"))
+        .arg("plan")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run orgops plan")
+}
+
+fn ops(plan: &Value, name: &str) -> Vec<String> {
+    let obj = plan["objects"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["name"] == name))
+        .unwrap_or_else(|| panic!("{name} missing in plan: {plan:#}"));
+    obj["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["op"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The simulator route each plan op writes to.
+fn route_of(op: &str) -> (&'static str, &'static str) {
+    match op {
+        "create-org" => ("POST", "/v1/organizations"),
+        "claim-org" | "update-org" => ("PATCH", "/v1/organizations/:orgId"),
+        "archive" => ("DELETE", "/v1/organizations/:orgId"),
+        "suspend" => ("POST", "/v1/organizations/:orgId/suspend"),
+        "resume" => ("POST", "/v1/organizations/:orgId/resume"),
+        "set-credit-config" => ("PATCH", "/v1/organizations/:orgId/credit-config"),
+        "allocate" => ("POST", "/v1/organizations/:orgId/credits/allocate"),
+        "mint-key" => ("POST", "/v1/organizations/:orgId/api-keys"),
+        "rotate-key" => ("POST", "/v1/organizations/:orgId/api-keys/:keyId/rotate"),
+        "revoke-key" => ("DELETE", "/v1/organizations/:orgId/api-keys/:keyId"),
+        "create-webhook" => ("POST", "/v1/webhook-endpoints"),
+        "update-webhook" => ("PATCH", "/v1/webhook-endpoints/:endpointId"),
+        "delete-webhook" => ("DELETE", "/v1/webhook-endpoints/:endpointId"),
+        "rotate-webhook-secret" => ("POST", "/v1/webhook-endpoints/:endpointId/rotate-secret"),
+        other => panic!("unknown op {other}"),
+    }
+}
+
+fn writes_by_route(counters: &Value) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for (m, r) in [
+        "create-org",
+        "update-org",
+        "archive",
+        "suspend",
+        "resume",
+        "set-credit-config",
+        "allocate",
+        "mint-key",
+        "rotate-key",
+        "revoke-key",
+        "create-webhook",
+        "update-webhook",
+        "delete-webhook",
+        "rotate-webhook-secret",
+    ]
+    .map(route_of)
+    {
+        let n = count(counters, |method, route| method == m && route == r);
+        out.insert((m.to_string(), r.to_string()), n);
+    }
+    out
+}
+
+fn delta(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> BTreeMap<(String, String), u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_exactly_what_the_operator_then_does_and_writes_nothing() {
+    let mut w = World::new("plan", "3s").await;
+    let ns = w.env.ns.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two customers in the cluster: `kept` will change, `gone` will be pruned.
+    apply_yaml_ok(&w.corg_yaml("kept", ""));
+    apply_yaml_ok(&w.corg_yaml("gone", ""));
+    w.wait_ready("kept").await;
+    w.wait_ready("gone").await;
+    let ro = read_only_kubeconfig(&ns);
+    // The plan's identity cannot write: the role is read-only.
+    let denied = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &ro.to_string_lossy(),
+            "-n",
+            &ns,
+            "delete",
+            "customerorg",
+            "kept",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(
+        !denied.status.success(),
+        "the plan's identity must not be able to write"
+    );
+
+    // The input: `kept` with a credits raise (500 -> 800), a scope change and a suspend;
+    // a new customer; `gone` left out.
+    let kept = w
+        .corg_yaml("kept", "  state: suspended\n")
+        .replace("allocated: 500", "allocated: 800")
+        .replace(
+            "scopes: [content:read, content:write]",
+            "scopes: [content:read]",
+        );
+    let fresh = w.corg_yaml("fresh", "");
+    std::fs::write(dir.path().join("kept.yaml"), &kept).expect("write");
+    std::fs::write(dir.path().join("fresh.yaml"), &fresh).expect("write");
+    let before = w.sim.counters().await;
+    let out = orgops_plan(
+        &ro,
+        &["-f", &dir.path().to_string_lossy(), "--prune", "-o", "json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "changes => exit 2; stderr: {stderr}"
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    // Planning wrote nothing to the provider.
+    let after_plan = w.sim.counters().await;
+    assert_eq!(
+        count(&after_plan, |m, _| m != "GET"),
+        count(&before, |m, _| m != "GET"),
+        "orgops plan must not write to the provider"
+    );
+    let mut kept_ops = ops(&plan, "kept");
+    kept_ops.sort();
+    assert_eq!(kept_ops, ["allocate", "mint-key", "revoke-key", "suspend"]);
+    let fresh_ops = ops(&plan, "fresh");
+    assert_eq!(fresh_ops.first().map(String::as_str), Some("create-org"));
+    for op in [
+        "allocate",
+        "mint-key",
+        "create-webhook",
+        "set-credit-config",
+    ] {
+        assert!(
+            fresh_ops.iter().any(|o| o == op),
+            "{op} missing: {fresh_ops:?}"
+        );
+    }
+    assert_eq!(ops(&plan, "gone"), ["archive"]);
+    let allocations: Vec<i64> = plan["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["op"] == "allocate")
+        .filter_map(|a| a["credits"].as_i64())
+        .collect();
+    assert_eq!(allocations.iter().sum::<i64>(), 300 + 500, "{plan:#}");
+    assert_eq!(plan["summary"]["keysMinted"], 2);
+    assert_eq!(plan["summary"]["keysRevoked"], 1);
+    assert_eq!(plan["summary"]["orgsOffboarded"], 1);
+
+    // Markdown for a pull request, text for a terminal: same plan.
+    let md = orgops_plan(
+        &ro,
+        &[
+            "-f",
+            &dir.path().to_string_lossy(),
+            "--prune",
+            "-o",
+            "markdown",
+        ],
+    );
+    let md_text = String::from_utf8_lossy(&md.stdout);
+    assert_eq!(md.status.code(), Some(2));
+    assert!(md_text.contains("### orgops plan") && md_text.contains("| `"));
+    assert!(md_text.contains("**archive org"), "{md_text}");
+
+    let shown = orgops_plan(&ro, &["-f", &dir.path().to_string_lossy(), "--prune"]);
+    println!("{}", String::from_utf8_lossy(&shown.stdout));
+
+    // Apply it the way Git would, and compare what the operator did with the plan.
+    let base = writes_by_route(&w.sim.counters().await);
+    apply_yaml_ok(&kept);
+    apply_yaml_ok(&fresh);
+    kubectl_ok(&["delete", "customerorg", "gone", "-n", &ns, "--wait=false"]);
+    w.wait_ready("kept").await;
+    w.wait_ready("fresh").await;
+    wait_for("gone offboarded", support::world::CONVERGE, || async {
+        !kubectl(&["get", "customerorg", "gone", "-n", &ns])
+            .status
+            .success()
+    })
+    .await;
+    // A further full resync of every object, so nothing the operator does later is missed.
+    w.resyncs(2).await;
+    let done = delta(&base, &writes_by_route(&w.sim.counters().await));
+    let mut planned: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for name in ["kept", "fresh", "gone"] {
+        for op in ops(&plan, name) {
+            let (m, r) = route_of(&op);
+            *planned.entry((m.to_string(), r.to_string())).or_default() += 1;
+        }
+    }
+    assert_eq!(done, planned, "the operator's writes differ from the plan");
+
+    // Converged: the same input now plans nothing (exit 0), except the prune already done.
+    let again = orgops_plan(&ro, &["-f", &dir.path().to_string_lossy(), "--prune"]);
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("Plan: 0 of 2 CustomerOrg(s) change"),
+        "{text}"
+    );
+
+    // No secret in any output: the parent key, minted keys, signing secrets.
+    let mut secrets = vec![w.sim.parent_key().to_string()];
+    for name in ["kept-integration", "fresh-integration"] {
+        secrets.extend(secret_value(&w.env, name, "apiKey"));
+    }
+    for name in ["kept-crm-webhook", "fresh-crm-webhook"] {
+        secrets.extend(secret_value(&w.env, name, "signingSecret"));
+    }
+    assert!(secrets.len() >= 3, "known secrets found: {}", secrets.len());
+    for s in &secrets {
+        for (what, text) in [
+            ("json", String::from_utf8_lossy(&out.stdout)),
+            ("markdown", md_text.clone()),
+            ("text", text.clone()),
+        ] {
+            assert!(
+                !text.contains(s.as_str()),
+                "a secret leaked into the {what} plan"
+            );
+        }
+    }
+    w.op.kill();
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &format!("orgops-plan-e2e-{ns}"),
+    ]);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
+    let w = World::new("planbad", "30s").await;
+    let ns = w.env.ns.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a-good.yaml"), w.corg_yaml("good", "")).expect("write");
+    std::fs::write(dir.path().join("b-broken.yaml"), "kind: [\n").expect("write");
+    std::fs::write(
+        dir.path().join("c-schema.yaml"),
+        w.corg_yaml("bad", "")
+            .replace("allocated: 500", "allocated: -5\n    monthlyCapp: 1"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("d-kind.yaml"),
+        "apiVersion: orgops.dev/v1alpha1\nkind: CustomerOrgz\nmetadata: {name: x}\n",
+    )
+    .expect("write");
+    let ro = read_only_kubeconfig(&ns);
+    let out = orgops_plan(&ro, &["-f", &dir.path().to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // The valid object is still planned.
+    assert!(
+        stdout.contains(&format!("CustomerOrg {ns}/good - new")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ create org"), "{stdout}");
+    for want in [
+        "b-broken.yaml#1: invalid YAML",
+        "c-schema.yaml#1: .spec.credits.allocated: must be at least 0",
+        "c-schema.yaml#1: .spec.credits.monthlyCapp: unknown field",
+        "d-kind.yaml#1: unknown kind orgops.dev/v1alpha1 CustomerOrgz",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing in:\n{stderr}");
+    }
+    assert!(!stdout.contains(w.sim.parent_key()) && !stderr.contains(w.sim.parent_key()));
+    // No kubeconfig: exit 1 with a message, nothing planned.
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_orgops"))
+        .args(["plan", "-f", &dir.path().to_string_lossy()])
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run");
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("cannot reach the cluster"));
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &format!("orgops-plan-e2e-{ns}"),
+    ]);
+    w.cleanup().await;
+}
