@@ -337,6 +337,55 @@ async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
         assert!(stderr.contains(want), "{want:?} missing in:\n{stderr}");
     }
     assert!(!stdout.contains(w.sim.parent_key()) && !stderr.contains(w.sim.parent_key()));
+
+    // -k: built by `kubectl kustomize`, like `kubectl apply -k`.
+    let kdir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(kdir.path().join("good.yaml"), w.corg_yaml("good", "")).expect("write");
+    std::fs::write(
+        kdir.path().join("kustomization.yaml"),
+        "resources: [good.yaml]\ncommonAnnotations: {team: billing}\n",
+    )
+    .expect("write");
+    let out = orgops_plan(&ro, &["-k", &kdir.path().to_string_lossy(), "-o", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    assert_eq!(plan["objects"][0]["name"], "good");
+    assert_eq!(
+        ops(&plan, "good").first().map(String::as_str),
+        Some("create-org")
+    );
+    std::fs::write(
+        kdir.path().join("kustomization.yaml"),
+        "resources: [missing.yaml]\n",
+    )
+    .expect("write");
+    let out = orgops_plan(&ro, &["-k", &kdir.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kubectl kustomize failed"));
+
+    // --prune and the offboarding guard: with a full window, the plan says the archive waits.
+    apply_yaml_ok(&w.corg_yaml("held", ""));
+    w.wait_ready("held").await;
+    kubectl_ok(&[
+        "patch",
+        "orgprovider",
+        &w.provider,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"offboarding":{"maxPerHour":0}}}"#,
+    ]);
+    let good_only = dir.path().join("a-good.yaml");
+    let out = orgops_plan(&ro, &["-f", &good_only.to_string_lossy(), "--prune"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains(&format!("CustomerOrg {ns}/held")), "{text}");
+    assert!(text.contains("- archive org"), "{text}");
+    assert!(text.contains("held by the offboarding guard"), "{text}");
     // No kubeconfig: exit 1 with a message, nothing planned.
     let none = std::process::Command::new(env!("CARGO_BIN_EXE_orgops"))
         .args(["plan", "-f", &dir.path().to_string_lossy()])

@@ -156,19 +156,25 @@ async fn plan(args: PlanArgs) -> u8 {
             .iter()
             .map(|w| (w.corg.namespace().unwrap_or_default(), w.corg.name_any()))
             .collect();
+        let mut pruned = Vec::new();
         for ns in &namespaces {
             let api: Api<CustomerOrg> = Api::namespaced(client.clone(), ns);
             match api.list(&ListParams::default()).await {
                 Ok(list) => {
                     for live in list.items {
                         if !names.contains(&(ns.clone(), live.name_any())) {
-                            plans.push(prune_one(&client, &args, &mut providers, &live).await);
+                            let p = prune_one(&client, &args, &mut providers, &live).await;
+                            pruned.push((live, p));
                         }
                     }
                 }
                 Err(e) => errors.push(format!("listing CustomerOrgs in {ns} for --prune: {e}")),
             }
         }
+        if let Err(e) = guard_notes(&client, &mut pruned).await {
+            errors.push(e);
+        }
+        plans.extend(pruned.into_iter().map(|(_, p)| p));
     }
     let out = match args.output {
         Format::Text => render::text(&plans, &skipped),
@@ -544,6 +550,57 @@ fn diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
         (a, b) if a != b => out.push(format!("{path}: {a} -> {b}")),
         _ => {}
     }
+}
+
+/// Which pruned objects the offboarding guard would hold: per OrgProvider, the slots its
+/// window has left (`spec.offboarding.maxPerHour` minus the last hour's offboardings in its
+/// status) go in order; confirmed objects pass anyway; the rest are noted as paused.
+async fn guard_notes(
+    client: &Client,
+    pruned: &mut [(CustomerOrg, ObjectPlan)],
+) -> Result<(), String> {
+    let api: Api<OrgProvider> = Api::all(client.clone());
+    let mut free: BTreeMap<String, (u32, usize)> = BTreeMap::new();
+    for (live, p) in pruned.iter_mut() {
+        if !p.actions.iter().any(|a| a.op == "archive") {
+            continue;
+        }
+        let name = live.spec.provider_ref.name.clone();
+        if !free.contains_key(&name) {
+            let op = api.get_opt(&name).await.map_err(|e| {
+                format!("reading OrgProvider {name} for the offboarding guard: {e}")
+            })?;
+            let (max, used) = op.map_or((0, 0), |op| {
+                let used = op.status.as_ref().map_or(0, |s| {
+                    crate::reconcile::offboard_window::in_window(
+                        &s.offboarding,
+                        jiff::Timestamp::now(),
+                    )
+                    .len()
+                });
+                (op.spec.offboarding.max_per_hour, used)
+            });
+            free.insert(name.clone(), (max, used));
+        }
+        let Some((max, used)) = free.get_mut(&name) else {
+            continue;
+        };
+        if crate::reconcile::offboard_guard::confirmed(live) {
+            p.notes.push(format!(
+                "{}: passes the offboarding guard",
+                crate::api::CONFIRM_OFFBOARD_ANNOTATION
+            ));
+            *used += 1;
+        } else if (*used as u64) < u64::from(*max) {
+            *used += 1;
+        } else {
+            p.notes.push(format!(
+                "held by the offboarding guard: OrgProvider {name} allows {max} offboarding(s) per hour and its window is full; it waits Stalled OffboardingPaused until a slot frees or it carries {}: \"true\"",
+                crate::api::CONFIRM_OFFBOARD_ANNOTATION
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--prune`: what deleting an object the input no longer has would offboard.
