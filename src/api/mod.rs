@@ -1,14 +1,16 @@
-//! CRD types: CustomerOrg, OrgProvider and their conditions.
+//! CRD types: CustomerOrg, OrgProvider, ParentWebhook and their conditions.
 
 pub mod conditions;
 pub mod customer_org;
 pub mod org_provider;
+pub mod parent_webhook;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 pub use customer_org::*;
 pub use org_provider::*;
+pub use parent_webhook::*;
 
 /// Finalizer that runs offboarding before a CustomerOrg goes away.
 pub const FINALIZER: &str = "orgops.dev/offboard";
@@ -23,7 +25,7 @@ pub const FIELD_MANAGER: &str = "orgops";
 
 /// Every CRD of the operator, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![CustomerOrg::crd(), OrgProvider::crd()]
+    vec![CustomerOrg::crd(), OrgProvider::crd(), ParentWebhook::crd()]
 }
 
 /// The CRDs as multi-document YAML, exactly what `orgops crds` prints.

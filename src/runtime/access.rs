@@ -40,7 +40,7 @@ const fn need(
     }
 }
 
-/// Where CustomerOrgs are watched (deploy/rbac.yaml, deploy/overlays/namespaced/rbac.yaml).
+/// Where CustomerOrgs and ParentWebhooks are watched (deploy/rbac.yaml, deploy/overlays/namespaced/rbac.yaml).
 const WATCHED: &[Need] = &[
     need(
         "orgops.dev",
@@ -49,6 +49,13 @@ const WATCHED: &[Need] = &[
         &["get", "list", "watch", "patch"],
     ),
     need("orgops.dev", "customerorgs", "status", &["patch"]),
+    need(
+        "orgops.dev",
+        "parentwebhooks",
+        "",
+        &["list", "watch", "patch"],
+    ),
+    need("orgops.dev", "parentwebhooks", "status", &["patch"]),
     need(
         "",
         "secrets",

@@ -22,6 +22,8 @@ pub mod leader;
 pub mod metrics;
 pub mod own_writes;
 pub mod owned_secrets;
+pub mod parent_webhook_controller;
+pub mod parent_webhook_plan;
 pub mod provider_controller;
 pub mod registry;
 pub mod requeue;
@@ -120,8 +122,8 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The OrgProvider controller and one CustomerOrg controller per watched namespace (or
-/// one for all), until `stop` resolves and in-flight reconciles finish.
+/// The OrgProvider controller and one CustomerOrg and one ParentWebhook controller per
+/// watched namespace (or one each for all), until `stop` resolves and in-flight reconciles finish.
 async fn run_controllers(
     args: &RunArgs,
     client: kube::Client,
@@ -160,6 +162,16 @@ async fn run_controllers(
     }
     // The caches run until the controllers stop.
     let caches = futures::future::select(futures::future::join_all(caches), stop.clone());
+    let pwh_ctx = Arc::new(parent_webhook_controller::PwhCtx {
+        client: client.clone(),
+        registry: registry.clone(),
+        providers: providers.clone(),
+        metrics: metrics.clone(),
+        resync: args.resync_interval,
+        slow_retry: args.slow_retry,
+        backoff: Default::default(),
+        may_write: may_write.clone(),
+    });
     let org_ctx = Arc::new(controller::OrgCtx {
         client: client.clone(),
         registry: registry.clone(),
@@ -188,6 +200,12 @@ async fn run_controllers(
             org_ctx.first_seen.clone(),
         );
         tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
+        // ParentWebhooks, under the same leadership and write gating.
+        let pwh = parent_webhook_controller::controller(client.clone(), ns);
+        tasks.push(
+            parent_webhook_controller::run(pwh, pwh_ctx.clone(), args.concurrency, stop.clone())
+                .boxed(),
+        );
     }
     futures::future::select(futures::future::join_all(tasks), caches).await;
     info!("controllers stopped");

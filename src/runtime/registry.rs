@@ -129,6 +129,31 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The Layers client behind `name` when it is Ready, for kinds that use Layers-only
+    /// calls (ParentWebhook); otherwise `Unavailable` exactly as [`Registry::availability`].
+    pub fn layers(
+        &self,
+        name: &str,
+        current: Option<&OrgProvider>,
+    ) -> Result<Arc<LayersProvider>, Availability> {
+        match self.availability(name, current) {
+            Availability::Ready(_) => {
+                let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+                slots
+                    .get(name)
+                    .and_then(|s| s.provider.clone())
+                    .ok_or(Availability::Unavailable {
+                        reason: "ProviderNotReady".into(),
+                        message: format!("OrgProvider {name:?} has not been checked yet"),
+                        transient: true,
+                    })
+            }
+            unavailable => Err(unavailable),
+        }
+    }
+}
+
 fn same_provider(a: &Option<Arc<LayersProvider>>, b: &Option<Arc<LayersProvider>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub mod model;
 mod org_index;
+pub mod parent_webhooks;
 mod provider;
 pub mod ratelimit;
 pub mod retry;
