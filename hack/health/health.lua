@@ -1,4 +1,4 @@
--- Argo CD health check for orgops.dev CustomerOrg and OrgProvider (the same script serves both).
+-- Argo CD health check for orgops.dev CustomerOrg, OrgProvider and ParentWebhook (one script serves all).
 -- Argo CD runs it with the live object in `obj` and expects {status, message}.
 -- Order matters: paused, then "has the operator seen this generation", then Stalled, Ready, Reconciling.
 local hs = {}

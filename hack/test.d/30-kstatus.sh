@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flux health: the real kstatus library computes the status of every fixture, and of a
-# brand-new CustomerOrg as the real apiserver stores it (the CRD's status default must make
-# it InProgress, not Current).
+# brand-new CustomerOrg and ParentWebhook as the real apiserver stores them (the CRDs' status
+# default must make them InProgress, not Current).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,7 +24,10 @@ kubectl wait --for=condition=Established --timeout=60s crd/customerorgs.orgops.d
 ns=orgops-kstatus-check
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 name="fresh-$$-$RANDOM"
-cleanup() { kubectl -n "$ns" delete customerorg "$name" --wait=false --ignore-not-found >/dev/null 2>&1 || true; }
+cleanup() {
+  kubectl -n "$ns" delete customerorg "$name" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+  kubectl -n "$ns" delete parentwebhook "$name" --wait=false --ignore-not-found >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 # No provider exists by this name, so an operator that happens to run never makes it Ready.
 kubectl -n "$ns" create -f - >/dev/null <<YAML
@@ -39,4 +42,18 @@ if ! kubectl -n "$ns" get customerorg "$name" -o json | "$bin/kstatus-check" -ex
   echo "30-kstatus: a brand-new CustomerOrg reads as Current; the CRD needs a status default {observedGeneration: -1}" >&2
   exit 1
 fi
-echo "30-kstatus: PASS ($n fixtures; fresh object from the apiserver is InProgress)"
+kubectl wait --for=condition=Established --timeout=60s crd/parentwebhooks.orgops.dev >/dev/null
+kubectl -n "$ns" create -f - >/dev/null <<YAML
+apiVersion: orgops.dev/v1alpha1
+kind: ParentWebhook
+metadata: {name: $name}
+spec:
+  providerRef: {name: kstatus-check-no-such-provider}
+  url: https://hooks.example.com/kstatus
+  events: [test.ping]
+YAML
+if ! kubectl -n "$ns" get parentwebhook "$name" -o json | "$bin/kstatus-check" -expect InProgress - >/dev/null; then
+  echo "30-kstatus: a brand-new ParentWebhook reads as Current; the CRD needs a status default {observedGeneration: -1}" >&2
+  exit 1
+fi
+echo "30-kstatus: PASS ($n fixtures; fresh objects from the apiserver are InProgress)"
