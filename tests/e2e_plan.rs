@@ -317,6 +317,12 @@ async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
         "apiVersion: orgops.dev/v1alpha1\nkind: CustomerOrgz\nmetadata: {name: x}\n",
     )
     .expect("write");
+    std::fs::write(
+        dir.path().join("e-provider.yaml"),
+        w.corg_yaml("orphaned", "")
+            .replace(&format!("name: {}}}", w.provider), "name: no-such-provider}"),
+    )
+    .expect("write");
     let ro = read_only_kubeconfig(&ns);
     let out = orgops_plan(&ro, &["-f", &dir.path().to_string_lossy()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -333,6 +339,7 @@ async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
         "c-schema.yaml#1: .spec.credits.allocated: must be at least 0",
         "c-schema.yaml#1: .spec.credits.monthlyCapp: unknown field",
         "d-kind.yaml#1: unknown kind orgops.dev/v1alpha1 CustomerOrgz",
+        "orphaned: OrgProvider \"no-such-provider\" does not exist",
     ] {
         assert!(stderr.contains(want), "{want:?} missing in:\n{stderr}");
     }
