@@ -226,8 +226,12 @@ fn classify(doc: &input::Doc, default_ns: &str) -> Kind {
             "{}: OrgProvider {name}: orgops plan covers CustomerOrgs",
             doc.source
         )),
+        (Some("orgops.dev"), "ParentWebhook") => Kind::Skip(format!(
+            "{}: ParentWebhook {ns}/{name}: orgops plan covers CustomerOrgs",
+            doc.source
+        )),
         (Some("orgops.dev"), _) => Kind::Bad(format!(
-            "{}: unknown kind {api_version} {kind} (orgops.dev/v1alpha1 has CustomerOrg and OrgProvider)",
+            "{}: unknown kind {api_version} {kind} (orgops.dev/v1alpha1 has CustomerOrg, OrgProvider and ParentWebhook)",
             doc.source
         )),
         (_, "Kustomization") => Kind::Skip(format!("{}: a kustomization file", doc.source)),
