@@ -342,14 +342,7 @@ fn layers(base_url: &str, key: Secret) -> Result<LayersProvider, CliError> {
 }
 
 fn secret_data(secret: &KubeSecret, key: &str) -> Option<Secret> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(Secret::new)
+    orgops::runtime::provider_controller::credential(secret, key).map(Secret::new)
 }
 
 fn describe(e: &ProviderError) -> String {
