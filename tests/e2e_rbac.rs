@@ -49,6 +49,14 @@ struct Seen {
     events: usize,
     /// After k2 was removed from the spec (only tried once Ready), its Secret went away.
     removed_key_secret_deleted: bool,
+    /// The ParentWebhook `hook`: Ready at its generation.
+    pwh_ready: bool,
+    /// The simulator holds an endpoint on the parent org.
+    pwh_endpoint: bool,
+    pwh_finalizer: bool,
+    pwh_status_written: bool,
+    /// Its signing Secret exists.
+    pwh_secret: bool,
     log: String,
 }
 
@@ -177,6 +185,7 @@ fn namespaced_cases() -> Vec<Case> {
     }
     for (resource, verb) in [
         ("customerorgs", "patch"),
+        ("parentwebhooks", "patch"),
         ("secrets", "create"),
         ("secrets", "delete"),
     ] {
@@ -227,6 +236,7 @@ fn cases() -> Vec<Case> {
     }
     for (resource, verb) in [
         ("customerorgs", "patch"),
+        ("parentwebhooks", "patch"),
         ("secrets", "create"),
         ("secrets", "delete"),
     ] {
@@ -263,6 +273,17 @@ fn corg_yaml(ns: &str, provider: &str, keys: &[&str]) -> String {
         yaml.push_str(&format!("  - name: {key}\n    scopes: [content:read]\n"));
     }
     yaml
+}
+
+fn pwh_yaml(ns: &str, provider: &str) -> String {
+    format!(
+        "apiVersion: orgops.dev/v1alpha1\nkind: ParentWebhook\nmetadata: {{name: hook, namespace: {ns}}}\nspec:\n  providerRef: {{name: {provider}}}\n  url: https://hooks.example.com/{ns}\n  events: [post.published]\n"
+    )
+}
+
+fn pwh(env: &TestEnv) -> Value {
+    let out = env.kubectl(&["get", "parentwebhook", "hook", "-o", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
 fn exists(env: &TestEnv, args: &[&str]) -> bool {
@@ -426,12 +447,33 @@ async fn run_case(case: &Case) -> Seen {
     bind(&ns, &ns, &lease_ns, &name, case);
     let op = start_operator(&ns, &ns, &lease_ns, &name);
     apply_yaml_ok(&corg_yaml(&ns, &provider, &["k1", "k2"]));
+    apply_yaml_ok(&pwh_yaml(&ns, &provider));
 
+    let started = Instant::now();
     let ready = poll(READY_WAIT, || is_ready(&corg(&env))).await;
+    // Within the same budget: cases where it never gets Ready cost no extra time.
+    let left = READY_WAIT
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(5));
+    let pwh_ready = poll(left, || is_ready(&pwh(&env))).await;
     let mut seen = Seen {
         ready,
+        pwh_ready,
         ..Seen::default()
     };
+    let h = pwh(&env);
+    seen.pwh_finalizer = h["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "orgops.dev/delete-endpoint"));
+    seen.pwh_status_written = h["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty());
+    let state = sim.state().await;
+    seen.pwh_endpoint = state["webhookEndpoints"].as_array().is_some_and(|eps| {
+        eps.iter()
+            .any(|e| e["organizationId"] == state["parent"]["orgId"])
+    });
+    seen.pwh_secret = exists(&env, &["get", "secret", "hook-signing-secret"]);
     let v = corg(&env);
     seen.finalizer = v["metadata"]["finalizers"]
         .as_array()
@@ -556,6 +598,10 @@ fn full_role_exercises_every_capability(name: &str) {
     assert!(s.events > 0, "Events recorded");
     assert!(s.removed_key_secret_deleted, "removed key's Secret deleted");
     assert!(
+        s.pwh_ready && s.pwh_endpoint && s.pwh_finalizer && s.pwh_status_written && s.pwh_secret,
+        "ParentWebhook with the full role: {s:#?}"
+    );
+    assert!(
         !s.log.contains("forbidden"),
         "the full role is refused something:\n{}",
         s.log
@@ -602,6 +648,44 @@ fn orgproviders(name: &str) {
         !s.org_created,
         "an org was created without reading OrgProviders"
     );
+    assert!(
+        !s.pwh_endpoint,
+        "an endpoint was created without OrgProviders"
+    );
+}
+
+fn parentwebhooks(name: &str) {
+    let s = case(name);
+    assert_refused(s, "parentwebhooks");
+    assert!(
+        !s.pwh_endpoint && !s.pwh_finalizer && !s.pwh_status_written,
+        "a ParentWebhook was reconciled without parentwebhooks: {s:#?}"
+    );
+    assert!(s.ready, "CustomerOrgs do not depend on ParentWebhooks");
+}
+
+fn parentwebhooks_patch(name: &str) {
+    let s = case(name);
+    assert_refused(s, "parentwebhooks");
+    assert!(!s.pwh_finalizer, "finalizer added without patch");
+    // The finalizer comes before the first provider write.
+    assert!(
+        !s.pwh_endpoint,
+        "an endpoint was created without a finalizer"
+    );
+}
+
+fn parentwebhooks_status(name: &str) {
+    let s = case(name);
+    assert_refused(s, "parentwebhooks/status");
+    assert!(
+        s.pwh_endpoint && s.pwh_secret,
+        "the endpoint is still created"
+    );
+    assert!(
+        !s.pwh_status_written,
+        "status written without parentwebhooks/status"
+    );
 }
 
 fn orgproviders_status(name: &str) {
@@ -645,6 +729,10 @@ fn leases(name: &str) {
     assert!(
         !s.org_created && !s.finalizer && !s.status_written,
         "something was reconciled without the leader Lease"
+    );
+    assert!(
+        !s.pwh_endpoint && !s.pwh_finalizer,
+        "a ParentWebhook was reconciled without the leader Lease"
     );
 }
 
@@ -706,6 +794,36 @@ fn rbac_orgproviders_status() {
 #[test]
 fn rbac_ns_orgproviders_status() {
     orgproviders_status("ns_orgproviders_status");
+}
+
+#[test]
+fn rbac_parentwebhooks() {
+    parentwebhooks("parentwebhooks");
+}
+
+#[test]
+fn rbac_ns_parentwebhooks() {
+    parentwebhooks("ns_parentwebhooks");
+}
+
+#[test]
+fn rbac_parentwebhooks_patch() {
+    parentwebhooks_patch("parentwebhooks_patch");
+}
+
+#[test]
+fn rbac_ns_parentwebhooks_patch() {
+    parentwebhooks_patch("ns_parentwebhooks_patch");
+}
+
+#[test]
+fn rbac_parentwebhooks_status() {
+    parentwebhooks_status("parentwebhooks_status");
+}
+
+#[test]
+fn rbac_ns_parentwebhooks_status() {
+    parentwebhooks_status("ns_parentwebhooks_status");
 }
 
 #[test]

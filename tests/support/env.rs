@@ -38,7 +38,7 @@ impl TestEnv {
     }
 
     /// Deletes the namespace (without waiting) and the ServiceAccount's bindings.
-    /// CustomerOrgs are deleted and their finalizers dropped first: with the operator gone
+    /// CustomerOrgs and ParentWebhooks are deleted and their finalizers dropped first: with the operator gone
     /// they would pin the namespace in Terminating.
     pub async fn cleanup(mut self) {
         self.delete_namespace();
@@ -50,19 +50,21 @@ impl TestEnv {
             return;
         }
         self.cleaned = true;
-        // Mark CustomerOrgs deleted first: once deleting, no finalizer can be added back, so a
-        // still-running operator cannot re-add the one stripped below.
-        let _ = self.kubectl(&["delete", "customerorgs.orgops.dev", "--all", "--wait=false"]);
-        let names = self.kubectl(&["get", "customerorgs.orgops.dev", "-o", "name"]);
-        if names.status.success() {
-            for name in String::from_utf8_lossy(&names.stdout).lines() {
-                let _ = self.kubectl(&[
-                    "patch",
-                    name,
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ]);
+        // Mark CustomerOrgs (and ParentWebhooks) deleted first: once deleting, no finalizer can
+        // be added back, so a still-running operator cannot re-add the one stripped below.
+        for kind in ["customerorgs.orgops.dev", "parentwebhooks.orgops.dev"] {
+            let _ = self.kubectl(&["delete", kind, "--all", "--wait=false"]);
+            let names = self.kubectl(&["get", kind, "-o", "name"]);
+            if names.status.success() {
+                for name in String::from_utf8_lossy(&names.stdout).lines() {
+                    let _ = self.kubectl(&[
+                        "patch",
+                        name,
+                        "--type=merge",
+                        "-p",
+                        r#"{"metadata":{"finalizers":null}}"#,
+                    ]);
+                }
             }
         }
         let _ = kubectl(&[
