@@ -234,11 +234,20 @@ async fn firehose_lifecycle() {
         .kubectl_ok(&["delete", "secret", "firehose-signing-secret"]);
     let third = wait_working_secret(&w, &state, "firehose-signing-secret", &id).await;
     assert_ne!(third, second);
-    assert!(
-        !std::fs::read_to_string(w.op.log_path())
-            .unwrap_or_default()
-            .contains("whsec_")
-    );
+    for (what, text) in [
+        (
+            "operator log",
+            std::fs::read_to_string(w.op.log_path()).unwrap_or_default(),
+        ),
+        ("Events", w.events("firehose")),
+    ] {
+        for secret in [&first, &second, &third] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a signing secret in the {what}"
+            );
+        }
+    }
 
     // Deletion deletes the endpoint.
     w.env

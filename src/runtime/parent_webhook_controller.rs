@@ -598,6 +598,9 @@ async fn delete_endpoint(
                 }];
                 publish(ctx, pwh, &evs).await;
             }
+            if !(ctx.may_write)() {
+                return Err(PwhError::NotLeader);
+            }
             patch_finalizer(api, pwh, false, ctx).await?;
             Ok(Next::Resync)
         }
