@@ -43,12 +43,17 @@ impl Counters {
         self.faults_injected.store(0, Ordering::Relaxed);
     }
 
-    /// `{ requests: [{method, route, status, count}], faultsInjected }`, rows sorted.
-    pub fn json(&self) -> Value {
-        let mut rows: Vec<(String, &'static str, u16, u64)> = lock(&self.requests)
+    /// Every (method, route template, status, count), in no particular order.
+    pub fn rows(&self) -> Vec<(String, &'static str, u16, u64)> {
+        lock(&self.requests)
             .iter()
             .map(|((m, r, s), n)| (m.to_string(), *r, *s, *n))
-            .collect();
+            .collect()
+    }
+
+    /// `{ requests: [{method, route, status, count}], faultsInjected }`, rows sorted.
+    pub fn json(&self) -> Value {
+        let mut rows = self.rows();
         rows.sort();
         let rows: Vec<Value> = rows
             .into_iter()

@@ -6,7 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Endpoint class for fault overrides: reads (GET, HEAD) and writes (everything else).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
     Read,
     Write,
@@ -96,8 +96,59 @@ pub struct Plan {
     pub action: Action,
 }
 
+impl Plan {
+    /// No latency, proceed.
+    pub const QUIET: Plan = Plan {
+        latency: None,
+        action: Action::Proceed,
+    };
+}
+
+impl FaultRates {
+    /// The first probability outside 0..1, as (camelCase field name, value).
+    pub fn out_of_range(&self) -> Option<(&'static str, f64)> {
+        [
+            ("error5xx", self.error5xx),
+            ("rateLimit429", self.rate_limit429),
+            ("loseResponse", self.lose_response),
+            ("reset", self.reset),
+            ("latency", self.latency),
+        ]
+        .into_iter()
+        .find(|(_, p)| !(0.0..=1.0).contains(p))
+    }
+
+    /// Rolls the dice for one request. Kinds are tried in a fixed order (reset, 5xx, 429,
+    /// lose-response) so each probability is "at most this often"; latency (`latency_ms`,
+    /// 0 = none) is independent.
+    pub fn roll(&self, latency_ms: u64, mode: LoseMode) -> Plan {
+        let mut rng = rand::rng();
+        let latency = (latency_ms > 0 && rng.random_bool(self.latency.clamp(0.0, 1.0)))
+            .then(|| Duration::from_millis(latency_ms));
+        let mut hit = |p: f64| rng.random_bool(p.clamp(0.0, 1.0));
+        let action = if hit(self.reset) {
+            Action::Reset
+        } else if hit(self.error5xx) {
+            Action::Error5xx([500, 502, 503][rand::rng().random_range(0..3)])
+        } else if hit(self.rate_limit429) {
+            Action::RateLimited
+        } else if hit(self.lose_response) {
+            let drop = match mode {
+                LoseMode::Mixed => rand::rng().random_bool(0.5),
+                LoseMode::BadGateway => false,
+                LoseMode::Drop => true,
+            };
+            Action::LoseResponse(drop)
+        } else {
+            Action::Proceed
+        };
+        Plan { latency, action }
+    }
+}
+
 impl FaultConfig {
-    fn top(&self) -> FaultRates {
+    /// The top-level rates (used for a class without its own override).
+    pub fn top(&self) -> FaultRates {
         FaultRates {
             error5xx: self.error5xx,
             rate_limit429: self.rate_limit429,
@@ -122,19 +173,10 @@ impl FaultConfig {
             ("read.", self.read.clone()),
             ("write.", self.write.clone()),
         ] {
-            let Some(r) = r else { continue };
-            for (name, p) in [
-                ("error5xx", r.error5xx),
-                ("rateLimit429", r.rate_limit429),
-                ("loseResponse", r.lose_response),
-                ("reset", r.reset),
-                ("latency", r.latency),
-            ] {
-                if !(0.0..=1.0).contains(&p) {
-                    return Err(format!(
-                        "{prefix}{name} must be a probability between 0 and 1, got {p}"
-                    ));
-                }
+            if let Some((name, p)) = r.and_then(|r| r.out_of_range()) {
+                return Err(format!(
+                    "{prefix}{name} must be a probability between 0 and 1, got {p}"
+                ));
             }
         }
         if self.latency_ms > 60_000 {
@@ -152,37 +194,13 @@ impl FaultConfig {
             }
     }
 
-    /// Rolls the dice for one request. Kinds are tried in a fixed order (reset, 5xx, 429,
-    /// lose-response) so each probability is "at most this often"; latency is independent.
+    /// Rolls the dice for one request of `class` (see [`FaultRates::roll`]).
     pub fn plan(&self, class: Class) -> Plan {
         if self.is_quiet() {
-            return Plan {
-                latency: None,
-                action: Action::Proceed,
-            };
+            return Plan::QUIET;
         }
-        let r = self.rates(class);
-        let mut rng = rand::rng();
-        let latency = (self.latency_ms > 0 && rng.random_bool(r.latency.clamp(0.0, 1.0)))
-            .then(|| Duration::from_millis(self.latency_ms));
-        let mut hit = |p: f64| rng.random_bool(p.clamp(0.0, 1.0));
-        let action = if hit(r.reset) {
-            Action::Reset
-        } else if hit(r.error5xx) {
-            Action::Error5xx([500, 502, 503][rand::rng().random_range(0..3)])
-        } else if hit(r.rate_limit429) {
-            Action::RateLimited
-        } else if hit(r.lose_response) {
-            let drop = match self.lose_response_mode {
-                LoseMode::Mixed => rand::rng().random_bool(0.5),
-                LoseMode::BadGateway => false,
-                LoseMode::Drop => true,
-            };
-            Action::LoseResponse(drop)
-        } else {
-            Action::Proceed
-        };
-        Plan { latency, action }
+        self.rates(class)
+            .roll(self.latency_ms, self.lose_response_mode)
     }
 }
 

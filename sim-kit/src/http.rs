@@ -110,14 +110,17 @@ impl<Op> ApiRequest<'_, Op> {
     }
 }
 
-pub(crate) fn header(h: &HeaderMap, name: &str) -> Option<String> {
+/// A header decoded leniently and trimmed; `None` when absent.
+pub fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
 }
 
 const UNMATCHED: &str = "(unmatched)";
 
-fn finish(
+/// Counts the reply and renders it with the common headers (`content-type`, `x-request-id`)
+/// followed by the reply's own.
+pub fn finish(
     counters: &crate::Counters,
     method: &Method,
     template: &'static str,
@@ -136,7 +139,8 @@ fn finish(
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Rejection> {
+/// Reads a request body within [`MAX_BODY`]; a non-blank body must be JSON.
+pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, Rejection> {
     let declared = header(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(Rejection::PayloadTooLarge);

@@ -14,11 +14,16 @@ pub mod idempotency;
 pub mod router;
 pub mod store;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use ::http::{Request, Response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -31,7 +36,7 @@ pub use clock::Clock;
 pub use control::{ControlError, parse_control_body};
 pub use counters::Counters;
 pub use faults::{Class, FaultConfig, FaultRates, LoseMode};
-pub use http::{ApiRequest, MAX_BODY, Rejection, Reply};
+pub use http::{ApiRequest, Dropped, MAX_BODY, Rejection, Reply, finish, header, read_body};
 pub use idempotency::{IdemStore, Lookup, fingerprint};
 pub use router::{Matched, Miss, Route};
 
@@ -156,9 +161,7 @@ impl Default for KitConfig {
 pub struct RunningSim<A: App> {
     pub addr: SocketAddr,
     pub sim: Arc<Sim<A>>,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
-    persister: Option<tokio::task::JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl<A: App> RunningSim<A> {
@@ -168,11 +171,16 @@ impl<A: App> RunningSim<A> {
 
     /// Stops accepting, closes open connections and writes the state file one last time.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
-        if let Some(p) = self.persister {
-            let _ = p.await;
-        }
+        self.tasks.shutdown().await;
+    }
+}
+
+impl<A: App> Persisted for Sim<A> {
+    fn dirty(&self) -> &Notify {
+        &self.dirty
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&*lock(&self.state))
     }
 }
 
@@ -205,36 +213,87 @@ pub async fn serve<A: App>(
     });
     if let Some(p) = &cfg.state_file {
         // The first write fails loudly (bad directory, permissions) instead of later in a log.
-        let bytes =
-            snapshot(&sim).map_err(|e| KitError::Config(format!("cannot serialize state: {e}")))?;
+        let bytes = sim
+            .snapshot()
+            .map_err(|e| KitError::Config(format!("cannot serialize state: {e}")))?;
         store::save(p, &bytes)?;
     }
-    let (stop, rx) = watch::channel(false);
-    let server = tokio::spawn(accept_loop(listener, sim.clone(), rx.clone()));
-    let persister = cfg
+    let handler = {
+        let sim = sim.clone();
+        move |req| http::handle(sim.clone(), req)
+    };
+    let persist = cfg
         .state_file
         .clone()
-        .map(|p| tokio::spawn(persist_loop(sim.clone(), p, rx)));
-    Ok(RunningSim {
-        addr,
-        sim,
+        .map(|p| (sim.clone(), p, Duration::from_millis(50)));
+    let tasks = start(listener, handler, persist);
+    Ok(RunningSim { addr, sim, tasks })
+}
+
+/// What the state-file writer needs: a change signal and a serialized snapshot.
+pub trait Persisted: Send + Sync + 'static {
+    /// Notified after every change worth writing.
+    fn dirty(&self) -> &Notify;
+    fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error>;
+}
+
+/// A server's background tasks: the accept loop and, with a state file, its writer.
+pub struct Tasks {
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    persister: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Stops accepting, closes open connections and writes the state file one last time.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        if let Some(p) = self.persister {
+            let _ = p.await;
+        }
+    }
+}
+
+/// Serves `listener` (HTTP/1, one `handler` call per request; `Err(Dropped)` aborts the
+/// connection) and, with `persist = (source, path, debounce)`, writes the state file at most
+/// once per `debounce` after changes and once more on shutdown.
+pub fn start<H, F, P>(
+    listener: TcpListener,
+    handler: H,
+    persist: Option<(Arc<P>, PathBuf, Duration)>,
+) -> Tasks
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, Dropped>> + Send + 'static,
+    P: Persisted,
+{
+    let (stop, rx) = watch::channel(false);
+    let server = tokio::spawn(accept_loop(listener, handler, rx.clone()));
+    let persister =
+        persist.map(|(src, path, debounce)| tokio::spawn(persist_loop(src, path, debounce, rx)));
+    Tasks {
         stop,
         server,
         persister,
-    })
+    }
 }
 
-async fn accept_loop<A: App>(listener: TcpListener, sim: Arc<Sim<A>>, rx: watch::Receiver<bool>) {
+async fn accept_loop<H, F>(listener: TcpListener, handler: H, rx: watch::Receiver<bool>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, Dropped>> + Send + 'static,
+{
     let mut stop_rx = rx.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    let sim = sim.clone();
+                    let handler = handler.clone();
                     let mut conn_rx = rx.clone();
                     tokio::spawn(async move {
-                        let svc = service_fn(move |req| http::handle(sim.clone(), req));
+                        let svc = service_fn(handler);
                         let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
                         tokio::select! {
                             res = conn => if let Err(e) = res {
@@ -254,29 +313,31 @@ async fn accept_loop<A: App>(listener: TcpListener, sim: Arc<Sim<A>>, rx: watch:
     }
 }
 
-async fn persist_loop<A: App>(sim: Arc<Sim<A>>, path: PathBuf, mut rx: watch::Receiver<bool>) {
+async fn persist_loop<P: Persisted>(
+    src: Arc<P>,
+    path: PathBuf,
+    debounce: Duration,
+    mut rx: watch::Receiver<bool>,
+) {
     loop {
         let stopping = tokio::select! {
-            _ = sim.dirty.notified() => false,
+            _ = src.dirty().notified() => false,
             _ = stopped(&mut rx) => true,
         };
         if !stopping {
             // Debounce: one write per burst of changes.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(debounce).await;
         }
-        flush(&sim, &path).await;
+        flush(&*src, &path).await;
         if stopping {
             break;
         }
     }
 }
 
-fn snapshot<A: App>(sim: &Sim<A>) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&*lock(&sim.state))
-}
-
-async fn flush<A: App>(sim: &Arc<Sim<A>>, path: &std::path::Path) {
-    let bytes = match snapshot(sim) {
+/// Writes the current snapshot to the state file; failures are logged, not returned.
+pub async fn flush<P: Persisted>(src: &P, path: &std::path::Path) {
+    let bytes = match src.snapshot() {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize state");

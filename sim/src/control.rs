@@ -1,6 +1,4 @@
 //! The `/_sim/` test and chaos API (only with `--control`): no auth, no faults, no limits.
-use std::sync::atomic::Ordering;
-
 use serde_json::{Map, Value, json};
 
 use crate::api::credits::{self, MAX_CREDITS};
@@ -37,7 +35,7 @@ pub fn handle(
     }
     match run(shared, matched, query, body) {
         Ok(v) => Reply::json(200, &v),
-        Err(e) => Reply::error(&e, rid),
+        Err(e) => e.reply(rid),
     }
 }
 
@@ -63,8 +61,7 @@ fn run(
                 *st = fresh;
             }
             lock(&shared.limiter).clear();
-            lock(&shared.counters).clear();
-            shared.faults_injected.store(0, Ordering::Relaxed);
+            shared.counters.clear();
             shared.dirty.notify_one();
             Ok(json!({ "reset": true }))
         }
@@ -293,16 +290,18 @@ fn faults_json(shared: &Shared) -> Value {
 }
 
 fn counters(shared: &Shared) -> Value {
-    let mut rows: Vec<Value> = lock(&shared.counters)
-        .iter()
-        .map(|((m, route, status), n)| {
-            json!({ "method": m.as_str(), "route": route, "status": status, "count": n })
+    let mut rows: Vec<Value> = shared
+        .counters
+        .rows()
+        .into_iter()
+        .map(|(m, route, status, n)| {
+            json!({ "method": m, "route": route, "status": status, "count": n })
         })
         .collect();
     rows.sort_by_key(|r| r.to_string());
     json!({
         "requests": rows,
-        "faultsInjected": shared.faults_injected.load(Ordering::Relaxed),
+        "faultsInjected": shared.counters.faults_injected(),
     })
 }
 

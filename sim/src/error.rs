@@ -1,5 +1,6 @@
 //! The API error envelope and the crate's own error type.
 use serde_json::{Value, json};
+use sim_kit::Reply;
 
 /// An API error; rendered as `{"error":{"code","message","requestId","details"}}`.
 #[derive(Debug, Clone)]
@@ -54,6 +55,15 @@ impl ApiError {
         .with_details(json!({ "scope": scope }))
     }
 
+    /// The error as a response (with `Retry-After` when set).
+    pub fn reply(&self, request_id: &str) -> Reply {
+        let mut r = Reply::json(self.status, &self.body(request_id));
+        if let Some(s) = self.retry_after {
+            r.headers.push(("retry-after", s.to_string()));
+        }
+        r
+    }
+
     pub fn body(&self, request_id: &str) -> Value {
         json!({ "error": {
             "code": self.code,
@@ -64,24 +74,5 @@ impl ApiError {
     }
 }
 
-/// Errors of the simulator process itself (not of API requests).
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("state file {path}: {source}")]
-    StateIo {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("state file {path} is not valid: {source}")]
-    StateParse {
-        path: std::path::PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
+/// Errors of the simulator process itself (not of API requests): sim-kit's.
+pub use sim_kit::KitError as SimError;

@@ -1,37 +1,12 @@
-//! Fault injection: configuration and the per-request decision.
+//! Fault injection: configuration and the per-request decision. The rates, the lose modes
+//! and the dice are sim-kit's; Layers adds the slow-commit fault (writes held in flight).
 use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::ratelimit::Class;
-
-/// Probabilities (0..1) per fault kind.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct FaultRates {
-    /// 500/502/503 before executing.
-    pub error5xx: f64,
-    /// 429 RATE_LIMITED before executing.
-    pub rate_limit429: f64,
-    /// Execute and commit, then answer 502 or drop the connection.
-    pub lose_response: f64,
-    /// Drop the connection before executing.
-    pub reset: f64,
-    /// Add `latencyMs` before executing.
-    pub latency: f64,
-}
-
-/// How a lost response shows up to the client.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum LoseMode {
-    /// Half 502, half dropped connection.
-    #[default]
-    Mixed,
-    BadGateway,
-    Drop,
-}
+pub use sim_kit::faults::Action;
+pub use sim_kit::{Class, FaultRates, LoseMode};
 
 /// The whole fault configuration (`GET/PUT /_sim/faults`). `read` / `write`, when present,
 /// replace the top-level rates for that endpoint class.
@@ -53,16 +28,6 @@ pub struct FaultConfig {
     pub write: Option<FaultRates>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Proceed,
-    Error5xx(u16),
-    RateLimited,
-    Reset,
-    /// Execute, store, then lose the response; `true` = drop the connection, `false` = 502.
-    LoseResponse(bool),
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     pub latency: Option<Duration>,
@@ -72,47 +37,30 @@ pub struct Plan {
 }
 
 impl FaultConfig {
-    pub fn rates(&self, class: Class) -> FaultRates {
-        let over = match class {
-            Class::Read => &self.read,
-            Class::Write => &self.write,
-        };
-        over.clone().unwrap_or(FaultRates {
+    /// The configuration without the slow commit, as sim-kit rolls it.
+    fn kit(&self) -> sim_kit::FaultConfig {
+        sim_kit::FaultConfig {
             error5xx: self.error5xx,
             rate_limit429: self.rate_limit429,
             lose_response: self.lose_response,
             reset: self.reset,
             latency: self.latency,
-        })
+            latency_ms: self.latency_ms,
+            lose_response_mode: self.lose_response_mode,
+            read: self.read.clone(),
+            write: self.write.clone(),
+        }
+    }
+
+    pub fn rates(&self, class: Class) -> FaultRates {
+        self.kit().rates(class)
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let mut all = vec![
-            ("", self.rates(Class::Read)),
-            ("", self.rates(Class::Write)),
-        ];
-        all.push((
-            "",
-            FaultRates {
-                error5xx: self.error5xx,
-                rate_limit429: self.rate_limit429,
-                lose_response: self.lose_response,
-                reset: self.reset,
-                latency: self.latency,
-            },
-        ));
-        for (_, r) in all {
-            for (name, p) in [
-                ("error5xx", r.error5xx),
-                ("rateLimit429", r.rate_limit429),
-                ("loseResponse", r.lose_response),
-                ("reset", r.reset),
-                ("latency", r.latency),
-            ] {
-                if !(0.0..=1.0).contains(&p) {
-                    return Err(format!("{name} must be a probability between 0 and 1"));
-                }
-            }
+        let kit = self.kit();
+        let all = [kit.rates(Class::Read), kit.rates(Class::Write), kit.top()];
+        if let Some((name, _)) = all.iter().find_map(FaultRates::out_of_range) {
+            return Err(format!("{name} must be a probability between 0 and 1"));
         }
         if !(0.0..=1.0).contains(&self.slow_commit) {
             return Err("slowCommit must be a probability between 0 and 1".into());
@@ -126,54 +74,18 @@ impl FaultConfig {
         Ok(())
     }
 
-    pub fn is_quiet(&self) -> bool {
-        *self
-            == FaultConfig {
-                latency_ms: self.latency_ms,
-                lose_response_mode: self.lose_response_mode,
-                slow_commit_ms: self.slow_commit_ms,
-                ..FaultConfig::default()
-            }
-    }
-
-    /// Rolls the dice for one request. The kinds are tried in a fixed order so each
-    /// probability is "at most this often".
+    /// Rolls the dice for one request (sim-kit's order: reset, 5xx, 429, lose-response;
+    /// latency independent), then, for a write, the slow commit.
     pub fn plan(&self, class: Class) -> Plan {
-        if self.is_quiet() {
-            return Plan {
-                latency: None,
-                action: Action::Proceed,
-                slow_commit: None,
-            };
-        }
-        let r = self.rates(class);
-        let mut rng = rand::rng();
-        let latency = (self.latency_ms > 0 && rng.random_bool(r.latency.clamp(0.0, 1.0)))
-            .then(|| Duration::from_millis(self.latency_ms));
-        let mut hit = |p: f64| rng.random_bool(p.clamp(0.0, 1.0));
-        let action = if hit(r.reset) {
-            Action::Reset
-        } else if hit(r.error5xx) {
-            Action::Error5xx([500, 502, 503][rand::rng().random_range(0..3)])
-        } else if hit(r.rate_limit429) {
-            Action::RateLimited
-        } else if hit(r.lose_response) {
-            let drop = match self.lose_response_mode {
-                LoseMode::Mixed => rand::rng().random_bool(0.5),
-                LoseMode::BadGateway => false,
-                LoseMode::Drop => true,
-            };
-            Action::LoseResponse(drop)
-        } else {
-            Action::Proceed
-        };
+        let base = self.kit().plan(class);
         let slow_commit = (class == Class::Write
+            && self.slow_commit > 0.0
             && self.slow_commit_ms > 0
             && rand::rng().random_bool(self.slow_commit.clamp(0.0, 1.0)))
         .then(|| Duration::from_millis(self.slow_commit_ms));
         Plan {
-            latency,
-            action,
+            latency: base.latency,
+            action: base.action,
             slow_commit,
         }
     }
@@ -193,7 +105,10 @@ mod tests {
             reset: 1.5,
             ..Default::default()
         };
-        assert!(bad.validate().is_err());
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "reset must be a probability between 0 and 1"
+        );
         assert!(serde_json::from_str::<FaultConfig>(r#"{"bogus":1}"#).is_err());
     }
 }

@@ -1,48 +1,21 @@
 //! One HTTP request end to end: routing, fault injection, body limits, headers, counters.
+//! Body reading, the common headers and the counters are sim-kit's; the Layers envelope,
+//! the endpoint-class header, `/_sim/` in the route table and the slow commit are Layers'.
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
+use sim_kit::{Dropped, Rejection, header};
 
 use crate::error::ApiError;
 use crate::faults::Action;
-use crate::ratelimit::Class;
+use crate::ratelimit::{Class, class_name};
 use crate::router::{self, Miss};
-use crate::{Shared, api, control, ids, lock};
+use crate::{Shared, api, control, ids};
 
-pub const MAX_BODY: usize = 1024 * 1024;
-
-/// Returned to hyper to abort the connection without a response (connection-reset faults).
-#[derive(Debug, thiserror::Error)]
-#[error("connection dropped by fault injection")]
-pub struct Dropped;
-
-/// A response before the common headers are added.
-pub struct Reply {
-    pub status: u16,
-    pub body: Bytes,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    pub fn json(status: u16, body: &serde_json::Value) -> Reply {
-        Reply {
-            status,
-            body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
-            headers: Vec::new(),
-        }
-    }
-    pub fn error(err: &ApiError, request_id: &str) -> Reply {
-        let mut r = Reply::json(err.status, &err.body(request_id));
-        if let Some(s) = err.retry_after {
-            r.headers.push(("retry-after", s.to_string()));
-        }
-        r
-    }
-}
+pub use sim_kit::Reply;
 
 /// The request headers the simulator reads, decoded leniently (bad bytes fail validation later).
 pub struct ReqHeaders {
@@ -51,11 +24,6 @@ pub struct ReqHeaders {
     pub acting_org: Option<String>,
     /// An `X-Api-Key` header was sent (refused: the NEW docs accept only Bearer).
     pub x_api_key: bool,
-}
-
-fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
 }
 
 impl ReqHeaders {
@@ -75,10 +43,22 @@ impl ReqHeaders {
     }
 }
 
-fn count(shared: &Shared, method: &Method, template: &'static str, status: u16) {
-    *lock(&shared.counters)
-        .entry((method.clone(), template, status))
-        .or_insert(0) += 1;
+/// sim-kit's body refusals in the Layers envelope.
+fn body_error(rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::PayloadTooLarge => {
+            ApiError::new(413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB")
+        }
+        Rejection::UnsupportedMediaType => ApiError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "request bodies must be JSON with Content-Type: application/json",
+        ),
+        Rejection::BodyUnreadable(e) => {
+            ApiError::validation(format!("cannot read request body: {e}"))
+        }
+        other => ApiError::validation(format!("request body refused: {other:?}")),
+    }
 }
 
 fn finish(
@@ -86,22 +66,15 @@ fn finish(
     method: &Method,
     template: &'static str,
     class: Option<Class>,
-    reply: Reply,
+    mut reply: Reply,
     rid: &str,
 ) -> Response<Full<Bytes>> {
-    count(shared, method, template, reply.status);
-    let mut b = Response::builder()
-        .status(reply.status)
-        .header("content-type", "application/json")
-        .header("x-request-id", rid);
     if let Some(c) = class {
-        b = b.header("x-ratelimit-endpoint-class", c.header_name());
+        reply
+            .headers
+            .insert(0, ("x-ratelimit-endpoint-class", class_name(c).into()));
     }
-    for (k, v) in reply.headers {
-        b = b.header(k, v);
-    }
-    b.body(Full::new(reply.body))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    sim_kit::finish(&shared.counters, method, template, reply, rid)
 }
 
 fn finish_error(
@@ -112,11 +85,7 @@ fn finish_error(
     err: &ApiError,
     rid: &str,
 ) -> Response<Full<Bytes>> {
-    finish(shared, method, template, class, Reply::error(err, rid), rid)
-}
-
-fn fault_injected(shared: &Shared) {
-    shared.faults_injected.fetch_add(1, Ordering::Relaxed);
+    finish(shared, method, template, class, err.reply(rid), rid)
 }
 
 pub async fn handle(
@@ -147,7 +116,7 @@ pub async fn handle(
                     allowed.join(", ")
                 ),
             );
-            let mut r = Reply::error(&err, &rid);
+            let mut r = err.reply(&rid);
             r.headers.push(("allow", allowed.join(", ")));
             return Ok(finish(&shared, &method, unmatched, None, r, &rid));
         }
@@ -156,6 +125,7 @@ pub async fn handle(
     let class = Class::of(&method);
     let class_hdr = (!control).then_some(class);
     let template = matched.template;
+    let counters = &shared.counters;
 
     // Faults are decided before anything runs; /_sim/ routes never get them.
     let plan = (!control).then(|| {
@@ -167,17 +137,17 @@ pub async fn handle(
     });
     if let Some(plan) = plan {
         if let Some(d) = plan.latency {
-            fault_injected(&shared);
+            counters.fault_injected();
             tokio::time::sleep(d).await;
         }
         match plan.action {
             Action::Reset => {
-                fault_injected(&shared);
-                count(&shared, &method, template, 0);
+                counters.fault_injected();
+                counters.count(&method, template, 0);
                 return Err(Dropped);
             }
             Action::Error5xx(status) => {
-                fault_injected(&shared);
+                counters.fault_injected();
                 let code = match status {
                     500 => "INTERNAL_ERROR",
                     502 => "BAD_GATEWAY",
@@ -193,7 +163,7 @@ pub async fn handle(
                 ));
             }
             Action::RateLimited => {
-                fault_injected(&shared);
+                counters.fault_injected();
                 let mut err =
                     ApiError::new(429, "RATE_LIMITED", "rate limit exceeded (injected fault)");
                 err.retry_after = Some(1);
@@ -206,53 +176,13 @@ pub async fn handle(
     }
 
     let headers = ReqHeaders::from(req.headers());
-    let content_type = header(req.headers(), "content-type");
-    let declared_len = header(req.headers(), "content-length").and_then(|v| v.parse::<u64>().ok());
-    let body = if declared_len.is_some_and(|n| n > MAX_BODY as u64) {
-        Err(ApiError::new(
-            413,
-            "PAYLOAD_TOO_LARGE",
-            "request body exceeds 1 MiB",
-        ))
-    } else {
-        match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-                413,
-                "PAYLOAD_TOO_LARGE",
-                "request body exceeds 1 MiB",
-            )),
-            Err(e) => Err(ApiError::validation(format!(
-                "cannot read request body: {e}"
-            ))),
-        }
-    };
-    let body = body.and_then(|b| {
-        let is_json = content_type.as_deref().is_some_and(|ct| {
-            let mime = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            mime == "application/json" || mime.ends_with("+json")
-        });
-        if b.iter().all(u8::is_ascii_whitespace) || is_json {
-            Ok(b)
-        } else {
-            Err(ApiError::new(
-                415,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "request bodies must be JSON with Content-Type: application/json",
-            ))
-        }
-    });
+    let body = sim_kit::read_body(req).await.map_err(body_error);
     let slow_commit = plan.and_then(|p| p.slow_commit);
     if slow_commit.is_some() {
-        fault_injected(&shared);
+        counters.fault_injected();
     }
     let reply = match body {
-        Err(err) => Reply::error(&err, &rid),
+        Err(err) => err.reply(&rid),
         Ok(body) if control => control::handle(&shared, &matched, query.as_deref(), &body, &rid),
         Ok(body) => {
             api::handle(
@@ -271,19 +201,14 @@ pub async fn handle(
     };
 
     if let Some(Action::LoseResponse(drop)) = plan.map(|p| p.action) {
-        fault_injected(&shared);
+        counters.fault_injected();
         if drop {
-            count(&shared, &method, template, 0);
+            counters.count(&method, template, 0);
             return Err(Dropped);
         }
         let err = ApiError::new(502, "BAD_GATEWAY", "injected fault: the response was lost");
-        return Ok(finish(
-            &shared,
-            &method,
-            template,
-            class_hdr,
-            Reply::error(&err, &rid),
-            &rid,
+        return Ok(finish_error(
+            &shared, &method, template, class_hdr, &err, &rid,
         ));
     }
     Ok(finish(&shared, &method, template, class_hdr, reply, &rid))

@@ -15,18 +15,14 @@ mod store;
 mod time;
 mod validate;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use sim_kit::{Counters, Persisted, Tasks};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 pub use error::SimError;
@@ -94,15 +90,12 @@ impl Default for SimConfig {
     }
 }
 
-pub(crate) type Counters = HashMap<(::http::Method, &'static str, u16), u64>;
-
 /// State shared by every connection.
 pub(crate) struct Shared {
     pub state: Mutex<model::State>,
     pub limiter: Mutex<ratelimit::Limiter>,
     pub faults: RwLock<FaultConfig>,
-    pub counters: Mutex<Counters>,
-    pub faults_injected: AtomicU64,
+    pub counters: Counters,
     pub tier: Tier,
     pub control: bool,
     pub idem_window_us: i64,
@@ -122,9 +115,7 @@ pub struct RunningSim {
     pub addr: SocketAddr,
     pub parent_key: String,
     pub parent_org_id: String,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
-    persister: Option<tokio::task::JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl RunningSim {
@@ -134,11 +125,16 @@ impl RunningSim {
 
     /// Stops accepting, closes open connections and writes the state file one last time.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
-        if let Some(p) = self.persister {
-            let _ = p.await;
-        }
+        self.tasks.shutdown().await;
+    }
+}
+
+impl Persisted for Shared {
+    fn dirty(&self) -> &Notify {
+        &self.dirty
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&*lock(&self.state))
     }
 }
 
@@ -197,8 +193,7 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
             cfg.daily_write_cap,
         )),
         faults: RwLock::new(cfg.faults.clone()),
-        counters: Mutex::new(HashMap::new()),
-        faults_injected: AtomicU64::new(0),
+        counters: Counters::default(),
         tier: cfg.tier,
         control: cfg.control,
         idem_window_us: window,
@@ -211,102 +206,25 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
         dirty: Notify::new(),
         idem_done: Notify::new(),
     });
-    let (stop, rx) = watch::channel(false);
-    let server = tokio::spawn(accept_loop(listener, shared.clone(), rx.clone()));
-    let persister = cfg
+    let handler = {
+        let shared = shared.clone();
+        move |req| http::handle(shared.clone(), req)
+    };
+    let persist = cfg
         .state_file
         .clone()
-        .map(|p| tokio::spawn(persist_loop(shared.clone(), p, rx)));
+        .map(|p| (shared.clone(), p, Duration::from_millis(100)));
+    let tasks = sim_kit::start(listener, handler, persist);
     if let Some(p) = &cfg.state_file {
         // Write the initial state so a restart before any change keeps the same parent org.
-        flush(&shared, p).await;
+        sim_kit::flush(&*shared, p).await;
     }
     Ok(RunningSim {
         addr,
         parent_key,
         parent_org_id,
-        stop,
-        server,
-        persister,
+        tasks,
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut rx: watch::Receiver<bool>) {
-    loop {
-        let conn_rx = rx.clone();
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let mut rx = conn_rx;
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| http::handle(shared.clone(), req));
-                        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                        tokio::select! {
-                            res = conn => if let Err(e) = res {
-                                tracing::debug!(error = %e, "connection ended");
-                            },
-                            _ = stopped(&mut rx) => {}
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = stopped(&mut rx) => break,
-        }
-    }
-}
-
-async fn persist_loop(shared: Arc<Shared>, path: PathBuf, mut rx: watch::Receiver<bool>) {
-    loop {
-        let stopping = tokio::select! {
-            _ = shared.dirty.notified() => false,
-            _ = stopped(&mut rx) => true,
-        };
-        if !stopping {
-            // Debounce: one write per burst of changes.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        flush(&shared, &path).await;
-        if stopping {
-            break;
-        }
-    }
-}
-
-async fn flush(shared: &Arc<Shared>, path: &std::path::Path) {
-    let bytes = {
-        let st = match shared.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        serde_json::to_vec(&*st)
-    };
-    let bytes = match bytes {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialize state");
-            return;
-        }
-    };
-    let path = path.to_path_buf();
-    match tokio::task::spawn_blocking(move || store::save(&path, &bytes)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write state file"),
-        Err(e) => tracing::error!(error = %e, "state writer task failed"),
-    }
-}
-
-/// Locks a mutex, recovering from poisoning (a panicked holder must not wedge the server).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Resolves once shutdown was requested (or the handle was dropped).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
+pub(crate) use sim_kit::lock;

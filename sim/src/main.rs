@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use layers_sim::{FaultConfig, InFlightMode, LoseMode, RateLimitAlgorithm, SimConfig, Tier};
+use sim_kit::cli::parse_duration;
 
 /// A faithful, stateful, fault-injecting simulator of the Layers Partner API.
 #[derive(Parser, Debug)]
@@ -103,35 +104,8 @@ struct Args {
     log_json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => return Ok(Duration::from_millis(n)),
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m, h, d)"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 fn parse_lose_mode(s: &str) -> Result<LoseMode, String> {
-    match s {
-        "mixed" => Ok(LoseMode::Mixed),
-        "bad-gateway" | "502" => Ok(LoseMode::BadGateway),
-        "drop" => Ok(LoseMode::Drop),
-        _ => Err(format!(
-            "unknown lose mode {s:?} (mixed, bad-gateway, drop)"
-        )),
-    }
+    s.parse()
 }
 
 #[tokio::main]
@@ -193,24 +167,8 @@ async fn main() -> std::process::ExitCode {
     println!("parent key: {}", sim.parent_key);
     println!("listening on {}", sim.base_url());
     tracing::info!(parent_org = %sim.parent_org_id, tier = ?args.tier, rate_limit_algorithm = args.rate_limit_algorithm.name(), control = args.control, "layers-sim started");
-    wait_for_signal().await;
+    sim_kit::cli::wait_for_signal().await;
     tracing::info!("shutting down");
     sim.shutdown().await;
     std::process::ExitCode::SUCCESS
-}
-
-/// SIGINT or SIGTERM, so the state file gets its final write either way.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

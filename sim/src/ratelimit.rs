@@ -92,25 +92,13 @@ impl Algorithm {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    Read,
-    Write,
-}
+pub use sim_kit::Class;
 
-impl Class {
-    pub fn of(method: &http::Method) -> Class {
-        if method == http::Method::GET || method == http::Method::HEAD {
-            Class::Read
-        } else {
-            Class::Write
-        }
-    }
-    pub fn header_name(self) -> &'static str {
-        match self {
-            Class::Read => "read-light",
-            Class::Write => "write-light",
-        }
+/// The `X-RateLimit-Endpoint-Class` value (and `details.endpointClass`) of a class.
+pub fn class_name(class: Class) -> &'static str {
+    match class {
+        Class::Read => "read-light",
+        Class::Write => "write-light",
     }
 }
 

@@ -1,5 +1,11 @@
-//! Maps (method, path) to an operation and its route template (used for counters).
+//! The Layers route table; matching is sim-kit's (method, path) → operation + template.
 use http::Method;
+use sim_kit::Route;
+
+pub use sim_kit::Miss;
+
+/// A matched request: the operation, its template (the counters' key) and the captures.
+pub type Matched = sim_kit::Matched<Op>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -69,7 +75,7 @@ impl Op {
 
 const ORG: &str = "/v1/organizations/:orgId";
 
-static TABLE: &[(&str, Method, Op)] = &[
+static TABLE: &[Route<Op>] = &[
     ("/v1/whoami", Method::GET, Op::Whoami),
     ("/v1/credits", Method::GET, Op::OwnCredits),
     ("/v1/organizations", Method::GET, Op::OrgList),
@@ -173,54 +179,9 @@ static TABLE: &[(&str, Method, Op)] = &[
     ),
 ];
 
-#[derive(Debug, Clone)]
-pub struct Matched {
-    pub op: Op,
-    pub template: &'static str,
-    pub params: Vec<String>,
-}
-
-#[derive(Debug)]
-pub enum Miss {
-    NotFound,
-    MethodNotAllowed(Vec<&'static str>),
-}
-
-fn capture(template: &str, path: &str) -> Option<Vec<String>> {
-    let mut t = template.split('/');
-    let mut p = path.split('/');
-    let mut params = Vec::new();
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return Some(params),
-            (Some(ts), Some(ps)) if ts.starts_with(':') && !ps.is_empty() => {
-                params.push(ps.to_string())
-            }
-            (Some(ts), Some(ps)) if ts == ps => {}
-            _ => return None,
-        }
-    }
-}
-
+/// The first template matching the path wins (literal routes are listed first).
 pub fn route(method: &Method, path: &str) -> Result<Matched, Miss> {
-    // The first template that matches the path wins (literal routes are listed first).
-    let Some((template, params)) = TABLE
-        .iter()
-        .find_map(|(t, _, _)| capture(t, path).map(|p| (*t, p)))
-    else {
-        return Err(Miss::NotFound);
-    };
-    let same: Vec<&(&str, Method, Op)> = TABLE.iter().filter(|(t, _, _)| *t == template).collect();
-    match same.iter().find(|(_, m, _)| m == method) {
-        Some((_, _, op)) => Ok(Matched {
-            op: *op,
-            template,
-            params,
-        }),
-        None => Err(Miss::MethodNotAllowed(
-            same.iter().map(|(_, m, _)| m.as_str()).collect(),
-        )),
-    }
+    sim_kit::router::route(TABLE, method, path)
 }
 
 #[cfg(test)]

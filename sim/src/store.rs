@@ -135,46 +135,10 @@ impl State {
     }
 }
 
+/// Loads the state file (`Ok(None)` when it does not exist yet) and rebuilds the indexes.
 pub fn load(path: &Path) -> Result<Option<State>, SimError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SimError::StateIo {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    let mut st: State = serde_json::from_slice(&bytes).map_err(|source| SimError::StateParse {
-        path: path.into(),
-        source,
-    })?;
-    st.reindex();
-    Ok(Some(st))
-}
-
-/// Writes atomically: a temporary file in the same directory, then rename.
-pub fn save(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
-    let io = |source| SimError::StateIo {
-        path: path.into(),
-        source,
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+    Ok(sim_kit::store::load::<State>(path)?.map(|mut st| {
+        st.reindex();
+        st
+    }))
 }

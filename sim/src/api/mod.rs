@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::http::{Reply, ReqHeaders};
 use crate::ids::{parse_id, sha256_hex};
 use crate::model::{IdemEntry, OrgStatus, State};
-use crate::ratelimit::{Class, Tier, Window};
+use crate::ratelimit::{Class, Tier, Window, class_name};
 use crate::router::{Matched, Op};
 use crate::time::{DAY_US, fmt_z};
 use crate::{InFlightMode, Shared, lock};
@@ -157,7 +157,7 @@ pub async fn handle(
     .await;
     let mut reply = match r {
         Ok(reply) => reply,
-        Err(err) => Reply::error(&err, rid),
+        Err(err) => err.reply(rid),
     };
     // A 429 from the limiter already carries Retry-After in `extra`.
     reply
@@ -246,13 +246,13 @@ fn admit(
                     "RATE_LIMITED",
                     format!(
                         "daily {} cap of {} requests reached; it resets at {}",
-                        class.header_name(),
+                        class_name(class),
                         d.limit,
                         fmt_z(midnight)
                     ),
                 )
                 .with_details(json!({
-                    "endpointClass": class.header_name(),
+                    "endpointClass": class_name(class),
                     "window": "day",
                     "limit": d.limit,
                     "retryAfter": secs,
@@ -264,11 +264,11 @@ fn admit(
                     format!(
                         "rate limit of {} requests/minute for {} exceeded",
                         v.limit,
-                        class.header_name()
+                        class_name(class)
                     ),
                 )
                 .with_details(json!({
-                    "endpointClass": class.header_name(),
+                    "endpointClass": class_name(class),
                     "window": "minute",
                     "limit": v.limit,
                     "retryAfter": secs,
