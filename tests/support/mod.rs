@@ -8,12 +8,14 @@
 
 mod control_plane;
 mod env;
+pub mod gennia;
 mod operator;
 mod sim;
 pub mod world;
 
 pub use control_plane::{ControlPlane, client_for};
 pub use env::TestEnv;
+pub use gennia::{GenniaSim, GenniaWorld};
 pub use operator::{
     OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig, write_token_kubeconfig_for,
 };

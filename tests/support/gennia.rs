@@ -1,0 +1,473 @@
+//! The `gennia-sim` binary as a child process on a free loopback port, and a Gennia test
+//! world: a namespace, a fresh simulator with a plan, an `OrgProvider` of type `gennia` and
+//! an operator.
+use super::world::{CONVERGE, condition, count};
+use super::{
+    Operator, TestEnv, apply_yaml_ok, kubectl, log_dir, random_suffix, wait_for, wait_for_some,
+    workspace_root,
+};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The API's path prefix; counters use route templates under it.
+pub const API: &str = "/public/api/v1";
+
+/// A running `gennia-sim --control`; killed on drop.
+#[derive(Debug)]
+pub struct GenniaSim {
+    child: Child,
+    base_url: String,
+    api_key: String,
+    log_path: PathBuf,
+    http: reqwest::Client,
+}
+
+fn gennia_bin() -> PathBuf {
+    std::env::var_os("GENNIA_SIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/gennia-sim"))
+}
+
+impl GenniaSim {
+    /// Starts `gennia-sim --control --listen 127.0.0.1:0 <args>` and waits (10 s at most)
+    /// for its `api key:` and `listening on` lines.
+    pub fn start(args: &[&str]) -> GenniaSim {
+        let bin = gennia_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build -p gennia-sim` or set GENNIA_SIM_BIN",
+            bin.display()
+        );
+        let log_path = log_dir().join(format!("gennia-sim-{}.log", random_suffix()));
+        let log = File::create(&log_path).expect("create gennia-sim log");
+        let mut child = Command::new(&bin)
+            .args(["--control", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().expect("clone gennia-sim log handle"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("gennia-sim stdout");
+        let (tx, rx) = mpsc::channel();
+        // A plain thread drains stdout into the log for the child's whole life.
+        std::thread::spawn(move || {
+            let mut log = log;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // The key is a credential: it stays out of the log file.
+                if let Some(key) = line.strip_prefix("api key: ") {
+                    let _ = writeln!(log, "api key: (redacted)");
+                    let _ = tx.send(("key", key.trim().to_string()));
+                } else {
+                    let _ = writeln!(log, "{line}");
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let _ = tx.send(("url", addr.trim().to_string()));
+                    }
+                }
+            }
+        });
+        let (mut key, mut url) = (None, None);
+        while key.is_none() || url.is_none() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(("key", v)) => key = Some(v),
+                Ok((_, v)) => url = Some(v),
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!(
+                        "timed out after 10s waiting for gennia-sim to print `api key:` and `listening on`; log:\n{log}"
+                    );
+                }
+            }
+        }
+        GenniaSim {
+            child,
+            base_url: url
+                .expect("gennia-sim url")
+                .trim_end_matches('/')
+                .to_string(),
+            api_key: key.expect("gennia-sim api key"),
+            log_path,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (the server: what `OrgProvider.spec.baseUrl` takes).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The hub's workspace key (`gsk_…`).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET /_sim/state: `{workspacePublicId, apiKeyPublicId, plans, clients}`.
+    pub async fn state(&self) -> Value {
+        self.get_json("/_sim/state").await
+    }
+
+    /// Every client, suspended and canceled included (Gennia has no delete).
+    pub async fn clients(&self) -> Vec<Value> {
+        self.state().await["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The clients whose workspace name is `name` (the sim refuses a second one, so 0 or 1).
+    pub async fn clients_named(&self, name: &str) -> Vec<Value> {
+        self.clients()
+            .await
+            .into_iter()
+            .filter(|c| c["workspaceName"] == name)
+            .collect()
+    }
+
+    /// GET /_sim/counters: requests by method, route template and status.
+    pub async fn counters(&self) -> Value {
+        self.get_json("/_sim/counters").await
+    }
+
+    /// PUT /_sim/faults with the given fault configuration.
+    pub async fn set_faults(&self, faults: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/_sim/faults", self.base_url))
+            .json(&faults)
+            .send()
+            .await
+            .expect("PUT /_sim/faults");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "PUT /_sim/faults: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
+    /// POST /_sim/plans `{name, ...extra}`; returns the plan's `publicId`.
+    pub async fn create_plan(&self, name: &str, extra: Value) -> String {
+        let mut body = json!({"name": name});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let resp = self
+            .http
+            .post(format!("{}/_sim/plans", self.base_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /_sim/plans");
+        let status = resp.status();
+        let plan: Value = resp.json().await.expect("plan JSON");
+        assert!(status.is_success(), "POST /_sim/plans: {status}: {plan}");
+        plan["publicId"]
+            .as_str()
+            .expect("plan publicId")
+            .to_string()
+    }
+
+    /// PUT /_sim/clients/{id}/status: a billing event (`past_due`, `canceled`, ...).
+    pub async fn set_client_status(&self, id: &str, status: &str) {
+        let resp = self
+            .http
+            .put(format!("{}/_sim/clients/{id}/status", self.base_url))
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .expect("PUT /_sim/clients/{id}/status");
+        assert!(
+            resp.status().is_success(),
+            "set client status: {}",
+            resp.status()
+        );
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.base_url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: bad JSON: {e}"))
+    }
+}
+
+impl Drop for GenniaSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests about clients (every `/clients…` route), not the provider's `/health` checks.
+pub fn client_requests(counters: &Value) -> u64 {
+    count(counters, |_, route| {
+        route.starts_with(&format!("{API}/clients"))
+    })
+}
+
+/// `POST /clients` requests with the given status (0 = dropped connection).
+pub fn creates_with_status(counters: &Value, status: u64) -> u64 {
+    counters["requests"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| {
+                    r["method"] == "POST"
+                        && r["route"] == format!("{API}/clients")
+                        && r["status"].as_u64() == Some(status)
+                })
+                .map(|r| r["count"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Write requests (anything but GET) the simulator counted.
+pub fn writes(counters: &Value) -> u64 {
+    count(counters, |m, _| m != "GET")
+}
+
+/// The provider Secret and a `gennia` OrgProvider named `provider` (cluster scoped) for `sim`.
+/// The offboarding guard is opened wide: tests that delete many objects are not about it.
+pub fn install_provider(env: &TestEnv, sim: &GenniaSim, provider: &str) {
+    let secret = format!("{provider}-key");
+    env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        &secret,
+        &format!("--from-literal=apiKey={}", sim.api_key()),
+    ]);
+    apply_yaml_ok(&format!(
+        r#"apiVersion: orgops.dev/v1alpha1
+kind: OrgProvider
+metadata: {{name: {provider}}}
+spec:
+  type: gennia
+  baseUrl: {url}
+  credentialsSecretRef: {{namespace: {ns}, name: {secret}, key: apiKey}}
+  offboarding: {{maxPerHour: 10000}}
+"#,
+        url = sim.base_url(),
+        ns = env.ns
+    ));
+}
+
+/// A namespace, a fresh `gennia-sim` with one plan, a `gennia` OrgProvider and an operator.
+pub struct GenniaWorld {
+    pub env: TestEnv,
+    pub sim: GenniaSim,
+    pub op: Operator,
+    pub provider: String,
+    /// A plan of this hub (50 credits included, 5 seats).
+    pub plan_id: String,
+}
+
+impl GenniaWorld {
+    pub async fn new(name: &str, resync: &str) -> GenniaWorld {
+        let env = TestEnv::new(name).await;
+        let sim = GenniaSim::start(&[]);
+        let plan_id = sim
+            .create_plan("Growth", json!({"priceCents": 4900, "creditsIncluded": 50}))
+            .await;
+        let provider = format!("g-{}", env.ns);
+        install_provider(&env, &sim, &provider);
+        let lease = format!("orgops-leader-{}", env.ns);
+        let op =
+            Operator::start(&env, &["--lease-name", &lease, "--resync-interval", resync]).await;
+        GenniaWorld {
+            env,
+            sim,
+            op,
+            provider,
+            plan_id,
+        }
+    }
+
+    /// A CustomerOrg on this world's provider; `spec_tail` is more YAML under `spec:` (two
+    /// spaces of indent).
+    pub fn corg_yaml(&self, name: &str, workspace: &str, spec_tail: &str) -> String {
+        format!(
+            r#"apiVersion: orgops.dev/v1alpha1
+kind: CustomerOrg
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  providerRef: {{name: {provider}}}
+  displayName: {workspace}
+{spec_tail}"#,
+            ns = self.env.ns,
+            provider = self.provider,
+        )
+    }
+
+    pub fn corg(&self, name: &str) -> Value {
+        let out = self
+            .env
+            .kubectl_ok(&["get", "customerorg", name, "-o", "json"]);
+        serde_json::from_str(&out).expect("CustomerOrg JSON")
+    }
+
+    /// Waits until `pred` holds for the object; returns it.
+    pub async fn wait_corg(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for_some(&format!("CustomerOrg {name}: {what}"), CONVERGE, || async {
+            let out = self
+                .env
+                .kubectl(&["get", "customerorg", name, "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            pred(&v).then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until condition `type_` is `status` at the object's current generation.
+    pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> Value {
+        self.wait_corg(name, &format!("{type_}={status}"), |v| {
+            current(v, type_).is_some_and(|c| c["status"] == status)
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> Value {
+        self.wait_condition(name, "Ready", "True").await
+    }
+
+    /// Waits until Stalled=True with `reason` at the current generation.
+    pub async fn wait_stalled(&self, name: &str, reason: &str) -> Value {
+        self.wait_corg(name, &format!("Stalled {reason}"), |v| {
+            current(v, "Stalled").is_some_and(|c| c["status"] == "True" && c["reason"] == reason)
+        })
+        .await
+    }
+
+    /// Waits until the object is gone (its finalizer released).
+    pub async fn wait_gone(&self, name: &str) {
+        wait_for(&format!("CustomerOrg {name} deleted"), CONVERGE, || async {
+            let out = self.env.kubectl(&[
+                "get",
+                "customerorg",
+                name,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]);
+            out.status.success() && out.stdout.is_empty()
+        })
+        .await;
+    }
+
+    /// The Events about `name` (events.k8s.io), as JSON items.
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        let out = self.env.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).expect("events JSON");
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The one client named `workspace`; panics when there is none or more than one.
+    pub async fn client(&self, workspace: &str) -> Value {
+        let found = self.sim.clients_named(workspace).await;
+        assert_eq!(
+            found.len(),
+            1,
+            "exactly one client named {workspace:?}: {found:?}"
+        );
+        found[0].clone()
+    }
+
+    /// Waits until the simulator's client named `workspace` satisfies `pred`.
+    pub async fn wait_client(
+        &self,
+        workspace: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for_some(
+            &format!("client {workspace:?}: {what}"),
+            CONVERGE,
+            || async {
+                let found = self.sim.clients_named(workspace).await;
+                (found.len() == 1 && pred(&found[0])).then(|| found[0].clone())
+            },
+        )
+        .await
+    }
+
+    /// Waits until the operator checked its provider (`GET /health`) `n` more times:
+    /// evidence that resyncs happened, so a test can then assert that nothing else did.
+    pub async fn provider_checks(&self, n: u64) {
+        let health =
+            |c: &Value| count(c, |m, route| m == "GET" && route == format!("{API}/health"));
+        let start = health(&self.sim.counters().await);
+        wait_for(&format!("{n} provider checks"), CONVERGE, || async {
+            health(&self.sim.counters().await) >= start + n
+        })
+        .await;
+    }
+
+    pub async fn cleanup(self) {
+        let _ = kubectl(&[
+            "delete",
+            "orgprovider",
+            &self.provider,
+            "--ignore-not-found",
+        ]);
+        drop(self.op);
+        self.env.cleanup().await;
+    }
+}
+
+/// Condition `type_` if it describes the object's current generation.
+pub fn current<'a>(corg: &'a Value, type_: &str) -> Option<&'a Value> {
+    let generation = &corg["metadata"]["generation"];
+    corg["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_ && &c["observedGeneration"] == generation)
+}
+
+/// (status, reason, message) of condition `type_`, whatever its generation.
+pub fn cond(corg: &Value, type_: &str) -> Option<(String, String, String)> {
+    condition(corg, type_)
+}
+
+/// The live users of a client as sorted (email, name, role) triples.
+pub fn users_of(client: &Value) -> Vec<(String, String, String)> {
+    let mut users: Vec<_> = client["users"]
+        .as_array()
+        .map(|us| {
+            us.iter()
+                .map(|u| {
+                    let s = |k: &str| u[k].as_str().unwrap_or_default().to_string();
+                    (s("email"), s("name"), s("role"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    users.sort();
+    users
+}
