@@ -5,13 +5,15 @@
 //! Secret, a revoked parent key, and every sample of deploy/samples/. Each view must name
 //! the right cause, fit in 100 columns, parse as JSON, and never contain a secret.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{ControlPlane, Operator, Sim, TestEnv, apply_yaml_ok, kubectl, wait_for_some};
+use support::world::World;
+use support::{ControlPlane, apply_yaml_ok, kubectl, wait_for_some};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -85,29 +87,12 @@ fn squash(s: &str) -> String {
     s.split_whitespace().collect()
 }
 
-fn corg_yaml(ns: &str, provider: &str, name: &str, metadata: &str) -> String {
-    format!(
-        r#"apiVersion: orgops.dev/v1alpha1
-kind: CustomerOrg
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  providerRef: {{name: {provider}}}
-  displayName: Status {name}
-  externalId: {ns}-{name}
-  metadata: {metadata}
-  credits:
-    allocated: 500
-    monthlyCap: 5000
-    autoRefill: {{threshold: 100, amount: 200}}
-  apiKeys:
-  - name: integration
-    scopes: [content:read, content:write]
-  webhooks:
-  - name: crm
-    url: https://crm.example.com/layers/webhooks
-    events: [content.generated]
-"#
-    )
+/// The world's CustomerOrg (credits, a key, a webhook) with `metadata` as its metadata.
+fn corg_yaml(w: &World, name: &str, metadata: &str) -> String {
+    const STANDARD: &str = "metadata: {plan: growth}";
+    let yaml = w.corg_yaml(name, "");
+    assert!(yaml.contains(STANDARD), "World::corg_yaml changed:\n{yaml}");
+    yaml.replace(STANDARD, &format!("metadata: {metadata}"))
 }
 
 /// Each sample CustomerOrg, moved to `ns` and pointed at `provider`.
@@ -118,6 +103,8 @@ fn samples(ns: &str, provider: &str) -> Vec<(String, String)> {
         .expect("read deploy/samples")
         .flatten()
         .map(|e| e.path())
+        // Files only: per-provider subdirectories (e.g. gennia/) are not Layers samples.
+        .filter(|p| p.is_file())
         .collect();
     paths.sort();
     for path in paths {
@@ -186,30 +173,10 @@ fn secret_value(ns: &str, name: &str, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_names_the_cause_for_each_kind_of_trouble() {
-    let env = TestEnv::new("kubectl-status").await;
-    let ns = env.ns.clone();
-    let sim = Sim::start(&[]);
-    let provider = format!("p-{ns}");
-    env.kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "parent-key",
-        &format!("--from-literal=apiKey={}", sim.parent_key()),
-    ]);
-    apply_yaml_ok(&format!(
-        r#"apiVersion: orgops.dev/v1alpha1
-kind: OrgProvider
-metadata: {{name: {provider}}}
-spec:
-  type: layers
-  baseUrl: {url}
-  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
-"#,
-        url = sim.base_url()
-    ));
-    let lease = format!("orgops-leader-{ns}");
-    let mut op = Operator::start(&env, &["--lease-name", &lease, "--resync-interval", "2s"]).await;
+    // The OrgProvider's tier is `auto` (the default) either way.
+    let mut w = World::with("kubectl-status", &[], &["--resync-interval", "2s"]).await;
+    let ns = w.env.ns.clone();
+    let provider = w.provider.clone();
 
     let plain = "{plan: growth}";
     // Valid at admission, over the API's 16 KB metadata limit.
@@ -222,7 +189,7 @@ spec:
         ("lost", plain),
         ("rejected", too_big.as_str()),
     ] {
-        apply_yaml_ok(&corg_yaml(&ns, &provider, name, meta));
+        apply_yaml_ok(&corg_yaml(&w, name, meta));
     }
     let samples = samples(&ns, &provider);
     assert!(samples.len() >= 3, "samples found: {}", samples.len());
@@ -373,7 +340,7 @@ spec:
     }
 
     // The secrets this test knows, read before anything is deleted.
-    let mut secrets = vec![sim.parent_key().to_string()];
+    let mut secrets = vec![w.sim.parent_key().to_string()];
     for name in ["ready", "held", "lost", "acme-coffee", "globex", "initech"] {
         let v = corg(&ns, name);
         for k in v["status"]["apiKeys"].as_array().into_iter().flatten() {
@@ -390,8 +357,8 @@ spec:
     assert!(secrets.len() >= 10, "known secrets: {}", secrets.len());
 
     // A deleted key Secret, seen before the operator notices (it is stopped).
-    op.kill();
-    env.kubectl_ok(&["delete", "secret", "lost-integration"]);
+    w.op.kill();
+    w.env.kubectl_ok(&["delete", "secret", "lost-integration"]);
     let out = seen.text(&ns, &["lost"]);
     assert!(
         why(&out).contains("SecretMissing (from Secret/lost-integration)"),
@@ -409,10 +376,11 @@ spec:
             .any(|l| l.split_whitespace().nth(1) == Some("lost") && l.ends_with("SecretMissing")),
         "{table}"
     );
-    op.restart();
+    w.op.restart();
     // The operator recovers it: a new key in a new Secret.
     wait_for_some("lost-integration recreated", CONVERGE, || async {
-        env.kubectl(&["get", "secret", "lost-integration"])
+        w.env
+            .kubectl(&["get", "secret", "lost-integration"])
             .status
             .success()
             .then_some(())
@@ -422,7 +390,7 @@ spec:
 
     // The provider's parent key is revoked: the deepest cause is the OrgProvider.
     let resp = reqwest::Client::new()
-        .patch(format!("{}/_sim/switches", sim.base_url()))
+        .patch(format!("{}/_sim/switches", w.sim.base_url()))
         .json(&serde_json::json!({"parentKeyRevoked": true}))
         .send()
         .await
@@ -475,9 +443,7 @@ spec:
         }
     }
 
-    drop(op);
-    let _ = kubectl(&["delete", "orgprovider", &provider, "--ignore-not-found"]);
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[test]

@@ -28,9 +28,16 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The workspace root (where Cargo.toml, crds/ and deploy/ live).
+/// The workspace root (where Cargo.toml, crds/ and deploy/ live): the package directory
+/// or, for a member crate whose tests include this fixture (kubectl-orgops), the nearest
+/// directory above it holding the workspace's Cargo.lock.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    package
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(package)
+        .to_path_buf()
 }
 
 /// Directory for process logs that tests read back (and CI keeps on failure).
