@@ -20,7 +20,7 @@ use super::requeue::{self, Backoff};
 use crate::api::conditions::{self, Cond, READY, RECONCILING, STALLED};
 use crate::api::{
     FIELD_MANAGER, OrgProvider, PARENT_WEBHOOK_FINALIZER, PAUSED_ANNOTATION, ParentWebhook,
-    ParentWebhookStatus,
+    ParentWebhookStatus, ProviderType,
 };
 use crate::provider::error::ProviderError;
 use crate::provider::layers::LayersProvider;
@@ -252,6 +252,26 @@ async fn reconcile_one(pwh: &ParentWebhook, ctx: &PwhCtx) -> Result<Next, PwhErr
     }
     let provider_name = &pwh.spec.provider_ref.name;
     let current = ctx.providers.get(&ObjectRef::new(provider_name));
+    // Only Layers has parent endpoints: any other provider type stalls with no call (and a
+    // deleting object, which can have made nothing there, just goes).
+    if let Some(op) = current.as_deref()
+        && op.spec.provider_type != ProviderType::Layers
+    {
+        if deleting {
+            patch_finalizer(&api, pwh, false, ctx).await?;
+            return Ok(Next::Resync);
+        }
+        let kind = serde_json::to_value(op.spec.provider_type)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let message = format!(
+            "OrgProvider {provider_name:?} is of type {kind}; parent webhook endpoints exist only on layers"
+        );
+        let conds = stalled(pwh, "UnsupportedByProvider", &message);
+        write_status(&api, pwh, status_with(pwh, conds), ctx).await?;
+        return Ok(Next::Slow);
+    }
     let provider = match ctx.registry.layers(provider_name, current.as_deref()) {
         Ok(p) => p,
         Err(Availability::Unavailable {
