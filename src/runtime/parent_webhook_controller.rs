@@ -13,7 +13,7 @@
 //!   API's message and is retried only after `--slow-retry` or a spec change.
 //! - Deleting the object deletes the endpoint (finalizer `orgops.dev/delete-endpoint`).
 use super::events;
-use super::metrics::{KubeWrite, Metrics, ReconcileResult};
+use super::metrics::{KubeWrite, Metrics};
 use super::parent_webhook_plan::{self as pplan, Action, Desired, Observed, Plan, RotateCause};
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
@@ -38,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Annotation on the Secret: the endpoint whose signing secret it holds.
@@ -170,16 +170,8 @@ async fn reconcile(pwh: Arc<ParentWebhook>, ctx: Arc<PwhCtx>) -> Result<Requeue,
     let object = format!("{}/{}", pwh.namespace().unwrap_or_default(), pwh.name_any());
     let span = info_span!("reconcile_parent_webhook", object = %object);
     async move {
-        let started = Instant::now();
-        let result = reconcile_one(&pwh, &ctx).await;
-        let kind = match &result {
-            Ok(Next::Resync) => ReconcileResult::Ok,
-            Ok(Next::Slow) => ReconcileResult::Stalled,
-            _ => ReconcileResult::Error,
-        };
-        ctx.metrics
-            .reconciled(kind, started.elapsed().as_secs_f64());
-        let next = result?;
+        // orgops_reconciles_total counts CustomerOrgs only (docs/metrics.md).
+        let next = reconcile_one(&pwh, &ctx).await?;
         let delay = match next {
             Next::Backoff => ctx.backoff.failed(oref),
             Next::Resync => {
