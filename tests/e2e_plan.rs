@@ -319,8 +319,10 @@ async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
     .expect("write");
     std::fs::write(
         dir.path().join("e-provider.yaml"),
-        w.corg_yaml("orphaned", "")
-            .replace(&format!("name: {}}}", w.provider), "name: no-such-provider}"),
+        w.corg_yaml("orphaned", "").replace(
+            &format!("name: {}}}", w.provider),
+            "name: no-such-provider}",
+        ),
     )
     .expect("write");
     let ro = read_only_kubeconfig(&ns);

@@ -24,6 +24,7 @@ async fn two_writers_that_saw_one_ledger_move_credits_once() {
                 name: "race".into(),
                 metadata: BTreeMap::new(),
                 billing_email: None,
+                extras: Default::default(),
             },
             &key("create-race"),
         )

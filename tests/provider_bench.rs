@@ -58,6 +58,7 @@ async fn bench_standard_tier() {
                     name: format!("bench {i}"),
                     metadata: meta(&[]),
                     billing_email: None,
+                    extras: Default::default(),
                 };
                 p.create_org(&new, &key(format!("bench-{i}"))).await.is_ok()
             }

@@ -29,6 +29,7 @@ fn new_org(i: usize) -> NewOrg {
         name: format!("customer {i}"),
         metadata: meta(&[("externalId", &format!("cust-{i}"))]),
         billing_email: None,
+        extras: Default::default(),
     }
 }
 

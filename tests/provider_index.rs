@@ -16,6 +16,7 @@ fn new_org(i: usize) -> NewOrg {
         name: format!("Customer {i}"),
         metadata: meta(&[("externalId", &format!("cust-{i}"))]),
         billing_email: None,
+        extras: Default::default(),
     }
 }
 

@@ -60,6 +60,7 @@ async fn trace_logs_never_contain_secrets() {
                 name: "Acme".into(),
                 metadata: meta(&[("externalId", "acme")]),
                 billing_email: None,
+                extras: Default::default(),
             },
             &key("c"),
         )

@@ -18,6 +18,7 @@ fn new_org(name: &str, external_id: &str) -> NewOrg {
         name: name.into(),
         metadata: meta(&[("externalId", external_id), ("plan", "growth")]),
         billing_email: Some("ops@acme.example".into()),
+        extras: Default::default(),
     }
 }
 

@@ -115,12 +115,114 @@ pub struct CustomerOrgSpec {
     /// reclaiming unspent credits; Orphan leaves the org untouched.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Why the org is suspended, sent where the API takes a reason (Gennia); at most 500
+    /// characters. Layers has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 500))]
+    pub suspend_reason: Option<String>,
+    /// Gennia only: the workspace's users and its create-only choices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gennia: Option<GenniaSpec>,
     /// Full (default) makes the org match this spec. Observe only reads: it finds the org
     /// (spec.adoptOrgId or spec.externalId), fills status and reports drift, and never writes
     /// to the partner API (no create, no transfer, no key, no archive on deletion).
     /// Switching to Full then converges.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
+}
+
+/// Gennia's client workspace: users, plan, trial, credits (see docs/providers/gennia.md).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenniaSpec {
+    /// The workspace's users; at least one admin. Roles and names are kept in line and
+    /// users missing here are removed (never the last admin); a user added after the
+    /// workspace exists cannot be created through Gennia's API (invite them in Gennia).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["email"]))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.size() == 0 || self.exists(u, u.role == 'admin')",
+        "message": "spec.gennia.users needs at least one admin"
+    }]))]
+    pub users: Vec<GenniaUser>,
+    /// The hub's plan (publicId, a uuid); create only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub plan_id: Option<String>,
+    /// Start on the hub's trial plan; create only.
+    #[serde(default)]
+    pub trial: bool,
+    /// Email the users their invitations; create only.
+    #[serde(default)]
+    pub send_invitations: bool,
+    /// Credits to start with; create only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub initial_credits: Option<i64>,
+    /// Gennia's cancellation reason, sent on suspend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_reason: Option<GenniaCancellation>,
+}
+
+/// A user of a Gennia workspace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct GenniaUser {
+    #[schemars(length(min = 3, max = 254))]
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    pub name: Option<String>,
+    pub role: GenniaRole,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GenniaRole {
+    Admin,
+    Member,
+    Editor,
+    Viewer,
+}
+
+impl GenniaRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GenniaRole::Admin => "admin",
+            GenniaRole::Member => "member",
+            GenniaRole::Editor => "editor",
+            GenniaRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// Gennia's `cancellationReason` values.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GenniaCancellation {
+    CustomerRequest,
+    PaymentFailed,
+    SwitchingProvider,
+    NotNeeded,
+    Price,
+    FeatureMissing,
+    Other,
+}
+
+impl GenniaCancellation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GenniaCancellation::CustomerRequest => "customer_request",
+            GenniaCancellation::PaymentFailed => "payment_failed",
+            GenniaCancellation::SwitchingProvider => "switching_provider",
+            GenniaCancellation::NotNeeded => "not_needed",
+            GenniaCancellation::Price => "price",
+            GenniaCancellation::FeatureMissing => "feature_missing",
+            GenniaCancellation::Other => "other",
+        }
+    }
 }
 
 /// Whether orgops writes to the partner API for this object.

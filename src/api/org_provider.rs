@@ -73,6 +73,9 @@ fn default_offboardings_per_hour() -> u32 {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderType {
     Layers,
+    /// Gennia's Clients API (a hub's client workspaces); `baseUrl` is the server, the
+    /// credentials Secret holds the hub's workspace key (`gsk_…`).
+    Gennia,
 }
 
 /// A key inside a namespaced Secret.

@@ -24,14 +24,13 @@ use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use crate::api::{CustomerOrg, DeletionPolicy, ManagementPolicy, OrgProvider, ProviderType};
+use crate::api::{CustomerOrg, DeletionPolicy, ManagementPolicy, OrgProvider};
 use crate::provider::Provider;
-use crate::provider::layers::{LayersConfig, LayersProvider};
 use crate::reconcile::pipeline::{self, Preview};
 use crate::reconcile::plan::{Gate, OwnedSecret};
 use crate::reconcile::{Context, OwnedSecretIndex, secrets};
 use crate::runtime::controller::MANAGED_BY_SELECTOR;
-use crate::runtime::provider_controller::{credential, fixed_tier};
+use crate::runtime::provider_controller::credential;
 
 use render::{Change, ObjectPlan};
 
@@ -354,17 +353,9 @@ async fn build_provider(client: &Client, name: &str) -> Result<Arc<dyn Provider>
             r.namespace, r.name, r.key
         )
     })?;
-    let provider: Arc<dyn Provider> = match op.spec.provider_type {
-        ProviderType::Layers => {
-            let mut cfg =
-                LayersConfig::new(op.spec.base_url.clone(), crate::provider::Secret::new(key));
-            cfg.tier = fixed_tier(op.spec.rate_limit.tier);
-            let p = LayersProvider::new(cfg).map_err(|e| {
-                format!("OrgProvider {name}: cannot build a client: {}", e.message())
-            })?;
-            Arc::new(p)
-        }
-    };
+    let provider = crate::provider::build::build(&op.spec, key, None)
+        .map_err(|e| format!("OrgProvider {name}: cannot build a client: {}", e.message()))?
+        .provider();
     Ok(Arc::new(read_only::ReadOnly(provider)))
 }
 

@@ -23,6 +23,9 @@ impl Provider for ReadOnly {
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
+    fn vendor(&self) -> &'static str {
+        self.0.vendor()
+    }
     async fn whoami(&self) -> ProviderResult<Identity> {
         self.0.whoami().await
     }
@@ -34,6 +37,18 @@ impl Provider for ReadOnly {
     }
     async fn find_orgs_by_owner(&self, owner: &str) -> ProviderResult<Vec<Org>> {
         self.0.find_orgs_by_owner(owner).await
+    }
+    async fn find_orgs_by_name(&self, name: &str) -> ProviderResult<Vec<Org>> {
+        self.0.find_orgs_by_name(name).await
+    }
+    async fn suspend_org_with(&self, _: &str, _: &SuspendReason) -> ProviderResult<Org> {
+        refused("suspend")
+    }
+    async fn update_user(&self, _: &str, _: &str, _: Option<&str>, _: &str) -> ProviderResult<Org> {
+        refused("update user")
+    }
+    async fn remove_user(&self, _: &str, _: &str) -> ProviderResult<Org> {
+        refused("remove user")
     }
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
         self.0.find_orgs_by_metadata(key, value).await

@@ -31,7 +31,7 @@ impl Step {
     pub fn sign(&self) -> char {
         match self.op {
             "create-org" | "migrate-projects" | "allocate" | "mint-key" | "create-webhook" => '+',
-            "archive" | "revoke-key" | "delete-webhook" | "delete-secret" => '-',
+            "archive" | "revoke-key" | "delete-webhook" | "delete-secret" | "remove-user" => '-',
             _ => '~',
         }
     }
@@ -227,6 +227,21 @@ fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
         } => Step::new(
             "rotate-webhook-secret",
             format!("rotate webhook {name}'s signing secret into Secret {secret_name}"),
+        ),
+        Action::UpdateUser {
+            email, role, name, ..
+        } => Step::new(
+            "update-user",
+            format!(
+                "set user {email}'s role to {role}{}",
+                name.as_deref()
+                    .map(|n| format!(" and name to {n:?}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Action::RemoveUser { email, .. } => Step::new(
+            "remove-user",
+            format!("remove user {email} from {org_name}"),
         ),
         Action::DeleteSecret { name } => {
             Step::new("delete-secret", format!("delete Secret {name}"))

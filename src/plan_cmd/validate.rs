@@ -184,6 +184,7 @@ const CEL_RULES_MIRRORED: &[&str] = &[
     "!has(oldSelf.adoptOrgId) || (has(self.adoptOrgId) && self.adoptOrgId == oldSelf.adoptOrgId)",
     "!has(oldSelf.migrateProjects) || (has(self.migrateProjects) && self.migrateProjects == oldSelf.migrateProjects)",
     "!has(self.migrateProjects) || !has(self.adoptOrgId)",
+    "self.size() == 0 || self.exists(u, u.role == 'admin')",
     // The Secret-name rules: the planner's SecretNameCollision refusal covers all three.
     "!has(self.apiKeys) || !has(self.webhooks) || self.apiKeys.all(k, self.webhooks.all(w, has(k.secretName) != has(w.secretName) || (has(k.secretName) ? k.secretName != w.secretName : k.name != w.name + '-webhook')))",
     "!has(self.apiKeys) || self.apiKeys.all(a, !has(a.secretName) || self.apiKeys.exists_one(b, has(b.secretName) && b.secretName == a.secretName))",
@@ -201,6 +202,15 @@ fn webhook_url_ok(url: &str) -> bool {
 pub fn cel_errors(new: &CustomerOrg, live: Option<&CustomerOrg>) -> Vec<String> {
     let mut out = Vec::new();
     let spec = &new.spec;
+    if let Some(g) = &spec.gennia
+        && !g.users.is_empty()
+        && !g
+            .users
+            .iter()
+            .any(|u| u.role == crate::api::GenniaRole::Admin)
+    {
+        out.push(".spec.gennia.users: needs at least one admin".into());
+    }
     if !spec.migrate_projects.is_empty() && spec.adopt_org_id.is_some() {
         out.push(
             ".spec.migrateProjects: excludes spec.adoptOrgId (migrate creates a new org)".into(),

@@ -13,10 +13,17 @@ pub use types::*;
 /// Result alias for provider calls. `ProviderError` lives in `error.rs` (provider engineer).
 pub type ProviderResult<T> = Result<T, crate::provider::error::ProviderError>;
 
+pub mod build;
 pub mod error;
 pub mod gennia;
 pub mod layers;
 pub mod metrics;
+
+fn unsupported(what: &str, on: &str) -> crate::provider::error::ProviderError {
+    crate::provider::error::ProviderError::Invalid(format!(
+        "{what} ({on}) is not supported by this provider; its capabilities should have prevented the call"
+    ))
+}
 
 /// Everything the controller needs from a partner API. Every write that is not
 /// idempotent by state takes an [`IdempotencyKey`]; implementations retry only
@@ -24,6 +31,8 @@ pub mod metrics;
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
+    /// The partner API's name, for messages ("Gennia has no archive").
+    fn vendor(&self) -> &'static str;
 
     /// whoami: who the credential is, its scopes and rate-limit tier.
     async fn whoami(&self) -> ProviderResult<Identity>;
@@ -53,6 +62,32 @@ pub trait Provider: Send + Sync {
     /// out-of-band change into a replay of the first (nothing changed, yet "success").
     async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org>;
     async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org>;
+    /// Suspends with a reason, where the API takes one (Gennia); others ignore it.
+    async fn suspend_org_with(&self, org_id: &str, why: &SuspendReason) -> ProviderResult<Org> {
+        let _ = why;
+        self.suspend_org(org_id).await
+    }
+    /// Live orgs named `name`, for providers whose names identify orgs
+    /// (`Capabilities::find_by_name`).
+    async fn find_orgs_by_name(&self, name: &str) -> ProviderResult<Vec<Org>> {
+        Err(unsupported("find_orgs_by_name", name))
+    }
+    /// Changes a user's name and role (`Capabilities::users`).
+    async fn update_user(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        name: Option<&str>,
+        role: &str,
+    ) -> ProviderResult<Org> {
+        let _ = (user_id, name, role);
+        Err(unsupported("update_user", org_id))
+    }
+    /// Removes a user (`Capabilities::users`).
+    async fn remove_user(&self, org_id: &str, user_id: &str) -> ProviderResult<Org> {
+        let _ = user_id;
+        Err(unsupported("remove_user", org_id))
+    }
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org>;
     async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult>;
 

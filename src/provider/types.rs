@@ -74,6 +74,39 @@ pub struct Org {
     pub billing_email: Option<String>,
     /// Present when the org was read with its summary (GET one).
     pub summary: Option<OrgSummary>,
+    /// The org's users, for providers that manage them (`Capabilities::users`).
+    pub users: Vec<OrgUser>,
+    /// Worth saying about the org without blocking readiness (e.g. Gennia's `past_due`).
+    pub billing_note: Option<String>,
+}
+
+/// A user of an org (Gennia: a workspace member, or a pending invitation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgUser {
+    /// The provider's id; `None` for a pending invitation (it cannot be edited).
+    pub id: Option<String>,
+    pub email: String,
+    pub name: Option<String>,
+    /// `admin`, `member`, `editor` or `viewer`.
+    pub role: String,
+}
+
+/// What a suspend sends where the API takes it (Gennia); Layers takes neither.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SuspendReason {
+    pub reason: Option<String>,
+    /// Gennia's `cancellationReason` enum value.
+    pub cancellation: Option<String>,
+}
+
+/// Create-only fields some providers need (Gennia: users, plan, trial, credits).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateExtras {
+    pub users: Vec<OrgUser>,
+    pub plan_id: Option<String>,
+    pub trial: bool,
+    pub send_invitations: bool,
+    pub initial_credits: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -101,6 +134,7 @@ pub struct NewOrg {
     pub name: String,
     pub metadata: BTreeMap<String, String>,
     pub billing_email: Option<String>,
+    pub extras: CreateExtras,
 }
 
 /// A partial update: `None` leaves a field unchanged.
@@ -238,7 +272,11 @@ impl Capabilities {
             (self.key_rotation, "rotate-keys"),
             (self.webhooks, "webhooks"),
             (self.suspend, "state.suspended"),
+            (self.archive, "state.archived"),
             (self.migrate_projects, "migrateProjects"),
+            (self.org_update, "displayName updates"),
+            (self.users, "gennia.users"),
+            (self.suspend, "suspendReason"),
         ]
         .into_iter()
         .filter(|(yes, _)| *yes)
@@ -251,6 +289,16 @@ impl Capabilities {
 pub struct Capabilities {
     /// Flat projects can be migrated into a new child (`spec.migrateProjects`).
     pub migrate_projects: bool,
+    /// Orgs carry string metadata: the owner marker (claims, recovery) and `externalId`.
+    pub org_metadata: bool,
+    /// The org's name, metadata and billing email can be changed after creation.
+    pub org_update: bool,
+    /// Orgs can be archived (terminal); without it, offboarding suspends.
+    pub archive: bool,
+    /// The org's name is unique per parent and identifies it (`find_orgs_by_name`).
+    pub find_by_name: bool,
+    /// Users are managed (`spec.gennia.users`).
+    pub users: bool,
     pub find_by_external_id: bool,
     pub credit_config: bool,
     pub allocation_ledger: bool,

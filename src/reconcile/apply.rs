@@ -156,6 +156,8 @@ pub fn describe(action: &Action) -> String {
         Action::DeleteWebhook { name, .. } => format!("delete webhook {name}"),
         Action::RotateWebhookSecret { name, .. } => format!("rotate webhook {name} secret"),
         Action::DeleteSecret { name } => format!("delete Secret {name}"),
+        Action::UpdateUser { email, role, .. } => format!("set user {email}'s role {role}"),
+        Action::RemoveUser { email, .. } => format!("remove user {email}"),
         Action::MarkRotated { .. } => "record rotation".into(),
     }
 }
@@ -396,8 +398,52 @@ async fn step(
                 format!("resumed org {}", org.id),
             ));
         }
+        Action::UpdateUser {
+            email,
+            user_id,
+            name,
+            role,
+        } => {
+            let org = provider
+                .update_user(org_id(status)?, user_id, name.as_deref(), role)
+                .await?;
+            let applied = org
+                .users
+                .iter()
+                .any(|u| u.id.as_deref() == Some(user_id) && &u.role == role);
+            if !applied {
+                return Err(no_effect(
+                    "update user",
+                    format!("user {email} does not show role {role} afterwards"),
+                ));
+            }
+            events.push(event(
+                "UserUpdated",
+                "Update",
+                format!("user {email}: role {role}"),
+            ));
+        }
+        Action::RemoveUser { email, user_id } => {
+            let org = provider.remove_user(org_id(status)?, user_id).await?;
+            if org.users.iter().any(|u| u.id.as_deref() == Some(user_id)) {
+                return Err(no_effect(
+                    "remove user",
+                    format!("user {email} is still listed afterwards"),
+                ));
+            }
+            events.push(event(
+                "UserRemoved",
+                "Update",
+                format!("removed user {email} (not in spec.gennia.users)"),
+            ));
+        }
         Action::Suspend => {
-            let org = provider.suspend_org(org_id(status)?).await?;
+            let org = provider
+                .suspend_org_with(
+                    org_id(status)?,
+                    &crate::reconcile::plan::suspend_reason(corg, false),
+                )
+                .await?;
             status.state = Some(org_state(org.status).to_string());
             events.push(event(
                 "Suspended",

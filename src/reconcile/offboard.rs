@@ -60,6 +60,26 @@ fn guard_paused(ctx: &Context, corg: &CustomerOrg, pause: &Pause) -> Offboard {
     }
 }
 
+/// The orgs an object may have made whose id never reached status: by its owner marker,
+/// or where orgs carry no metadata, by the name that identifies them.
+async fn unrecorded(
+    ctx: &Context,
+    corg: &CustomerOrg,
+    caps: &crate::provider::Capabilities,
+) -> Result<Vec<crate::provider::Org>, crate::provider::error::ProviderError> {
+    if caps.org_metadata {
+        ctx.provider
+            .find_orgs_by_metadata(OWNER_KEY, &plan::owner_of(corg))
+            .await
+    } else if caps.find_by_name {
+        ctx.provider
+            .find_orgs_by_name(&corg.spec.display_name)
+            .await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// Offboards one CustomerOrg on deletion.
 pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, ReconcileError> {
     let recorded = corg.status.as_ref().and_then(|s| s.org_id.clone());
@@ -99,13 +119,10 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
     }
     // Without a recorded org id the org may still exist: created, then the status write
     // or the create's response was lost. Our owner marker in its metadata finds it.
+    let caps = ctx.provider.capabilities();
     let org_ids = match recorded {
         Some(id) => vec![id],
-        None => match ctx
-            .provider
-            .find_orgs_by_metadata(OWNER_KEY, &plan::owner_of(corg))
-            .await
-        {
+        None => match unrecorded(ctx, corg, &caps).await {
             Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
             Err(e) => {
                 return Ok(not_done(
@@ -150,6 +167,38 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
     for org_id in &org_ids {
         if !(ctx.may_write)() {
             return Ok(not_done(events, Retry::Backoff));
+        }
+        if !caps.archive {
+            // No archive at this provider: suspend, and say so.
+            match ctx
+                .provider
+                .suspend_org_with(org_id, &plan::suspend_reason(corg, true))
+                .await
+            {
+                Ok(_) => events.push(event(
+                    false,
+                    "Suspended",
+                    format!(
+                        "{} has no archive: org {org_id} suspended instead (deletionPolicy Archive)",
+                        ctx.provider.vendor()
+                    ),
+                )),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    done = false;
+                    retry = failure_retry(&e);
+                    events.push(event(
+                        true,
+                        "OffboardFailed",
+                        format!(
+                            "suspending org {org_id} failed: {} {}",
+                            e.code(),
+                            e.message()
+                        ),
+                    ));
+                }
+            }
+            continue;
         }
         match ctx.provider.archive_org(org_id).await {
             Ok(result) => events.push(event(

@@ -198,12 +198,27 @@ async fn find(
         };
         return Ok(Ok(Found::ById { org, claimed_by }));
     }
-    let mine = match provider.find_orgs_by_owner(&plan::owner_of(corg)).await {
-        Ok(orgs) => orgs,
-        Err(e) => return Ok(Err(e)),
-    };
-    if !mine.is_empty() {
-        return Ok(with_summary(ctx, mine).await.map(Found::ByOwner));
+    if caps.org_metadata {
+        let mine = match provider.find_orgs_by_owner(&plan::owner_of(corg)).await {
+            Ok(orgs) => orgs,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !mine.is_empty() {
+            return Ok(with_summary(ctx, mine).await.map(Found::ByOwner));
+        }
+    }
+    if caps.find_by_name {
+        // No metadata to hold a marker: the name identifies the org (unique per parent).
+        // Another live CustomerOrg tracking the same org claims it.
+        let orgs = match provider.find_orgs_by_name(&corg.spec.display_name).await {
+            Ok(orgs) => orgs,
+            Err(e) => return Ok(Err(e)),
+        };
+        let claimed_by = match orgs.as_slice() {
+            [one] => owners::tracked_by(&ctx.client, corg, &one.id).await?,
+            _ => None,
+        };
+        return Ok(Ok(Found::ByExternalId { orgs, claimed_by }));
     }
     if let (Some(ext), true) = (&corg.spec.external_id, caps.find_by_external_id) {
         let orgs = match provider.find_orgs_by_external_id(ext).await {

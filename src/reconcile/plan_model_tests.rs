@@ -177,6 +177,8 @@ impl World {
                             metadata: new.metadata.clone(),
                             billing_email: new.billing_email.clone(),
                             summary: None,
+                            users: Vec::new(),
+                            billing_note: None,
                         });
                         self.idem.insert(key.0.clone(), (fp, id.clone()));
                         id
@@ -207,6 +209,8 @@ impl World {
                             metadata: BTreeMap::new(),
                             billing_email: None,
                             summary: None,
+                            users: Vec::new(),
+                            billing_note: None,
                         });
                         self.idem.insert(key.0.clone(), (fp, id.clone()));
                         id
@@ -237,6 +241,8 @@ impl World {
                 };
             }
             Action::SetCreditConfig { .. } => {}
+            // Layers has no users: the model never plans them.
+            Action::UpdateUser { .. } | Action::RemoveUser { .. } => return Err(()),
             Action::Allocate {
                 credits,
                 ledger,
@@ -537,6 +543,8 @@ fn spec_of(keys: &[(u8, bool)], hooks: &[(u8, bool)], allocated: i64) -> Custome
         deletion_policy: DeletionPolicy::Archive,
         management_policy: Default::default(),
         migrate_projects: Vec::new(),
+        suspend_reason: None,
+        gennia: None,
     }
 }
 

@@ -13,6 +13,11 @@ use super::plan::*;
 
 pub(super) const CAPS: Capabilities = Capabilities {
     migrate_projects: true,
+    org_metadata: true,
+    org_update: true,
+    archive: true,
+    find_by_name: false,
+    users: false,
     find_by_external_id: true,
     credit_config: true,
     allocation_ledger: true,
@@ -45,6 +50,8 @@ fn spec() -> CustomerOrgSpec {
         deletion_policy: DeletionPolicy::Archive,
         management_policy: Default::default(),
         migrate_projects: Vec::new(),
+        suspend_reason: None,
+        gennia: None,
     }
 }
 
@@ -65,6 +72,8 @@ fn org_for(c: &CustomerOrg) -> Org {
             available: 0,
             credit_config: desired_credit_config(c),
         }),
+        users: Vec::new(),
+        billing_note: None,
     }
 }
 
@@ -1418,4 +1427,155 @@ fn migrate_creates_by_moving_projects_then_renames_and_tags_in_the_same_plan() {
     assert!(
         matches!(retry.actions.first(), Some(Action::MigrateProjects { key: k3, .. }) if k3 != key)
     );
+}
+
+/// Gennia's capabilities: no metadata, no renames, no archive; users; found by name.
+const GENNIA: Capabilities = Capabilities {
+    migrate_projects: false,
+    org_metadata: false,
+    org_update: false,
+    archive: false,
+    find_by_name: true,
+    users: true,
+    find_by_external_id: false,
+    credit_config: false,
+    allocation_ledger: false,
+    child_api_keys: false,
+    key_rotation: false,
+    webhooks: false,
+    suspend: true,
+};
+
+fn gennia_corg(users: &[(&str, GenniaRole)]) -> CustomerOrg {
+    let mut s = spec();
+    s.external_id = None;
+    s.gennia = Some(GenniaSpec {
+        users: users
+            .iter()
+            .map(|(e, r)| GenniaUser {
+                email: e.to_string(),
+                name: None,
+                role: *r,
+            })
+            .collect(),
+        ..Default::default()
+    });
+    corg(s)
+}
+
+fn gennia_org(c: &CustomerOrg, users: &[(&str, &str, &str)]) -> Org {
+    let mut o = org_for(c);
+    o.metadata.clear();
+    o.users = users
+        .iter()
+        .map(|(id, email, role)| OrgUser {
+            id: Some(id.to_string()),
+            email: email.to_string(),
+            name: None,
+            role: role.to_string(),
+        })
+        .collect();
+    o
+}
+
+fn gennia_obs(found: Found) -> Observed {
+    let mut o = obs(found);
+    o.capabilities = GENNIA;
+    o
+}
+
+#[test]
+fn gennia_creates_with_its_users_and_never_claims_or_renames() {
+    let c = gennia_corg(&[("a@x.test", GenniaRole::Admin)]);
+    let p = plan(
+        &c,
+        &gennia_obs(Found::ByExternalId {
+            orgs: vec![],
+            claimed_by: None,
+        }),
+    );
+    let Some(Action::CreateOrg { new, .. }) = p.actions.first() else {
+        panic!("{:?}", p.actions)
+    };
+    assert_eq!(new.extras.users.len(), 1);
+    assert_eq!(new.extras.users[0].role, "admin");
+    // Found by name (no marker to write): adopted without a claim, nothing to do.
+    let o = gennia_org(&c, &[("u1", "a@x.test", "admin")]);
+    let p = plan(
+        &c,
+        &gennia_obs(Found::ByExternalId {
+            orgs: vec![o.clone()],
+            claimed_by: None,
+        }),
+    );
+    assert!(p.adopted.is_some());
+    assert!(writes(&p).is_empty(), "{:?}", p.actions);
+    // Tracked without a marker is normal here, not a takeover.
+    let p = plan(&c, &gennia_obs(Found::Tracked(Some(o.clone()))));
+    assert!(p.adopted.is_none() && writes(&p).is_empty());
+    // The name is the identity: a displayName edit stalls instead of renaming.
+    let mut renamed = c.clone();
+    renamed.spec.display_name = "Other".into();
+    let p = plan(&renamed, &gennia_obs(Found::Tracked(Some(o))));
+    assert_eq!(
+        p.stalled.as_ref().map(|s| s.0.as_str()),
+        Some("UnsupportedByProvider")
+    );
+    assert!(writes(&p).is_empty());
+}
+
+#[test]
+fn gennia_users_roles_changed_removed_never_the_last_admin_additions_said() {
+    let c = gennia_corg(&[
+        ("a@x.test", GenniaRole::Admin),
+        ("b@x.test", GenniaRole::Viewer),
+    ]);
+    let o = gennia_org(
+        &c,
+        &[
+            ("u1", "a@x.test", "admin"),
+            ("u2", "b@x.test", "member"),
+            ("u3", "gone@x.test", "editor"),
+        ],
+    );
+    let p = plan(&c, &gennia_obs(Found::Tracked(Some(o))));
+    assert!(p.actions.iter().any(|a| matches!(a, Action::UpdateUser { user_id, role, .. } if user_id == "u2" && role == "viewer")));
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveUser { user_id, .. } if user_id == "u3"))
+    );
+    assert_eq!(writes(&p).len(), 2);
+    // The spec names a new admin the workspace lacks, and drops the only admin it has:
+    // the addition cannot be made, so the last admin stays.
+    let c = gennia_corg(&[("new@x.test", GenniaRole::Admin)]);
+    let o = gennia_org(&c, &[("u1", "a@x.test", "admin")]);
+    let p = plan(&c, &gennia_obs(Found::Tracked(Some(o))));
+    assert!(writes(&p).is_empty(), "{:?}", p.actions);
+    assert!(p.notes.iter().any(|n| n.contains("last admin")));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("new@x.test") && n.contains("cannot be added"))
+    );
+}
+
+#[test]
+fn gennia_refuses_what_it_cannot_honour_before_any_call() {
+    let mut c = gennia_corg(&[("a@x.test", GenniaRole::Admin)]);
+    c.spec.api_keys = vec![key_spec("crm")];
+    c.spec.external_id = Some("x".into());
+    c.spec.credits = Some(CreditsSpec {
+        allocated: 5,
+        ..Default::default()
+    });
+    let (reason, message) = refusal(&c, &GENNIA).expect("refused");
+    assert_eq!(reason, "UnsupportedByProvider");
+    for f in ["spec.apiKeys", "spec.externalId", "spec.credits.allocated"] {
+        assert!(message.contains(f), "{f} in {message}");
+    }
+    // And spec.gennia on Layers.
+    let c = gennia_corg(&[("a@x.test", GenniaRole::Admin)]);
+    let (_, message) = refusal(&c, &CAPS).expect("refused on layers");
+    assert!(message.contains("spec.gennia"));
 }

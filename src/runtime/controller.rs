@@ -7,6 +7,7 @@ use super::first_seen::{self, FirstSeen};
 use super::metrics::{KubeWrite, Metrics, ReconcileResult};
 use super::own_writes::{OwnWrites, Seen};
 use super::owned_secrets::OwnedSecrets;
+use super::prune;
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
 use crate::api::{
@@ -17,9 +18,10 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use std::collections::HashSet;
@@ -88,6 +90,9 @@ impl OrgCtx {
     }
 }
 
+/// List page size of the watches: a small page bounds the start-up spike of a large list.
+pub const PAGE: u32 = 100;
+
 /// How long a first reconcile waits for the owned-Secret cache before giving up the
 /// shortcut (and doing the full pass).
 const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,20 +106,32 @@ pub fn controller(
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
 ) -> Controller<Guarded> {
-    let (orgs, secrets): (Api<Guarded>, Api<Secret>) = match namespace {
+    let (orgs, secrets): (Api<Guarded>, Api<PartialObjectMeta<Secret>>) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    // Controller::new (stable API): our own status writes trigger one extra, write-free
-    // reconcile; resync comes from the requeue.
-    let ctrl = Controller::new(orgs, watcher::Config::default().any_semantic()).owns(
+    // Our own status writes trigger one extra, write-free reconcile; resync comes from
+    // the requeue. The cache keeps CustomerOrgs without managedFields (`prune`), and the
+    // owned Secrets only trigger, watched metadata-only: their data never reaches us here.
+    let (store, writer) = reflector::store();
+    let objects = watcher(
+        orgs,
+        watcher::Config::default().any_semantic().page_size(PAGE),
+    )
+    .modify(prune::prune)
+    .reflect(writer)
+    .applied_objects();
+    let owned = watcher(
         secrets,
-        watcher::Config::default().labels(MANAGED_BY_SELECTOR),
-    );
-    let store = ctrl.store();
+        watcher::Config::default()
+            .labels(MANAGED_BY_SELECTOR)
+            .page_size(PAGE),
+    )
+    .touched_objects();
+    let ctrl = Controller::for_stream(objects, store.clone()).owns_stream(owned);
     // A provider change is news our last status write did not know: no skipping.
     let writes = own_writes.clone();
     let users = store.clone();

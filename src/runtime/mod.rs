@@ -25,6 +25,7 @@ pub mod owned_secrets;
 pub mod parent_webhook_controller;
 pub mod parent_webhook_plan;
 pub mod provider_controller;
+pub mod prune;
 pub mod registry;
 pub mod requeue;
 pub mod telemetry;

@@ -37,8 +37,15 @@ impl OwnedSecrets {
         };
         let (reader, writer) = reflector::store();
         self.stores.push(reader);
-        let cfg = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
-        let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+        let cfg = watcher::Config::default()
+            .labels(MANAGED_BY_SELECTOR)
+            .page_size(super::controller::PAGE);
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, cfg)
+                .default_backoff()
+                .modify(super::prune::prune),
+        );
         stream.for_each(|ev| async move {
             if let Err(err) = ev {
                 warn!(error = %err, "owned Secret cache");

@@ -5,11 +5,10 @@ use super::metrics::{KubeWrite, Metrics};
 use super::registry::{Fingerprint, Registry, Slot};
 use super::requeue::{self, Backoff};
 use crate::api::conditions::{self, Cond, READY, STALLED};
-use crate::api::{FIELD_MANAGER, OrgProvider, OrgProviderStatus, ProviderType, RateTierSpec};
-use crate::provider::Provider;
+use crate::api::{FIELD_MANAGER, OrgProvider, OrgProviderStatus};
+use crate::provider::build::{build, fixed_tier};
 use crate::provider::error::ProviderError;
-use crate::provider::layers::{LayersConfig, LayersProvider, RateTier};
-use crate::provider::types::Secret as ApiKeySecret;
+use crate::provider::layers::RateTier;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -163,9 +162,6 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
         tier: None,
         transient: false,
     };
-    match op.spec.provider_type {
-        ProviderType::Layers => {}
-    }
     let r = &op.spec.credentials_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
     let Some(secret) = secrets.get_opt(&r.name).await? else {
@@ -180,21 +176,17 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
         );
         return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
     };
-    let provider = match ctx.registry.reusable(&op.name_any(), &fingerprint) {
+    let built = match ctx.registry.reusable(&op.name_any(), &fingerprint) {
         Some(p) => p,
-        None => {
-            let mut cfg = LayersConfig::new(op.spec.base_url.clone(), ApiKeySecret::new(key));
-            cfg.metrics = Some(ctx.metrics.provider.clone());
-            cfg.tier = fixed_tier(op.spec.rate_limit.tier);
-            match LayersProvider::new(cfg) {
-                Ok(p) => Arc::new(p),
-                Err(err) => {
-                    let msg = format!("cannot build a client: {}", err.message());
-                    return Ok(failed(fingerprint, "InvalidConfiguration", msg, true));
-                }
+        None => match build(&op.spec, key, Some(ctx.metrics.provider.clone())) {
+            Ok(b) => b,
+            Err(err) => {
+                let msg = format!("cannot build a client: {}", err.message());
+                return Ok(failed(fingerprint, "InvalidConfiguration", msg, true));
             }
-        }
+        },
     };
+    let provider = built.provider();
     match provider.whoami().await {
         Ok(identity) => {
             let admin = identity.scopes.is_empty()
@@ -203,18 +195,22 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
                 let msg = "the parent key lacks scope org:admin".to_string();
                 return Ok(failed(fingerprint, "Forbidden", msg, true));
             }
-            let tier = fixed_tier(op.spec.rate_limit.tier)
-                .unwrap_or_else(|| RateTier::from_whoami(&identity.rate_limit_tier));
-            provider.set_tier(tier);
+            // A rate-limit tier is Layers' notion; Gennia documents none.
+            let tier = built.layers().map(|layers| {
+                let tier = fixed_tier(op.spec.rate_limit.tier)
+                    .unwrap_or_else(|| RateTier::from_whoami(&identity.rate_limit_tier));
+                layers.set_tier(tier);
+                tier
+            });
             Ok(Check {
                 slot: Slot {
                     fingerprint,
-                    provider: Some(provider),
+                    provider: Some(built),
                     health: Ok(()),
                 },
                 stalled: false,
                 organization_id: Some(identity.organization_id),
-                tier: Some(tier),
+                tier,
                 transient: false,
             })
         }
@@ -237,17 +233,6 @@ pub fn credential<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
         .and_then(|v| std::str::from_utf8(&v.0).ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-}
-
-/// The tier a spec fixes (`auto` fixes none: whoami says).
-pub fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
-    match spec {
-        RateTierSpec::Auto => None,
-        RateTierSpec::Standard => Some(RateTier::Standard),
-        RateTierSpec::Pilot => Some(RateTier::Pilot),
-        RateTierSpec::Partner => Some(RateTier::Partner),
-        RateTierSpec::Unlimited => Some(RateTier::Unlimited),
-    }
 }
 
 /// Condition reason for a failed whoami, and whether it is worth retrying soon.
@@ -287,7 +272,7 @@ fn status_for(op: &OrgProvider, check: &Check) -> OrgProviderStatus {
             .or(previous.rate_limit_tier.clone()),
         observed_generation: generation,
         capabilities: match &check.slot.provider {
-            Some(p) => crate::provider::Provider::capabilities(p.as_ref()).names(),
+            Some(p) => p.provider().capabilities().names(),
             None => previous.capabilities.clone(),
         },
         conditions: conditions::settle(&previous.conditions, &wanted, &conditions::now()),

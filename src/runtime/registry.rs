@@ -2,6 +2,7 @@
 //! every CustomerOrg that points at it.
 use crate::api::OrgProvider;
 use crate::provider::Provider;
+use crate::provider::build::Built;
 use crate::provider::layers::LayersProvider;
 use kube::ResourceExt;
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ pub struct Fingerprint {
 #[derive(Clone)]
 pub struct Slot {
     pub fingerprint: Fingerprint,
-    pub provider: Option<Arc<LayersProvider>>,
+    pub provider: Option<Built>,
     /// `Ok` when whoami succeeded; otherwise (reason, message) for conditions.
     pub health: Result<(), (String, String)>,
 }
@@ -56,7 +57,7 @@ impl Default for Registry {
 
 impl Registry {
     /// The provider built for exactly this fingerprint, for reuse across resyncs.
-    pub fn reusable(&self, name: &str, fingerprint: &Fingerprint) -> Option<Arc<LayersProvider>> {
+    pub fn reusable(&self, name: &str, fingerprint: &Fingerprint) -> Option<Built> {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
         slots
             .get(name)
@@ -111,7 +112,7 @@ impl Registry {
                 provider: Some(provider),
                 health: Ok(()),
                 ..
-            }) => Availability::Ready(provider.clone()),
+            }) => Availability::Ready(provider.provider()),
             Some(Slot {
                 health: Err((reason, message)),
                 ..
@@ -142,10 +143,11 @@ impl Registry {
                 let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
                 slots
                     .get(name)
-                    .and_then(|s| s.provider.clone())
+                    .and_then(|s| s.provider.as_ref())
+                    .and_then(Built::layers)
                     .ok_or(Availability::Unavailable {
-                        reason: "ProviderNotReady".into(),
-                        message: format!("OrgProvider {name:?} has not been checked yet"),
+                        reason: "NotLayers".into(),
+                        message: format!("OrgProvider {name:?} is not of type layers"),
                         transient: true,
                     })
             }
@@ -154,9 +156,9 @@ impl Registry {
     }
 }
 
-fn same_provider(a: &Option<Arc<LayersProvider>>, b: &Option<Arc<LayersProvider>>) -> bool {
+fn same_provider(a: &Option<Built>, b: &Option<Built>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (Some(a), Some(b)) => a.same(b),
         (None, None) => true,
         _ => false,
     }

@@ -9,12 +9,14 @@
 
 mod client;
 pub mod model;
+mod provider;
 
 use std::fmt;
 use std::time::Duration;
 
 pub use client::{Ensured, GenniaClient};
 pub use model::*;
+pub use provider::{GenniaProvider, org_of};
 
 use crate::provider::error::ProviderError;
 use crate::provider::metrics::ProviderMetrics;

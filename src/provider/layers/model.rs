@@ -254,6 +254,8 @@ impl From<OrgWire> for Org {
                 available: s.available,
                 credit_config: s.credit_config.unwrap_or_default().into(),
             }),
+            users: Vec::new(),
+            billing_note: None,
         }
     }
 }

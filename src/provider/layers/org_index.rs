@@ -196,6 +196,8 @@ mod tests {
             metadata: BTreeMap::from([(EXTERNAL_ID.to_string(), ext.to_string())]),
             billing_email: None,
             summary: None,
+            users: Vec::new(),
+            billing_note: None,
         }
     }
 

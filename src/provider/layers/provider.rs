@@ -107,9 +107,18 @@ impl LayersProvider {
 
 #[async_trait]
 impl Provider for LayersProvider {
+    fn vendor(&self) -> &'static str {
+        "Layers"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             migrate_projects: true,
+            org_metadata: true,
+            org_update: true,
+            archive: true,
+            find_by_name: false,
+            users: false,
             find_by_external_id: true,
             credit_config: true,
             allocation_ledger: true,

@@ -45,6 +45,10 @@ pub fn field_of(action: &Action) -> Option<String> {
         Action::DeleteWebhook { name, .. } => {
             format!("spec.webhooks (endpoint {name} is not in it)")
         }
+        Action::UpdateUser { email, .. } => format!("spec.gennia.users[{email}]"),
+        Action::RemoveUser { email, .. } => {
+            format!("spec.gennia.users (user {email} is not in it)")
+        }
         Action::DeleteSecret { .. } | Action::MarkRotated { .. } => return None,
     })
 }

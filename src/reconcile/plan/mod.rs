@@ -23,6 +23,7 @@ mod keys;
 mod naming;
 mod org;
 mod reads;
+mod users;
 mod webhooks;
 
 pub use credits::allocation_key;
@@ -200,6 +201,18 @@ pub enum Action {
     DeleteSecret {
         name: String,
     },
+    /// Set a user's role and name (providers with `Capabilities::users`).
+    UpdateUser {
+        email: String,
+        user_id: String,
+        name: Option<String>,
+        role: String,
+    },
+    /// Remove a user no longer in the spec (never the last admin).
+    RemoveUser {
+        email: String,
+        user_id: String,
+    },
     /// Bookkeeping: the rotation for this annotation value is complete.
     MarkRotated {
         value: String,
@@ -290,6 +303,27 @@ pub fn unsupported(corg: &CustomerOrg, caps: &Capabilities) -> Vec<&'static str>
             corg.spec.state == DesiredState::Suspended && !caps.suspend,
             "spec.state: suspended",
         ),
+        (
+            corg.spec.state == DesiredState::Archived && !caps.archive,
+            "spec.state: archived",
+        ),
+        (
+            !corg.spec.migrate_projects.is_empty() && !caps.migrate_projects,
+            "spec.migrateProjects",
+        ),
+        (corg.spec.gennia.is_some() && !caps.users, "spec.gennia"),
+        (
+            corg.spec.external_id.is_some() && !caps.org_metadata,
+            "spec.externalId",
+        ),
+        (
+            !corg.spec.metadata.is_empty() && !caps.org_metadata,
+            "spec.metadata",
+        ),
+        (
+            corg.spec.billing_email.is_some() && !caps.org_update,
+            "spec.billingEmail",
+        ),
     ]
     .into_iter()
     .filter_map(|(bad, field)| bad.then_some(field))
@@ -341,7 +375,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
         return plan;
     }
     let org = match org::identify(corg, obs, &mut plan) {
-        org::Identity::Known(org) => org,
+        org::Identity::Known(org) => *org,
         org::Identity::Stop => return plan,
         org::Identity::Create => {
             org::plan_create(corg, &mut plan);
@@ -354,7 +388,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
         }
     };
     plan.org = Some(org.clone());
-    if claims(corg, &plan) {
+    if claims(corg, &plan, &obs.capabilities) {
         // Claim first, act after reading the claim back: two objects adopting one org at
         // the same moment both write their marker, and only the one whose marker stays
         // goes on to mint and fund (the other is then AdoptionConflict).
@@ -371,7 +405,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
 /// adoption leads to. Identical to [`plan`] when there is no claim to make.
 pub fn plan_through_claim(corg: &CustomerOrg, obs: &Observed) -> Plan {
     let first = plan(corg, obs);
-    if !claims(corg, &first) {
+    if !claims(corg, &first, &obs.capabilities) {
         return first;
     }
     let mut claimed = obs.clone();
@@ -383,8 +417,9 @@ pub fn plan_through_claim(corg: &CustomerOrg, obs: &Observed) -> Plan {
 }
 
 /// Whether this plan only claims an adopted org (the rest follows once it reads back).
-pub fn claims(corg: &CustomerOrg, plan: &Plan) -> bool {
-    plan.adopted.is_some()
+pub fn claims(corg: &CustomerOrg, plan: &Plan, caps: &Capabilities) -> bool {
+    caps.org_metadata
+        && plan.adopted.is_some()
         && plan
             .org
             .as_ref()
@@ -418,7 +453,26 @@ fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &m
     if !org::lifecycle_first(corg, org, drift, plan) {
         return;
     }
-    org::plan_fields(corg, org, drift, plan);
+    let caps = obs.capabilities;
+    if caps.org_update {
+        org::plan_fields(corg, org, drift, plan);
+    } else if org.name != corg.spec.display_name && caps.find_by_name {
+        // The name is the org's identity here: a rename would lose it.
+        plan.stall(
+            "UnsupportedByProvider",
+            format!(
+                "spec.displayName {:?} differs from org {}'s name {:?}, which this provider cannot change (it identifies the org): restore spec.displayName",
+                corg.spec.display_name, org.id, org.name
+            ),
+        );
+        return;
+    }
+    if let Some(note) = &org.billing_note {
+        plan.notes.push(format!("billing: {note}"));
+    }
+    if caps.users {
+        users::plan_users(corg, org, drift, plan);
+    }
     credits::plan_credits(corg, org, obs, drift, plan);
     if let Some(keys) = &obs.keys {
         keys::plan_keys(corg, keys, obs, plan);
@@ -443,14 +497,17 @@ pub(crate) const NEW_ORG: &str = "";
 /// idempotency keys: a spec edited since (generation > 1), a pending rotation, or any
 /// record of earlier work (status lists, owned Secrets).
 fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Observed)> {
-    let (name, metadata, billing_email) = match plan.actions.first() {
+    let (name, metadata, billing_email, users) = match plan.actions.first() {
         Some(Action::CreateOrg { new, .. }) => (
             new.name.clone(),
             new.metadata.clone(),
             new.billing_email.clone(),
+            new.extras.users.clone(),
         ),
         // A migrated child starts plain: no metadata, no billing email.
-        Some(Action::MigrateProjects { name, .. }) => (name.clone(), BTreeMap::new(), None),
+        Some(Action::MigrateProjects { name, .. }) => {
+            (name.clone(), BTreeMap::new(), None, Vec::new())
+        }
         _ => return None,
     };
     let first_generation = corg.metadata.generation.unwrap_or(1) == 1;
@@ -475,6 +532,8 @@ fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Ob
             available: 0,
             credit_config: CreditConfig::default(),
         }),
+        users,
+        billing_note: None,
     };
     let fresh = Observed {
         found: Found::Tracked(Some(org.clone())),

@@ -17,6 +17,29 @@ pub const ALLOCATION_MARKER: &str = "orgops.dev/allocation";
 /// Webhook endpoint metadata naming the spec.webhooks entry.
 pub const WEBHOOK_MARKER: &str = "orgops.dev/webhook";
 
+/// What a suspend sends where the API takes it: spec.suspendReason (or, when offboarding
+/// without one, a note saying so) and Gennia's cancellation reason.
+pub fn suspend_reason(corg: &CustomerOrg, offboarding: bool) -> crate::provider::SuspendReason {
+    let reason = corg.spec.suspend_reason.clone().or_else(|| {
+        offboarding.then(|| {
+            format!(
+                "offboarded: CustomerOrg {}/{} was deleted",
+                corg.metadata.namespace.as_deref().unwrap_or_default(),
+                corg_name(corg)
+            )
+        })
+    });
+    crate::provider::SuspendReason {
+        reason: reason.map(|r| r.chars().take(500).collect()),
+        cancellation: corg
+            .spec
+            .gennia
+            .as_ref()
+            .and_then(|g| g.cancellation_reason)
+            .map(|c| c.as_str().to_string()),
+    }
+}
+
 /// The child's name in a migration: the object's name (1-128 characters), which never
 /// changes; the org is renamed to spec.displayName right after.
 pub fn migrate_name(corg: &CustomerOrg) -> String {

@@ -9,10 +9,18 @@ use crate::reconcile::idempotency::derive;
 use super::{Action, Found, OWNER_KEY, Observed, Plan, desired_metadata, uid, wants};
 
 pub(super) enum Identity {
-    Known(Org),
+    Known(Box<Org>),
     Create,
     /// Nothing may be done (stalled, or nothing to do).
     Stop,
+}
+
+/// What found the org: spec.externalId, or (providers without metadata) its name.
+fn identity_of(corg: &CustomerOrg) -> String {
+    match &corg.spec.external_id {
+        Some(e) => format!("externalId {e:?}"),
+        None => format!("name {:?}", corg.spec.display_name),
+    }
 }
 
 fn ext(corg: &CustomerOrg) -> &str {
@@ -25,7 +33,10 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
             // Recorded in status without this object's claim on it: found under
             // managementPolicy Observe (which never writes), or written by orgops 0.1.
             // Taken over like an adoption: the claim first, then everything else.
-            if !marked_ours(corg, org) && org.status != OrgStatus::Archived {
+            if obs.capabilities.org_metadata
+                && !marked_ours(corg, org)
+                && org.status != OrgStatus::Archived
+            {
                 plan.adopted = Some((
                     "Adopted".into(),
                     format!(
@@ -34,7 +45,7 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
                     ),
                 ));
             }
-            Identity::Known(org.clone())
+            Identity::Known(Box::new(org.clone()))
         }
         Found::Tracked(None) => {
             if wants(corg) != DesiredState::Archived {
@@ -73,7 +84,7 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
                 "Adopted".into(),
                 format!("adopted org {} from spec.adoptOrgId", org.id),
             ));
-            Identity::Known(org.clone())
+            Identity::Known(Box::new(org.clone()))
         }
         Found::ByOwner(orgs) => match orgs.as_slice() {
             [org] => {
@@ -84,7 +95,7 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
                         org.id
                     ),
                 ));
-                Identity::Known(org.clone())
+                Identity::Known(Box::new(org.clone()))
             }
             many => {
                 let ids: Vec<&str> = many.iter().map(|o| o.id.as_str()).collect();
@@ -105,18 +116,18 @@ pub(super) fn identify(corg: &CustomerOrg, obs: &Observed, plan: &mut Plan) -> I
                     plan.stall(
                         "AdoptionConflict",
                         format!(
-                            "org {} with externalId {:?} is already managed by CustomerOrg {other}; change spec.externalId or delete the other resource",
+                            "org {} with {} is already managed by CustomerOrg {other}; change it or delete the other resource",
                             org.id,
-                            ext(corg)
+                            identity_of(corg)
                         ),
                     );
                     return Identity::Stop;
                 }
                 plan.adopted = Some((
                     "Adopted".into(),
-                    format!("adopted org {} by externalId {:?}", org.id, ext(corg)),
+                    format!("adopted org {} by {}", org.id, identity_of(corg)),
                 ));
-                Identity::Known(org.clone())
+                Identity::Known(Box::new(org.clone()))
             }
             many => {
                 let ids: Vec<&str> = many.iter().map(|o| o.id.as_str()).collect();
@@ -166,11 +177,24 @@ pub(super) fn plan_create(corg: &CustomerOrg, plan: &mut Plan) {
         name: corg.spec.display_name.clone(),
         metadata: desired_metadata(corg),
         billing_email: corg.spec.billing_email.clone(),
+        extras: create_extras(corg),
     };
     plan.actions.push(Action::CreateOrg {
         new,
         key: keyed("create"),
     });
+}
+
+/// Create-only choices (Gennia: users, plan, trial, invitations, credits).
+fn create_extras(corg: &CustomerOrg) -> crate::provider::CreateExtras {
+    let g = corg.spec.gennia.clone().unwrap_or_default();
+    crate::provider::CreateExtras {
+        users: super::users::desired_users(corg),
+        plan_id: g.plan_id,
+        trial: g.trial,
+        send_invitations: g.send_invitations,
+        initial_credits: g.initial_credits,
+    }
 }
 
 /// Whether the org carries this object's owner marker.
