@@ -280,6 +280,8 @@ struct Audit {
     duplicated: Vec<String>,
     orphaned: Vec<String>,
     wrong: Vec<String>,
+    /// Deleted before their client was created (nothing to offboard).
+    never_created: usize,
 }
 
 impl Audit {
@@ -311,6 +313,12 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
     for cust in customers {
         let found = by_name.remove(cust.workspace.as_str()).unwrap_or_default();
         let client = match found.as_slice() {
+            // Deleted before its client was made: nothing to offboard. (A create that did
+            // commit shows up by name and must then be suspended or left as it was.)
+            [] if cust.deleted => {
+                a.never_created += 1;
+                continue;
+            }
             [] => {
                 a.lost
                     .push(format!("{}: no client {:?}", cust.name, cust.workspace));
@@ -566,10 +574,11 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
 
     let line = format!(
         "gennia chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
-         {lost_answers} create answers lost after commit, {refused_duplicate} duplicate-name refusals; \
-         {} lost, {} duplicated, {} orphaned clients, {} wrong; \
+         {lost_answers} create answers lost after commit, {refused_duplicate} duplicate-name refusals, \
+         {} deleted before created; {} lost, {} duplicated, {} orphaned clients, {} wrong; \
          chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
         customers.len(),
+        audit.never_created,
         audit.lost.len(),
         audit.duplicated.len(),
         audit.orphaned.len(),

@@ -241,9 +241,9 @@ pub fn creates_with_status(counters: &Value, status: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Write requests (anything but GET) the simulator counted.
+/// Write requests (anything but GET) to the API the simulator counted (not `/_sim/`).
 pub fn writes(counters: &Value) -> u64 {
-    count(counters, |m, _| m != "GET")
+    count(counters, |m, route| m != "GET" && route.starts_with(API))
 }
 
 /// The provider Secret and a `gennia` OrgProvider named `provider` (cluster scoped) for `sim`.
