@@ -63,7 +63,7 @@ impl Customer {
             format!("member{i}@chaos.example"),
             (format!("Member {i}"), "member".to_string()),
         );
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             users.insert(
                 format!("viewer{i}@chaos.example"),
                 (format!("Viewer {i}"), "viewer".to_string()),
