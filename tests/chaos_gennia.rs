@@ -412,6 +412,46 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
     a
 }
 
+/// The audit itself can fail: a duplicated, a stray, a lost and a wrongly suspended client,
+/// each made up from the real end state, are each reported.
+fn audit_catches_tampering(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) {
+    let live = customers
+        .iter()
+        .find(|c| !c.deleted && !c.suspended)
+        .expect("a live, active customer");
+    let index = clients
+        .iter()
+        .position(|c| c["workspaceName"] == live.workspace.as_str())
+        .expect("its client");
+    let mut dup = clients.to_vec();
+    dup.push(clients[index].clone());
+    assert_eq!(
+        audit(&dup, customers, objects).duplicated.len(),
+        1,
+        "a duplicate"
+    );
+    let mut stray = clients.to_vec();
+    stray.push(json!({"workspaceName": "Made outside orgops", "subscriptionStatus": "active"}));
+    assert_eq!(
+        audit(&stray, customers, objects).orphaned.len(),
+        1,
+        "a stray client"
+    );
+    let mut lost = clients.to_vec();
+    lost.remove(index);
+    assert_eq!(
+        audit(&lost, customers, objects).lost.len(),
+        1,
+        "a lost client"
+    );
+    let mut wrong = clients.to_vec();
+    wrong[index]["subscriptionStatus"] = json!("suspended");
+    assert!(
+        !audit(&wrong, customers, objects).wrong.is_empty(),
+        "a wrong state"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gennia_chaos_creates_each_client_exactly_once() {
     let started = Instant::now();
@@ -589,6 +629,9 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let violations = audit.all();
+    if violations.is_empty() {
+        audit_catches_tampering(&clients, &customers, &objects);
+    }
     if !violations.is_empty() {
         let path = support::log_dir().join(format!("{}-gennia-sim-state.json", env.ns));
         let _ = std::fs::write(&path, sim.state().await.to_string());
