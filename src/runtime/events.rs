@@ -15,7 +15,13 @@ pub fn reporter() -> Reporter {
 }
 
 /// Reasons that name what a whole pass was about, most telling first.
-const PASS_REASONS: &[&str] = &["Recovered", "Adopted", "Created", "DriftCorrected", "Archived"];
+const PASS_REASONS: &[&str] = &[
+    "Recovered",
+    "Adopted",
+    "Created",
+    "DriftCorrected",
+    "Archived",
+];
 
 /// One Normal Event per pass (issue 18: every Event is an etcd write kept for an hour):
 /// the changes of a pass are folded into one Event whose note lists each of them with
@@ -125,7 +131,10 @@ mod tests {
         assert_eq!(folded.len(), 2);
         assert_eq!(folded[0].reason, "Created");
         assert!(!folded[0].warning);
-        for part in ["CreditsAllocated: allocated 500 credits (txn_1)", "KeyMinted: minted key crm"] {
+        for part in [
+            "CreditsAllocated: allocated 500 credits (txn_1)",
+            "KeyMinted: minted key crm",
+        ] {
             assert!(folded[0].note.contains(part), "{}", folded[0].note);
         }
         assert_eq!(folded[1].reason, "NoEffect");
