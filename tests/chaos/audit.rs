@@ -844,3 +844,131 @@ pub(crate) async fn audit_catches_tampering(
         audit.violations
     );
 }
+
+/// The firehose: Ready, exactly one parent endpoint carrying its marker (the one status
+/// names), rotated for the annotation, its Secret holding that endpoint's id, and every
+/// live child covered by it.
+pub(crate) async fn firehose(
+    env: &TestEnv,
+    sim: &Sim,
+    pwhs: &Api<DynamicObject>,
+    audit: &mut Audit,
+) {
+    let ns = env.ns.as_str();
+    let marker = format!("{ns}/firehose");
+    // Settled like the customers: Ready at its generation, within the settle budget.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let obj = loop {
+        let obj = pwhs.get("firehose").await.expect("read the firehose");
+        let generation = obj.metadata.generation.unwrap_or(0);
+        let ready = obj.data["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["type"] == "Ready"
+                        && c["status"] == "True"
+                        && c["observedGeneration"].as_i64() == Some(generation)
+                })
+            });
+        if ready || std::time::Instant::now() > deadline {
+            if !ready {
+                audit.add(
+                    Kind::Wrong,
+                    format!("firehose not Ready: {}", obj.data["status"]),
+                );
+            }
+            break obj;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let state = sim.state().await;
+    let view = SimView::parse(&state);
+    let parent = state["parent"]["orgId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mine: Vec<&Value> = view
+        .endpoints
+        .iter()
+        .filter(|e| e["metadata"]["orgops.dev/parent-webhook"] == marker.as_str())
+        .collect();
+    match mine.as_slice() {
+        [] => audit.add(Kind::Lost, "firehose: no parent endpoint".into()),
+        [one] => {
+            let id = one["id"].as_str().unwrap_or_default();
+            if one["organizationId"] != parent.as_str() {
+                audit.add(
+                    Kind::Wrong,
+                    format!("firehose endpoint {id} is not on the parent"),
+                );
+            }
+            if obj.data["status"]["endpointId"].as_str() != Some(id) {
+                audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "firehose status names {} not {id}",
+                        obj.data["status"]["endpointId"]
+                    ),
+                );
+            }
+            if obj.data["status"]["secretRotatedFor"] != "chaos-1" {
+                audit.add(
+                    Kind::Wrong,
+                    format!(
+                        "firehose rotation: {}",
+                        obj.data["status"]["secretRotatedFor"]
+                    ),
+                );
+            }
+            let client = env.client().await;
+            let secrets: Api<Secret> = Api::namespaced(client, ns);
+            match secrets.get_opt("firehose-signing-secret").await {
+                Ok(Some(s)) => {
+                    let annotated = s
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("orgops.dev/endpoint-id"))
+                        .map(String::as_str);
+                    if annotated != Some(id) {
+                        audit.add(
+                            Kind::Wrong,
+                            format!("firehose Secret names endpoint {annotated:?}, not {id}"),
+                        );
+                    }
+                }
+                _ => audit.add(Kind::Lost, "firehose: its signing Secret is gone".into()),
+            }
+            let http = reqwest::Client::new();
+            for org in view.orgs.iter().filter(|o| o["status"] == "active").take(5) {
+                let url = format!(
+                    "{}/_sim/webhook-recipients?orgId={}",
+                    sim.base_url(),
+                    org["id"].as_str().unwrap_or_default()
+                );
+                let r: Value = http
+                    .get(url)
+                    .send()
+                    .await
+                    .expect("recipients")
+                    .json()
+                    .await
+                    .unwrap_or_default();
+                let covered = r["endpoints"].as_array().is_some_and(|es| {
+                    es.iter()
+                        .any(|e| e["id"] == id && e["via"] == "all_children")
+                });
+                if !covered {
+                    audit.add(
+                        Kind::Wrong,
+                        format!("child {} not covered by the firehose", org["id"]),
+                    );
+                }
+            }
+        }
+        many => audit.add(
+            Kind::Duplicated,
+            format!("firehose: {} parent endpoints carry its marker", many.len()),
+        ),
+    }
+}

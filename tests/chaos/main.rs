@@ -58,6 +58,13 @@ fn org_providers() -> ApiResource {
     )
 }
 
+pub(crate) fn parent_webhooks() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "ParentWebhook"),
+        "parentwebhooks",
+    )
+}
+
 fn ready_at_generation(obj: &DynamicObject) -> bool {
     let generation = obj.metadata.generation.unwrap_or(0);
     let status = &obj.data["status"];
@@ -318,6 +325,21 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     .await;
 
     let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &customer_orgs());
+    // The firehose (seed 002 step 5): one endpoint on the parent for every child, created
+    // while the faults run and rotated once mid-chaos; audited for exactly one endpoint.
+    let pwhs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &env.ns, &parent_webhooks());
+    let firehose = json!({"apiVersion": "orgops.dev/v1alpha1", "kind": "ParentWebhook",
+        "metadata": {"name": "firehose"},
+        "spec": {"providerRef": {"name": provider}, "url": "https://hooks.partner.example/firehose",
+                 "events": ["post.published", "content.generated"], "scope": "allChildren"}});
+    pwhs.patch(
+        "firehose",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(firehose),
+    )
+    .await
+    .expect("create the firehose ParentWebhook");
     create_all(&corgs, &env.ns, &provider, &mut customers).await;
 
     // Two replicas competing for one Lease (its own name, so no other test's operator joins).
@@ -365,6 +387,13 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
             )
         };
         tokio::time::sleep(Duration::from_millis(up)).await;
+        if round == 2 {
+            let rotate =
+                json!({"metadata": {"annotations": {"orgops.dev/rotate-secret": "chaos-1"}}});
+            pwhs.patch("firehose", &PatchParams::default(), &Patch::Merge(rotate))
+                .await
+                .expect("rotate the firehose secret");
+        }
         if round == 1 {
             // The racing pair appears at once, mid-chaos.
             let mut pair = racing_pair(&adopt_id);
@@ -427,6 +456,7 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     sim.set_faults(json!({})).await;
     let (_, transitions) = lease_holder(&leases, &lease_name).await;
     let mut audit = audit(&env, &sim, &customers, starting_total).await;
+    audit::firehose(&env, &sim, &pwhs, &mut audit).await;
     for p in pending {
         audit.add(
             Kind::Wrong,
@@ -468,7 +498,8 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     // test harness captures println! output of passing tests.
     let line = format!(
         "chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
-         {} lost, {} duplicated, {} orphaned keys or webhooks\n\
+         {} lost, {} duplicated, {} orphaned keys or webhooks; {} migrated from flat projects, \
+         the firehose audited (one parent endpoint, rotated once)\n\
          chaos: {spends} spends, {refills} auto-refills; {}; {} keys re-issued after a lost Secret; \
          Lease transitions {transitions}; \
          chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
@@ -476,6 +507,7 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         audit.count(Kind::Lost),
         audit.count(Kind::Duplicated),
         audit.count(Kind::Orphaned),
+        customers.iter().filter(|c| !c.migrate.is_empty()).count(),
         audit.money,
         audit.reissued,
         chaos_done.as_secs_f64(),
