@@ -168,47 +168,32 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         if !(ctx.may_write)() {
             return Ok(not_done(events, Retry::Backoff));
         }
-        if !caps.archive {
-            // No archive at this provider: suspend, and say so.
-            match ctx
-                .provider
-                .suspend_org_with(org_id, &plan::suspend_reason(corg, true))
-                .await
-            {
-                Ok(_) => events.push(event(
-                    false,
-                    "Suspended",
-                    format!(
-                        "{} has no archive: org {org_id} suspended instead (deletionPolicy Archive)",
-                        ctx.provider.vendor()
-                    ),
-                )),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    done = false;
-                    retry = failure_retry(&e);
-                    events.push(event(
-                        true,
-                        "OffboardFailed",
-                        format!(
-                            "suspending org {org_id} failed: {} {}",
-                            e.code(),
-                            e.message()
-                        ),
-                    ));
-                }
-            }
-            continue;
-        }
-        match ctx.provider.archive_org(org_id).await {
-            Ok(result) => events.push(event(
-                false,
-                "Archived",
+        // No archive at this provider: suspend, and say so.
+        let outcome = if caps.archive {
+            ctx.provider.archive_org(org_id).await.map(|result| {
                 format!(
                     "archived org {org_id}: reclaimed {} credits, revoked {} keys",
                     result.reclaimed_credits, result.revoked_api_keys
-                ),
-            )),
+                )
+            })
+        } else {
+            ctx.provider
+                .suspend_org_with(org_id, &plan::suspend_reason(corg, true))
+                .await
+                .map(|_| {
+                    format!(
+                        "{} has no archive: org {org_id} suspended instead (deletionPolicy Archive)",
+                        ctx.provider.vendor()
+                    )
+                })
+        };
+        let (reason, verb) = if caps.archive {
+            ("Archived", "archiving")
+        } else {
+            ("Suspended", "suspending")
+        };
+        match outcome {
+            Ok(note) => events.push(event(false, reason, note)),
             Err(e) if e.is_not_found() => {}
             Err(e) => {
                 done = false;
@@ -216,11 +201,7 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
                 events.push(event(
                     true,
                     "OffboardFailed",
-                    format!(
-                        "archiving org {org_id} failed: {} {}",
-                        e.code(),
-                        e.message()
-                    ),
+                    format!("{verb} org {org_id} failed: {} {}", e.code(), e.message()),
                 ));
             }
         }

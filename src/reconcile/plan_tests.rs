@@ -11,21 +11,7 @@ use crate::provider::*;
 
 use super::plan::*;
 
-pub(super) const CAPS: Capabilities = Capabilities {
-    migrate_projects: true,
-    org_metadata: true,
-    org_update: true,
-    archive: true,
-    find_by_name: false,
-    users: false,
-    find_by_external_id: true,
-    credit_config: true,
-    allocation_ledger: true,
-    child_api_keys: true,
-    key_rotation: true,
-    webhooks: true,
-    suspend: true,
-};
+pub(super) const CAPS: Capabilities = crate::provider::layers::CAPABILITIES;
 
 fn corg(spec: CustomerOrgSpec) -> CustomerOrg {
     let mut c = CustomerOrg::new("acme", spec);
@@ -1430,21 +1416,7 @@ fn migrate_creates_by_moving_projects_then_renames_and_tags_in_the_same_plan() {
 }
 
 /// Gennia's capabilities: no metadata, no renames, no archive; users; found by name.
-const GENNIA: Capabilities = Capabilities {
-    migrate_projects: false,
-    org_metadata: false,
-    org_update: false,
-    archive: false,
-    find_by_name: true,
-    users: true,
-    find_by_external_id: false,
-    credit_config: false,
-    allocation_ledger: false,
-    child_api_keys: false,
-    key_rotation: false,
-    webhooks: false,
-    suspend: true,
-};
+const GENNIA: Capabilities = crate::provider::gennia::CAPABILITIES;
 
 fn gennia_corg(users: &[(&str, GenniaRole)]) -> CustomerOrg {
     let mut s = spec();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use client::{Ensured, GenniaClient};
 pub use model::*;
-pub use provider::{GenniaProvider, org_of};
+pub use provider::{CAPABILITIES, GenniaProvider, org_of};
 
 use crate::provider::error::ProviderError;
 use crate::provider::metrics::ProviderMetrics;

@@ -214,18 +214,8 @@ impl NewClient {
     }
 }
 
-/// `SuspendPublicClientRequest.cancellationReason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancellationReason {
-    CustomerRequest,
-    PaymentFailed,
-    SwitchingProvider,
-    NotNeeded,
-    Price,
-    FeatureMissing,
-    Other,
-}
+/// `SuspendPublicClientRequest.cancellationReason`: the CRD's enum is the wire enum.
+pub use crate::api::GenniaCancellation as CancellationReason;
 
 /// `SuspendPublicClientRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

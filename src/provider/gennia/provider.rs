@@ -15,6 +15,24 @@ use crate::provider::error::ProviderError;
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
 
+/// What Gennia can do: no metadata, renames, archive, keys, webhooks or ledger; found by
+/// its (unique) workspace name; users.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    migrate_projects: false,
+    org_metadata: false,
+    org_update: false,
+    archive: false,
+    find_by_name: true,
+    users: true,
+    find_by_external_id: false,
+    credit_config: false,
+    allocation_ledger: false,
+    child_api_keys: false,
+    key_rotation: false,
+    webhooks: false,
+    suspend: true,
+};
+
 /// One Gennia hub behind its workspace key.
 pub struct GenniaProvider {
     client: Arc<GenniaClient>,
@@ -110,21 +128,7 @@ impl Provider for GenniaProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            migrate_projects: false,
-            org_metadata: false,
-            org_update: false,
-            archive: false,
-            find_by_name: true,
-            users: true,
-            find_by_external_id: false,
-            credit_config: false,
-            allocation_ledger: false,
-            child_api_keys: false,
-            key_rotation: false,
-            webhooks: false,
-            suspend: true,
-        }
+        CAPABILITIES
     }
 
     /// `GET /health`: the key works and names its hub.

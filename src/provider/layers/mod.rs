@@ -5,6 +5,7 @@ pub mod model;
 mod org_index;
 pub mod parent_webhooks;
 mod provider;
+pub use provider::CAPABILITIES;
 pub mod ratelimit;
 pub mod retry;
 

@@ -17,6 +17,23 @@ use crate::provider::error::ProviderError;
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
 
+/// Layers can do everything the controller knows, except find orgs by name and manage users.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    migrate_projects: true,
+    org_metadata: true,
+    org_update: true,
+    archive: true,
+    find_by_name: false,
+    users: false,
+    find_by_external_id: true,
+    credit_config: true,
+    allocation_ledger: true,
+    child_api_keys: true,
+    key_rotation: true,
+    webhooks: true,
+    suspend: true,
+};
+
 const ORGS: &str = "/v1/organizations";
 const ORG: &str = "/v1/organizations/:orgId";
 const MIGRATE: &str = "/v1/organizations/migrate";
@@ -112,21 +129,7 @@ impl Provider for LayersProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            migrate_projects: true,
-            org_metadata: true,
-            org_update: true,
-            archive: true,
-            find_by_name: false,
-            users: false,
-            find_by_external_id: true,
-            credit_config: true,
-            allocation_ledger: true,
-            child_api_keys: true,
-            key_rotation: true,
-            webhooks: true,
-            suspend: true,
-        }
+        CAPABILITIES
     }
 
     async fn whoami(&self) -> ProviderResult<Identity> {
