@@ -319,8 +319,13 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
         let seen = ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true);
         let corg = match seen {
             // A deleting object is read fresh: a cache that has not seen the finalizer go
-            // would offboard (archive) a second time.
-            Seen::Unknown | Seen::OursVerify if cached.metadata.deletion_timestamp.is_none() => {
+            // would offboard (archive) a second time. So is one with no org recorded: a
+            // cached copy from before its deletion would create an org after offboarding
+            // found none and let the object go (the Gennia chaos run caught exactly that).
+            Seen::Unknown | Seen::OursVerify
+                if cached.metadata.deletion_timestamp.is_none()
+                    && cached.status.as_ref().is_some_and(|s| s.org_id.is_some()) =>
+            {
                 cached
             }
             // Triggered by our own status write: the pass that wrote it already observed
