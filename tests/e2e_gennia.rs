@@ -8,8 +8,9 @@ mod support;
 
 use serde_json::Value;
 use support::gennia::{
-    GenniaWorld, client_requests, cond, creates_with_status, current, users_of, writes,
+    API, GenniaWorld, client_requests, cond, creates_with_status, current, users_of, writes,
 };
+use support::world::count;
 use support::{apply_yaml_ok, wait_for};
 
 fn triple(email: &str, name: &str, role: &str) -> (String, String, String) {
@@ -313,4 +314,35 @@ async fn wait_for_provider_ready(w: &GenniaWorld) -> Value {
         },
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_the_hub_does_not_have_stalls_with_the_apis_message_and_no_storm() {
+    let w = GenniaWorld::new("gennia-badplan", "3s").await;
+    wait_for_provider_ready(&w).await;
+    let workspace = format!("Hooli {}", w.env.ns);
+    let stranger = "00000000-0000-4000-8000-000000000000";
+    apply_yaml_ok(&w.corg_yaml(
+        "hooli",
+        &workspace,
+        &gennia_block(
+            stranger,
+            "    - {email: gav@hooli.example, role: admin}\n",
+            "",
+        ),
+    ));
+    let corg = w.wait_stalled("hooli", "ApiRejected").await;
+    let (_, _, message) = cond(&corg, "Stalled").expect("Stalled");
+    assert!(message.contains("edit the spec"), "{message}");
+    // The refusal is kept until the spec changes: no more creates, whatever time passes.
+    let creates = |c: &Value| {
+        count(c, |m, route| {
+            m == "POST" && route == format!("{API}/clients")
+        })
+    };
+    let before = creates(&w.sim.counters().await);
+    w.provider_checks(3).await;
+    assert_eq!(creates(&w.sim.counters().await), before, "no retry storm");
+    assert!(w.sim.clients().await.is_empty(), "no client was created");
+    w.cleanup().await;
 }
