@@ -27,74 +27,16 @@ pub struct GenniaSim {
     http: reqwest::Client,
 }
 
-fn gennia_bin() -> PathBuf {
-    std::env::var_os("GENNIA_SIM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/debug/gennia-sim"))
-}
-
 impl GenniaSim {
     /// Starts `gennia-sim --control --listen 127.0.0.1:0 <args>` and waits (10 s at most)
     /// for its `api key:` and `listening on` lines.
     pub fn start(args: &[&str]) -> GenniaSim {
-        let bin = gennia_bin();
-        assert!(
-            bin.exists(),
-            "{} is missing: build it with `cargo build -p gennia-sim` or set GENNIA_SIM_BIN",
-            bin.display()
-        );
-        let log_path = log_dir().join(format!("gennia-sim-{}.log", random_suffix()));
-        let log = File::create(&log_path).expect("create gennia-sim log");
-        let mut child = Command::new(&bin)
-            .args(["--control", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().expect("clone gennia-sim log handle"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("gennia-sim stdout");
-        let (tx, rx) = mpsc::channel();
-        // A plain thread drains stdout into the log for the child's whole life.
-        std::thread::spawn(move || {
-            let mut log = log;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // The key is a credential: it stays out of the log file.
-                if let Some(key) = line.strip_prefix("api key: ") {
-                    let _ = writeln!(log, "api key: (redacted)");
-                    let _ = tx.send(("key", key.trim().to_string()));
-                } else {
-                    let _ = writeln!(log, "{line}");
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        let _ = tx.send(("url", addr.trim().to_string()));
-                    }
-                }
-            }
-        });
-        let (mut key, mut url) = (None, None);
-        while key.is_none() || url.is_none() {
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(("key", v)) => key = Some(v),
-                Ok((_, v)) => url = Some(v),
-                Err(_) => {
-                    let _ = child.kill();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!(
-                        "timed out after 10s waiting for gennia-sim to print `api key:` and `listening on`; log:\n{log}"
-                    );
-                }
-            }
-        }
+        let s = super::child::start("gennia-sim", "GENNIA_SIM_BIN", "api key: ", args);
         GenniaSim {
-            child,
-            base_url: url
-                .expect("gennia-sim url")
-                .trim_end_matches('/')
-                .to_string(),
-            api_key: key.expect("gennia-sim api key"),
-            log_path,
+            child: s.child,
+            base_url: s.base_url,
+            api_key: s.key,
+            log_path: s.log_path,
             http: reqwest::Client::new(),
         }
     }

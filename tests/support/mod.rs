@@ -6,6 +6,7 @@
 // Each test binary uses a different part of the fixture.
 #![allow(dead_code, unused_imports)]
 
+mod child;
 mod control_plane;
 mod env;
 pub mod gennia;
