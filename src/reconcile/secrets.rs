@@ -107,6 +107,45 @@ pub struct Payload<'a> {
     pub rotated_for: Option<&'a str>,
 }
 
+/// Server-side applies Secret `name` controlled by `owner` (owner reference with
+/// `controller: true`, the managed-by label): the one way orgops writes a Secret, for
+/// CustomerOrgs and ParentWebhooks alike. Checking that `owner` may write it is the caller's.
+pub async fn apply_owned<K: Resource<DynamicType = ()>>(
+    api: &Api<KubeSecret>,
+    owner: &K,
+    name: &str,
+    annotations: BTreeMap<String, String>,
+    data: BTreeMap<String, ByteString>,
+) -> Result<(), kube::Error> {
+    let reference = OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let secret = KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: owner.meta().namespace.clone(),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "orgops".to_string(),
+            )])),
+            annotations: Some(annotations),
+            owner_references: Some(vec![reference]),
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".to_string()),
+        ..Default::default()
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&secret)).await?;
+    Ok(())
+}
+
 /// Creates or updates the Secret; refuses when another owner controls it.
 pub async fn write(
     api: &Api<KubeSecret>,
@@ -119,14 +158,6 @@ pub async fn write(
     {
         return Err(SecretError::Foreign(name.to_string()));
     }
-    let owner = OwnerReference {
-        api_version: CustomerOrg::api_version(&()).to_string(),
-        kind: CustomerOrg::kind(&()).to_string(),
-        name: corg.name_any(),
-        uid: corg.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
     let mut data: BTreeMap<String, ByteString> = payload
         .plain
         .into_iter()
@@ -147,24 +178,7 @@ pub async fn write(
     if let Some(value) = payload.rotated_for {
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
     }
-    let secret = KubeSecret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: corg.namespace(),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "orgops".to_string(),
-            )])),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".to_string()),
-        ..Default::default()
-    };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(name, &params, &Patch::Apply(&secret)).await?;
+    apply_owned(api, corg, name, annotations, data).await?;
     Ok(())
 }
 

@@ -29,7 +29,6 @@ use crate::reconcile::{MayWrite, OrgEvent};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -675,14 +674,6 @@ async fn write_secret(
             ),
         });
     }
-    let owner = OwnerReference {
-        api_version: ParentWebhook::api_version(&()).to_string(),
-        kind: ParentWebhook::kind(&()).to_string(),
-        name: pwh.name_any(),
-        uid: pwh.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
     let mut annotations = BTreeMap::from([
         (ENDPOINT_ID_ANNOTATION.to_string(), endpoint_id.to_string()),
         (PARENT_WEBHOOK_ANNOTATION.to_string(), want.marker.clone()),
@@ -703,29 +694,9 @@ async fn write_secret(
             ByteString(endpoint_id.as_bytes().to_vec()),
         ),
     ]);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: pwh.namespace(),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "orgops".to_string(),
-            )])),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".to_string()),
-        ..Default::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .map_err(kube_err("write the signing Secret"))?;
+    crate::reconcile::secrets::apply_owned(api, pwh, name, annotations, data)
+        .await
+        .map_err(kube_err("write the signing Secret"))?;
     Ok(())
 }
 
@@ -821,6 +792,7 @@ async fn publish(ctx: &PwhCtx, pwh: &ParentWebhook, evs: &[OrgEvent]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
     fn pwh() -> ParentWebhook {
         let mut p = ParentWebhook::new(
