@@ -8,7 +8,8 @@ mod support;
 
 use serde_json::Value;
 use support::gennia::{
-    API, GenniaWorld, client_requests, cond, creates_with_status, current, users_of, writes,
+    API, CorgWaits, GenniaWorld, client_requests, cond, creates_with_status, current, users_of,
+    writes,
 };
 use support::world::count;
 use support::{apply_yaml_ok, wait_for};

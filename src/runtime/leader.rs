@@ -11,6 +11,9 @@ const LEASE_SECONDS: u64 = 15;
 const GRACE_SECONDS: u64 = 5;
 /// How long shutdown waits for the Lease release before leaving it to expire.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Waits between attempts to (re)start leader election after the API server failed it.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct Leadership {
     pub is_leader: watch::Receiver<bool>,
@@ -43,6 +46,33 @@ pub async fn start(
         .await?;
     let (is_leader, task) = manager.watch().await;
     Ok(Leadership { is_leader, task })
+}
+
+/// [`start`] until it succeeds: a standby that cannot read or create the Lease (the API
+/// server restarting, throttling, a dropped connection) waits and tries again instead of
+/// exiting. `None` when `shutdown` resolved first.
+pub async fn start_until_ok<S>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    shutdown: S,
+) -> Option<Leadership>
+where
+    S: std::future::Future<Output = ()> + Clone,
+{
+    let mut wait = RETRY_FIRST;
+    loop {
+        match start(client.clone(), namespace, name).await {
+            Ok(leadership) => return Some(leadership),
+            Err(err) => tracing::warn!(error = %err, retry_in_secs = wait.as_secs(),
+                "cannot start leader election; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.clone() => return None,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }
 
 impl Leadership {

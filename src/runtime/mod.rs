@@ -5,6 +5,8 @@
 //!   tests with a single process.
 //! - Losing the Lease ends the process with an error (exit code 1) after in-flight
 //!   reconciles finish; the Deployment restarts it as a standby. Simple and safe.
+//! - A standby never exits on its own: starting leader election is retried with backoff
+//!   while the API server cannot be reached, and an election task that ends is restarted.
 //! - `/readyz` is ok while leading and while standing by as a healthy non-leader (so a
 //!   rollout of several replicas completes); `/healthz` is ok while the process lives.
 //! - `orgops_queue_depth` counts reconciles in flight or waiting for a worker slot; objects
@@ -83,18 +85,31 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
     }
 
     let lease_ns = args.lease_namespace();
-    let mut leadership = leader::start(client.clone(), &lease_ns, &args.lease_name).await?;
-    health.set(Phase::StandingBy);
-    info!(lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for the leader Lease");
-    let acquired = tokio::select! {
-        got = leadership.acquired() => got,
-        () = shutdown.clone() => false,
-    };
-    if !acquired {
-        health.set(Phase::Stopping);
+    // Standing by: a leader-election task that ends (it should not: kube-lease-manager
+    // retries API errors itself) is started again, never taken as a reason to exit.
+    let leadership = loop {
+        let Some(mut leadership) =
+            leader::start_until_ok(&client, &lease_ns, &args.lease_name, shutdown.clone()).await
+        else {
+            health.set(Phase::Stopping);
+            return Ok(());
+        };
+        health.set(Phase::StandingBy);
+        info!(lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for the leader Lease");
+        let acquired = tokio::select! {
+            got = leadership.acquired() => got,
+            () = shutdown.clone() => {
+                health.set(Phase::Stopping);
+                leadership.release().await;
+                return Ok(());
+            }
+        };
+        if acquired {
+            break leadership;
+        }
+        warn!("leader election stopped while standing by; starting it again");
         leadership.release().await;
-        return Ok(());
-    }
+    };
     info!("acquired the leader Lease; starting controllers");
     health.set(Phase::Leading);
     metrics.set_leader(true);

@@ -1,6 +1,7 @@
 //! The `gennia-sim` binary as a child process on a free loopback port, and a Gennia test
 //! world: a namespace, a fresh simulator with a plan, an `OrgProvider` of type `gennia` and
 //! an operator.
+pub use super::corgs::{CorgWaits, current};
 use super::world::{CONVERGE, condition, count};
 use super::{
     Operator, TestEnv, apply_yaml_ok, kubectl, log_dir, random_suffix, wait_for, wait_for_some,
@@ -224,6 +225,12 @@ pub struct GenniaWorld {
     pub plan_id: String,
 }
 
+impl super::corgs::CorgWaits for GenniaWorld {
+    fn env(&self) -> &TestEnv {
+        &self.env
+    }
+}
+
 impl GenniaWorld {
     pub async fn new(name: &str, resync: &str) -> GenniaWorld {
         let env = TestEnv::new(name).await;
@@ -259,75 +266,6 @@ spec:
             ns = self.env.ns,
             provider = self.provider,
         )
-    }
-
-    pub fn corg(&self, name: &str) -> Value {
-        let out = self
-            .env
-            .kubectl_ok(&["get", "customerorg", name, "-o", "json"]);
-        serde_json::from_str(&out).expect("CustomerOrg JSON")
-    }
-
-    /// Waits until `pred` holds for the object; returns it.
-    pub async fn wait_corg(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for_some(&format!("CustomerOrg {name}: {what}"), CONVERGE, || async {
-            let out = self
-                .env
-                .kubectl(&["get", "customerorg", name, "-o", "json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            pred(&v).then_some(v)
-        })
-        .await
-    }
-
-    /// Waits until condition `type_` is `status` at the object's current generation.
-    pub async fn wait_condition(&self, name: &str, type_: &str, status: &str) -> Value {
-        self.wait_corg(name, &format!("{type_}={status}"), |v| {
-            current(v, type_).is_some_and(|c| c["status"] == status)
-        })
-        .await
-    }
-
-    pub async fn wait_ready(&self, name: &str) -> Value {
-        self.wait_condition(name, "Ready", "True").await
-    }
-
-    /// Waits until Stalled=True with `reason` at the current generation.
-    pub async fn wait_stalled(&self, name: &str, reason: &str) -> Value {
-        self.wait_corg(name, &format!("Stalled {reason}"), |v| {
-            current(v, "Stalled").is_some_and(|c| c["status"] == "True" && c["reason"] == reason)
-        })
-        .await
-    }
-
-    /// Waits until the object is gone (its finalizer released).
-    pub async fn wait_gone(&self, name: &str) {
-        wait_for(&format!("CustomerOrg {name} deleted"), CONVERGE, || async {
-            let out = self.env.kubectl(&[
-                "get",
-                "customerorg",
-                name,
-                "--ignore-not-found",
-                "-o",
-                "name",
-            ]);
-            out.status.success() && out.stdout.is_empty()
-        })
-        .await;
-    }
-
-    /// The Events about `name` (events.k8s.io), as JSON items.
-    pub fn events(&self, name: &str) -> Vec<Value> {
-        let out = self.env.kubectl_ok(&[
-            "get",
-            "events.events.k8s.io",
-            "--field-selector",
-            &format!("regarding.name={name}"),
-            "-o",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&out).expect("events JSON");
-        v["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// The one client named `workspace`; panics when there is none or more than one.
@@ -381,15 +319,6 @@ spec:
         drop(self.op);
         self.env.cleanup().await;
     }
-}
-
-/// Condition `type_` if it describes the object's current generation.
-pub fn current<'a>(corg: &'a Value, type_: &str) -> Option<&'a Value> {
-    let generation = &corg["metadata"]["generation"];
-    corg["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_ && &c["observedGeneration"] == generation)
 }
 
 /// (status, reason, message) of condition `type_`, whatever its generation.

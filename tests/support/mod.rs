@@ -8,6 +8,7 @@
 
 mod child;
 mod control_plane;
+pub mod corgs;
 mod env;
 pub mod gennia;
 mod operator;
@@ -48,10 +49,26 @@ pub fn log_dir() -> PathBuf {
     dir
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a child process to listen on (and to
+/// listen on again after a restart). Taken below the kernel's ephemeral range
+/// (32768-60999 by default): a port from `bind(0)` comes from that range, and once released
+/// any outgoing connection may take it as its local port before the child binds it, which
+/// made an operator exit at start-up now and then. Never the same port twice in a process.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().expect("local addr").port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let port = rand::random_range(21_000..32_000u16);
+        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed_out.insert(port);
+        return port;
+    }
+    panic!("no free loopback port in 21000-31999");
 }
 
 /// Short random lowercase suffix for unique names.
