@@ -14,31 +14,13 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, stream};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
-use rand::Rng;
+use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
+use support::TestEnv;
+use support::chaos::{Audit, Replicas, customer_orgs, env_usize, settle, shuffled};
 use support::gennia::{GenniaSim, creates_with_status, install_provider};
-use support::{Operator, TestEnv, wait_for_some};
 
 const MANAGER: &str = "chaos-gennia";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn customer_orgs() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "CustomerOrg"),
-        "customerorgs",
-    )
-}
 
 /// One customer: the spec as the user last applied it, and whether it was deleted.
 #[derive(Clone, Debug)]
@@ -148,17 +130,6 @@ fn planned_edits(n: usize) -> Vec<Edit> {
     edits
 }
 
-async fn apply(api: &Api<DynamicObject>, ns: &str, provider: &str, plan: &str, c: &Customer) {
-    let obj = c.manifest(ns, provider, plan);
-    api.patch(
-        &c.name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {}: {e}", c.name));
-}
-
 /// Applies one edit (server-side apply of the whole spec, or a delete); nothing once the
 /// customer was deleted.
 async fn edit(
@@ -187,113 +158,11 @@ async fn edit(
         }
         Edit::Delete(_) => {
             c.deleted = true;
-            api.delete(&c.name, &DeleteParams::default())
-                .await
-                .unwrap_or_else(|err| panic!("delete {}: {err}", c.name));
+            support::chaos::delete(api, &c.name).await;
             return;
         }
     }
-    apply(api, ns, provider, plan, c).await;
-}
-
-fn ready_at_generation(obj: &DynamicObject) -> bool {
-    let generation = obj.metadata.generation.unwrap_or(0);
-    obj.data["status"]["conditions"]
-        .as_array()
-        .is_some_and(|conds| {
-            conds.iter().any(|c| {
-                c["type"] == "Ready"
-                    && c["status"] == "True"
-                    && c["observedGeneration"].as_i64() == Some(generation)
-            })
-        })
-}
-
-/// Waits until every live object is Ready at its generation and every deleted one is gone;
-/// returns what is still pending.
-async fn settle(
-    api: &Api<DynamicObject>,
-    customers: &[Customer],
-    timeout: Duration,
-) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let mut pending = Vec::new();
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let by_name: HashMap<String, &DynamicObject> = list
-                    .items
-                    .iter()
-                    .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
-                    .collect();
-                for c in customers {
-                    match (c.deleted, by_name.get(&c.name)) {
-                        (true, Some(_)) => {
-                            pending.push(format!("{} (deleted, still there)", c.name))
-                        }
-                        (false, None) => pending.push(format!("{} (missing)", c.name)),
-                        (false, Some(o)) if !ready_at_generation(o) => pending.push(format!(
-                            "{} (not Ready: {})",
-                            c.name, o.data["status"]["conditions"]
-                        )),
-                        _ => {}
-                    }
-                }
-            }
-            Err(e) => pending.push(format!("list failed: {e}")),
-        }
-        if pending.is_empty() || start.elapsed() >= timeout {
-            return pending;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// The one replica that says it holds the Lease (60 s at most).
-async fn leader_of(ops: &[Operator]) -> usize {
-    wait_for_some(
-        "exactly one replica reporting orgops_leader 1",
-        Duration::from_secs(60),
-        || async {
-            let mut leaders = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                if op.is_leader().await {
-                    leaders.push(i);
-                }
-            }
-            (leaders.len() == 1).then(|| leaders[0])
-        },
-    )
-    .await
-}
-
-async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
-    match leases.get_opt(name).await {
-        Ok(Some(l)) => l.spec.and_then(|s| s.holder_identity),
-        _ => None,
-    }
-}
-
-#[derive(Default)]
-struct Audit {
-    lost: Vec<String>,
-    duplicated: Vec<String>,
-    orphaned: Vec<String>,
-    wrong: Vec<String>,
-    /// Deleted before their client was created (nothing to offboard).
-    never_created: usize,
-}
-
-impl Audit {
-    fn all(&self) -> Vec<String> {
-        let tag =
-            |k: &str, v: &Vec<String>| v.iter().map(|m| format!("{k}: {m}")).collect::<Vec<_>>();
-        let mut all = tag("lost", &self.lost);
-        all.extend(tag("duplicated", &self.duplicated));
-        all.extend(tag("orphaned", &self.orphaned));
-        all.extend(tag("wrong", &self.wrong));
-        all
-    }
+    support::chaos::apply(api, MANAGER, &c.name, c.manifest(ns, provider, plan)).await;
 }
 
 /// Simulator state against the specs.
@@ -480,108 +349,39 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
 
     let mut customers: Vec<Customer> = (0..n).map(|i| Customer::new(&env.ns, i)).collect();
     let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &env.ns, &customer_orgs());
-    stream::iter(
+    support::chaos::apply_all(
+        &corgs,
+        MANAGER,
         customers
             .iter()
-            .map(|c| apply(&corgs, &env.ns, &provider, &plan, c)),
-    )
-    .buffer_unordered(16)
-    .collect::<Vec<()>>()
-    .await;
-
-    let lease_name = format!("chaos-{}", env.ns);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "orgops-system");
-    let lease_arg = format!("--lease-name={lease_name}");
-    let first = Operator::start(
-        &env,
-        &[
-            "--leader-election=true",
-            &lease_arg,
-            "--concurrency=8",
-            "--resync-interval=10s",
-        ],
+            .map(|c| (c.name.clone(), c.manifest(&env.ns, &provider, &plan)))
+            .collect(),
     )
     .await;
-    let second = first.replica("b");
-    let mut ops = [first, second];
 
-    // Edits in random order, but each customer's own edits keep their order.
-    let mut edits = planned_edits(n);
-    {
-        let mut rng = rand::rng();
-        for i in (1..edits.len()).rev() {
-            edits.swap(i, rng.random_range(0..=i));
-        }
-        let mut by_customer: BTreeMap<usize, Vec<Edit>> = BTreeMap::new();
-        for e in planned_edits(n) {
-            let i = e.customer();
-            by_customer.entry(i).or_default().push(e);
-        }
-        for slot in edits.iter_mut() {
-            let i = slot.customer();
-            let queue = by_customer.get_mut(&i).expect("edits of a customer");
-            *slot = queue.remove(0);
-        }
-    }
+    let mut replicas =
+        Replicas::start(&env, &client, &["--concurrency=8", "--resync-interval=10s"]).await;
+    let edits = shuffled(planned_edits(n), |e| e.customer());
     let per_round = edits.len().div_ceil(kills.max(1));
     let mut edits = edits.into_iter();
-    let mut leader_changes = 0usize;
-    for round in 0..kills {
-        let (up, down) = {
-            let mut rng = rand::rng();
-            (
-                rng.random_range(300..2_500u64),
-                rng.random_range(100..1_500u64),
-            )
-        };
-        tokio::time::sleep(Duration::from_millis(up)).await;
-        let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
-        if round % 2 == 0 {
-            for e in &batch {
-                edit(&corgs, &env.ns, &provider, &plan, &mut customers, *e).await;
+    let leader_changes = replicas
+        .kill_rounds(kills, async |_| {
+            let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
+            for e in batch {
+                edit(&corgs, &env.ns, &provider, &plan, &mut customers, e).await;
             }
-        }
-        let leader = leader_of(&ops).await;
-        let kill_leader = round % 2 == 0;
-        let victim = if kill_leader { leader } else { 1 - leader };
-        let holder_before = lease_holder(&leases, &lease_name).await;
-        for op in ops.iter_mut() {
-            assert!(
-                op.is_running(),
-                "an operator exited on its own; log: {}",
-                op.log_path().display()
-            );
-        }
-        ops[victim].kill();
-        if round % 2 == 1 {
-            for e in &batch {
-                edit(&corgs, &env.ns, &provider, &plan, &mut customers, *e).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(down)).await;
-        ops[victim].restart();
-        if kill_leader {
-            // A SIGKILLed holder's Lease expires and the other replica takes it.
-            wait_for_some("a new Lease holder", Duration::from_secs(60), || {
-                let leases = leases.clone();
-                let lease_name = lease_name.clone();
-                let before = holder_before.clone();
-                async move {
-                    let now = lease_holder(&leases, &lease_name).await;
-                    (now.is_some() && now != before).then_some(())
-                }
-            })
-            .await;
-            leader_of(&ops).await;
-            leader_changes += 1;
-        }
-    }
+        })
+        .await;
     for e in edits {
         edit(&corgs, &env.ns, &provider, &plan, &mut customers, e).await;
     }
     let chaos_done = started.elapsed();
 
-    let pending = settle(&corgs, &customers, Duration::from_secs(settle_secs)).await;
+    let expected: Vec<(String, bool)> = customers
+        .iter()
+        .map(|c| (c.name.clone(), c.deleted))
+        .collect();
+    let pending = settle(&corgs, &expected, Duration::from_secs(settle_secs)).await;
     let settled = started.elapsed();
     let counters = sim.counters().await;
     let faults = counters["faultsInjected"].as_u64().unwrap_or(0);
@@ -599,18 +399,14 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
             .wrong
             .push(format!("not settled after {settle_secs}s: {p}"));
     }
-    for op in &ops {
-        if op.log().contains(sim.api_key()) {
-            audit.wrong.push("an operator logged the hub key".into());
-        }
+    if replicas.logged(sim.api_key()) {
+        audit.wrong.push("an operator logged the hub key".into());
     }
     // Every client came from a create: answered 201, or committed and its answer lost.
     let answered = creates_with_status(&counters, 201);
     let lost_answers = (clients.len() as u64).saturating_sub(answered);
     let refused_duplicate = creates_with_status(&counters, 400);
-    let [a, b] = ops;
-    drop(b);
-    drop(a);
+    replicas.stop().await;
 
     let line = format!(
         "gennia chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
@@ -638,7 +434,6 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
         eprintln!("gennia chaos: simulator state in {}", path.display());
     }
     let _ = support::kubectl(&["delete", "orgprovider", &provider, "--ignore-not-found"]);
-    let _ = leases.delete(&lease_name, &DeleteParams::default()).await;
     if violations.is_empty() {
         env.cleanup().await;
     }

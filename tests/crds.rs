@@ -266,6 +266,20 @@ fn admission_rejects_bad_org_provider() {
         .replace("http://api.example.com", "https://api.example.com")
         .replace("layers", "stripe");
     assert_names(&rejection(&yaml), "spec.type", "Unsupported value");
+    // spec.youhodler belongs to type youhodler; its enterpriseId is a uuid.
+    let layers = yaml.replace("stripe", "layers");
+    let misplaced =
+        format!("{layers}  youhodler: {{enterpriseId: 0b7c6f3e-2f4d-4c8e-9a51-6d0e3b9f1a27}}\n");
+    assert_names(&rejection(&misplaced), "spec", "only to type: youhodler");
+    let bad_id = format!(
+        "{}  youhodler: {{enterpriseId: not-a-uuid}}\n",
+        yaml.replace("stripe", "youhodler")
+    );
+    assert_names(
+        &rejection(&bad_id),
+        "spec.youhodler.enterpriseId",
+        "should match",
+    );
 }
 
 #[test]

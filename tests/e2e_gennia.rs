@@ -301,20 +301,7 @@ fn creates(c: &Value) -> u64 {
 }
 
 async fn wait_for_provider_ready(w: &GenniaWorld) -> Value {
-    support::wait_for_some(
-        &format!("OrgProvider {} Ready", w.provider),
-        support::world::CONVERGE,
-        || async {
-            let out = support::kubectl(&["get", "orgprovider", &w.provider, "-o", "json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let ready = v["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            ready.then_some(v)
-        },
-    )
-    .await
+    support::corgs::wait_provider_ready(&w.provider).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

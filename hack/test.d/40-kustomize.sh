@@ -19,7 +19,9 @@ rules = [[d["rules"] for d in yaml.safe_load_all(open(p)) if d and d["kind"] == 
 assert len(rules[0]) == len(rules[1]) == 1 and rules[0] == rules[1], f"40-kustomize: leader-election Role differs between {sys.argv[1]} and {sys.argv[2]}"
 PY
 kubectl kustomize deploy/samples/ > "$out/samples.yaml"
-{ echo ---; kubectl kustomize deploy/samples/gennia/; } >> "$out/samples.yaml"
+for provider in gennia youhodler; do
+  { echo ---; kubectl kustomize "deploy/samples/$provider/"; } >> "$out/samples.yaml"
+done
 grep -q '^kind: ServiceMonitor$' "$out/servicemonitor.yaml"
 # The add-on composes with the base the way docs/install.md tells users to.
 user="$root/target/kustomize-user"   # kustomize wants relative paths, so it lives in the tree
@@ -50,4 +52,5 @@ kubectl apply -k deploy/ --dry-run=server >/dev/null
 kubectl apply -k deploy/overlays/namespaced/ --dry-run=server >/dev/null
 kubectl apply -k deploy/samples/ --dry-run=server >/dev/null
 kubectl apply -k deploy/samples/gennia/ --dry-run=server >/dev/null
+kubectl apply -k deploy/samples/youhodler/ --dry-run=server >/dev/null
 echo "40-kustomize: PASS (kustomize build, kubeconform -strict, both RBAC modes, server-side dry-run of base, namespaced overlay and samples)"

@@ -342,7 +342,7 @@ fn layers(base_url: &str, key: Secret) -> Result<LayersProvider, CliError> {
 }
 
 fn secret_data(secret: &KubeSecret, key: &str) -> Option<Secret> {
-    orgops::runtime::provider_controller::credential(secret, key).map(Secret::new)
+    orgops::provider::build::secret_value(secret, key).map(Secret::new)
 }
 
 fn describe(e: &ProviderError) -> String {

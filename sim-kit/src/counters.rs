@@ -12,6 +12,8 @@ use crate::lock;
 pub struct Counters {
     requests: Mutex<HashMap<(Method, &'static str, u16), u64>>,
     faults_injected: AtomicU64,
+    /// Successful requests whose answer a lose-response fault threw away (commit-then-lose).
+    lost_after_success: Mutex<HashMap<(Method, &'static str), u64>>,
 }
 
 impl Counters {
@@ -23,6 +25,13 @@ impl Counters {
 
     pub fn fault_injected(&self) {
         self.faults_injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request that succeeded (2xx, its change kept) but whose answer was lost.
+    pub fn lost_after_success(&self, method: &Method, template: &'static str) {
+        *lock(&self.lost_after_success)
+            .entry((method.clone(), template))
+            .or_insert(0) += 1;
     }
 
     pub fn faults_injected(&self) -> u64 {
@@ -40,6 +49,7 @@ impl Counters {
 
     pub fn clear(&self) {
         lock(&self.requests).clear();
+        lock(&self.lost_after_success).clear();
         self.faults_injected.store(0, Ordering::Relaxed);
     }
 
@@ -51,7 +61,8 @@ impl Counters {
             .collect()
     }
 
-    /// `{ requests: [{method, route, status, count}], faultsInjected }`, rows sorted.
+    /// `{ requests: [{method, route, status, count}], faultsInjected, lostAfterSuccess:
+    /// [{method, route, count}] }`, rows sorted.
     pub fn json(&self) -> Value {
         let mut rows = self.rows();
         rows.sort();
@@ -59,6 +70,15 @@ impl Counters {
             .into_iter()
             .map(|(m, r, s, n)| json!({ "method": m, "route": r, "status": s, "count": n }))
             .collect();
-        json!({ "requests": rows, "faultsInjected": self.faults_injected() })
+        let mut lost: Vec<(String, &'static str, u64)> = lock(&self.lost_after_success)
+            .iter()
+            .map(|((m, r), n)| (m.to_string(), *r, *n))
+            .collect();
+        lost.sort();
+        let lost: Vec<Value> = lost
+            .into_iter()
+            .map(|(m, r, n)| json!({ "method": m, "route": r, "count": n }))
+            .collect();
+        json!({ "requests": rows, "faultsInjected": self.faults_injected(), "lostAfterSuccess": lost })
     }
 }

@@ -283,6 +283,9 @@ pub(crate) async fn handle<A: App>(
 
     if let Action::LoseResponse(drop) = plan.action {
         sim.counters.fault_injected();
+        if (200..300).contains(&reply.status) {
+            sim.counters.lost_after_success(&method, template);
+        }
         if drop {
             sim.counters.count(&method, template, 0);
             return Err(Dropped);

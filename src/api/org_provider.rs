@@ -19,8 +19,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.youhodler) || self.type == 'youhodler'",
+    "message": "spec.youhodler applies only to type: youhodler"
+}]))]
 pub struct OrgProviderSpec {
-    /// Partner API type. Only layers today.
+    /// Partner API type: layers, gennia or youhodler.
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Base URL of the API: https, or http only for localhost / 127.0.0.1.
@@ -30,7 +34,9 @@ pub struct OrgProviderSpec {
         "message": "baseUrl must use https (http is allowed only for localhost and 127.0.0.1)"
     }]))]
     pub base_url: String,
-    /// The Secret key holding the parent org's API key (needs org:admin).
+    /// The Secret holding the credential: its key `key` (default apiKey) holds the parent
+    /// key (layers, gennia); for youhodler the Secret holds `clientId` and `clientSecret`
+    /// (OAuth client credentials) and `key` is not used.
     pub credentials_secret_ref: SecretKeyRef,
     /// Client-side rate limit.
     #[serde(default)]
@@ -38,6 +44,23 @@ pub struct OrgProviderSpec {
     /// How many CustomerOrgs deletions may offboard (archive or suspend) per hour.
     #[serde(default)]
     pub offboarding: OffboardingSpec,
+    /// YouHodler only: which enterprise the clients belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub youhodler: Option<YouhodlerProviderSpec>,
+}
+
+/// YouHodler Business settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct YouhodlerProviderSpec {
+    /// The enterprise (uuid) whose clients orgops manages (`scope_ref: enterprises/<id>`).
+    /// Optional: when unset, the one enterprise `GET /enterprises` lists is used, and the
+    /// provider is not Ready when the service account sees none or several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub enterprise_id: Option<String>,
 }
 
 /// Default `spec.offboarding.maxPerHour`: enough for ordinary churn, small enough that a
@@ -76,6 +99,9 @@ pub enum ProviderType {
     /// Gennia's Clients API (a hub's client workspaces); `baseUrl` is the server, the
     /// credentials Secret holds the hub's workspace key (`gsk_…`).
     Gennia,
+    /// YouHodler Business API (an enterprise's clients); the credentials Secret holds
+    /// `clientId` and `clientSecret`.
+    Youhodler,
 }
 
 /// A key inside a namespaced Secret.

@@ -30,7 +30,6 @@ use crate::reconcile::pipeline::{self, Preview};
 use crate::reconcile::plan::{Gate, OwnedSecret};
 use crate::reconcile::{Context, OwnedSecretIndex, secrets};
 use crate::runtime::controller::MANAGED_BY_SELECTOR;
-use crate::runtime::provider_controller::credential;
 
 use render::{Change, ObjectPlan};
 
@@ -347,13 +346,8 @@ async fn build_provider(client: &Client, name: &str) -> Result<Arc<dyn Provider>
             )
         })?
         .ok_or_else(|| format!("Secret {}/{} does not exist", r.namespace, r.name))?;
-    let key = credential(&secret, &r.key).ok_or_else(|| {
-        format!(
-            "Secret {}/{} has no non-empty key {:?}",
-            r.namespace, r.name, r.key
-        )
-    })?;
-    let provider = crate::provider::build::build(&op.spec, key, None)
+    let creds = crate::provider::build::credentials(&op.spec, &secret)?;
+    let provider = crate::provider::build::build(&op.spec, &creds, None)
         .map_err(|e| format!("OrgProvider {name}: cannot build a client: {}", e.message()))?
         .provider();
     Ok(Arc::new(read_only::ReadOnly(provider)))

@@ -10,6 +10,59 @@ use crate::provider::gennia::{GenniaClient, GenniaConfig, GenniaProvider};
 use crate::provider::layers::{LayersConfig, LayersProvider, RateTier};
 use crate::provider::metrics::ProviderMetrics;
 use crate::provider::types::Secret;
+use crate::provider::youhodler::{YouhodlerClient, YouhodlerConfig, YouhodlerProvider};
+
+/// What the credentials Secret holds, per provider type.
+pub enum Credentials {
+    /// Layers' parent key, Gennia's workspace key.
+    ApiKey(Secret),
+    /// YouHodler's OAuth client credentials.
+    Client { id: String, secret: Secret },
+}
+
+/// Secret data keys of YouHodler's client credentials.
+pub const CLIENT_ID_KEY: &str = "clientId";
+pub const CLIENT_SECRET_KEY: &str = "clientSecret";
+
+/// Reads the credential `spec` needs from its Secret; the error names what is missing
+/// (never a value).
+pub fn credentials(
+    spec: &OrgProviderSpec,
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<Credentials, String> {
+    let r = &spec.credentials_secret_ref;
+    let value = |key: &str| {
+        secret_value(secret, key).ok_or_else(|| {
+            format!(
+                "Secret {}/{} has no non-empty key {key:?}",
+                r.namespace, r.name
+            )
+        })
+    };
+    Ok(match spec.provider_type {
+        ProviderType::Layers | ProviderType::Gennia => {
+            Credentials::ApiKey(Secret::new(value(&r.key)?))
+        }
+        ProviderType::Youhodler => Credentials::Client {
+            id: value(CLIENT_ID_KEY)?.to_string(),
+            secret: Secret::new(value(CLIENT_SECRET_KEY)?),
+        },
+    })
+}
+
+/// The non-empty, trimmed value of `key` in a Secret.
+pub fn secret_value<'a>(
+    secret: &'a k8s_openapi::api::core::v1::Secret,
+    key: &str,
+) -> Option<&'a str> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
 
 /// A built provider. Layers is kept typed: its rate-limit tier is set from whoami, and
 /// the ParentWebhook kind uses Layers-only calls.
@@ -17,6 +70,7 @@ use crate::provider::types::Secret;
 pub enum Built {
     Layers(Arc<LayersProvider>),
     Gennia(Arc<GenniaProvider>),
+    Youhodler(Arc<YouhodlerProvider>),
 }
 
 impl Built {
@@ -24,13 +78,14 @@ impl Built {
         match self {
             Built::Layers(p) => p.clone(),
             Built::Gennia(p) => p.clone(),
+            Built::Youhodler(p) => p.clone(),
         }
     }
 
     pub fn layers(&self) -> Option<Arc<LayersProvider>> {
         match self {
             Built::Layers(p) => Some(p.clone()),
-            Built::Gennia(_) => None,
+            Built::Gennia(_) | Built::Youhodler(_) => None,
         }
     }
 
@@ -39,6 +94,7 @@ impl Built {
         match (self, other) {
             (Built::Layers(a), Built::Layers(b)) => Arc::ptr_eq(a, b),
             (Built::Gennia(a), Built::Gennia(b)) => Arc::ptr_eq(a, b),
+            (Built::Youhodler(a), Built::Youhodler(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -55,23 +111,39 @@ pub fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
     }
 }
 
-/// Builds the client for `spec` with the credential `key`.
+/// Builds the client for `spec` with its credentials.
 pub fn build(
     spec: &OrgProviderSpec,
-    key: &str,
+    creds: &Credentials,
     metrics: Option<ProviderMetrics>,
 ) -> Result<Built, ProviderError> {
-    Ok(match spec.provider_type {
-        ProviderType::Layers => {
-            let mut cfg = LayersConfig::new(spec.base_url.clone(), Secret::new(key));
+    let mismatch = || {
+        ProviderError::Invalid(format!(
+            "the credentials do not fit an OrgProvider of type {:?}",
+            spec.provider_type
+        ))
+    };
+    Ok(match (spec.provider_type, creds) {
+        (ProviderType::Layers, Credentials::ApiKey(key)) => {
+            let mut cfg = LayersConfig::new(spec.base_url.clone(), key.clone());
             cfg.metrics = metrics;
             cfg.tier = fixed_tier(spec.rate_limit.tier);
             Built::Layers(Arc::new(LayersProvider::new(cfg)?))
         }
-        ProviderType::Gennia => {
-            let mut cfg = GenniaConfig::new(spec.base_url.clone(), Secret::new(key));
+        (ProviderType::Gennia, Credentials::ApiKey(key)) => {
+            let mut cfg = GenniaConfig::new(spec.base_url.clone(), key.clone());
             cfg.metrics = metrics;
             Built::Gennia(Arc::new(GenniaProvider::new(GenniaClient::new(cfg)?)))
         }
+        (ProviderType::Youhodler, Credentials::Client { id, secret }) => {
+            let mut cfg = YouhodlerConfig::new(spec.base_url.clone(), id.clone(), secret.clone());
+            cfg.enterprise_id = spec
+                .youhodler
+                .as_ref()
+                .and_then(|y| y.enterprise_id.clone());
+            cfg.metrics = metrics;
+            Built::Youhodler(Arc::new(YouhodlerProvider::new(YouhodlerClient::new(cfg)?)))
+        }
+        _ => return Err(mismatch()),
     })
 }

@@ -18,6 +18,8 @@ pub mod error;
 pub mod gennia;
 pub mod layers;
 pub mod metrics;
+pub mod org_index;
+pub mod youhodler;
 
 fn unsupported(what: &str, on: &str) -> crate::provider::error::ProviderError {
     crate::provider::error::ProviderError::Invalid(format!(

@@ -1,7 +1,8 @@
 //! Cached `(metadata key, value) -> live orgs` index for the lookups by `externalId` and by
 //! the owner marker (`find_orgs_by_external_id`, `find_orgs_by_owner`).
 //!
-//! Layers cannot filter children on metadata, so a lookup means listing every live child.
+//! Layers cannot filter children on metadata, and YouHodler filters on `external_id` but
+//! not on metadata, so a lookup means listing every live child.
 //! The index is built from one full listing, reused until it is older than `max_age`, and
 //! patched in place by this client's own writes (create, update, suspend, resume, archive).
 //! Callers that find it stale share one refresh (single-flight).

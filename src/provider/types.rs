@@ -275,6 +275,7 @@ impl Capabilities {
             (self.archive, "state.archived"),
             (self.migrate_projects, "migrateProjects"),
             (self.org_update, "displayName updates"),
+            (self.billing_email, "billingEmail"),
             (self.users, "gennia.users"),
             (self.suspend, "suspendReason"),
         ]
@@ -291,8 +292,10 @@ pub struct Capabilities {
     pub migrate_projects: bool,
     /// Orgs carry string metadata: the owner marker (claims, recovery) and `externalId`.
     pub org_metadata: bool,
-    /// The org's name, metadata and billing email can be changed after creation.
+    /// The org's name and metadata can be changed after creation.
     pub org_update: bool,
+    /// Orgs carry a billing email (`spec.billingEmail`).
+    pub billing_email: bool,
     /// Orgs can be archived (terminal); without it, offboarding suspends.
     pub archive: bool,
     /// The org's name is unique per parent and identifies it (`find_orgs_by_name`).

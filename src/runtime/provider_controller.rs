@@ -6,7 +6,7 @@ use super::registry::{Fingerprint, Registry, Slot};
 use super::requeue::{self, Backoff};
 use crate::api::conditions::{self, Cond, READY, STALLED};
 use crate::api::{FIELD_MANAGER, OrgProvider, OrgProviderStatus};
-use crate::provider::build::{build, fixed_tier};
+use crate::provider::build::{build, credentials, fixed_tier};
 use crate::provider::error::ProviderError;
 use crate::provider::layers::RateTier;
 use futures::StreamExt;
@@ -169,16 +169,13 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
         return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
     };
     fingerprint.secret_version = secret.resource_version().unwrap_or_default();
-    let Some(key) = credential(&secret, &r.key) else {
-        let msg = format!(
-            "Secret {}/{} has no non-empty key {:?}",
-            r.namespace, r.name, r.key
-        );
-        return Ok(failed(fingerprint, "CredentialsMissing", msg, true));
+    let creds = match credentials(&op.spec, &secret) {
+        Ok(c) => c,
+        Err(msg) => return Ok(failed(fingerprint, "CredentialsMissing", msg, true)),
     };
     let built = match ctx.registry.reusable(&op.name_any(), &fingerprint) {
         Some(p) => p,
-        None => match build(&op.spec, key, Some(ctx.metrics.provider.clone())) {
+        None => match build(&op.spec, &creds, Some(ctx.metrics.provider.clone())) {
             Ok(b) => b,
             Err(err) => {
                 let msg = format!("cannot build a client: {}", err.message());
@@ -222,17 +219,6 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
             Ok(check)
         }
     }
-}
-
-/// The non-empty value of `key` in the credentials Secret.
-pub fn credential<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
 }
 
 /// Condition reason for a failed whoami, and whether it is worth retrying soon.

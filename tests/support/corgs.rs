@@ -87,3 +87,17 @@ pub fn current<'a>(corg: &'a Value, type_: &str) -> Option<&'a Value> {
         .iter()
         .find(|c| c["type"] == type_ && &c["observedGeneration"] == generation)
 }
+
+/// Waits until OrgProvider `name` is Ready; returns it.
+pub async fn wait_provider_ready(name: &str) -> Value {
+    wait_for_some(&format!("OrgProvider {name} Ready"), CONVERGE, || async {
+        let out = super::kubectl(&["get", "orgprovider", name, "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let ready = v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(v)
+    })
+    .await
+}

@@ -6,6 +6,7 @@
 // Each test binary uses a different part of the fixture.
 #![allow(dead_code, unused_imports)]
 
+pub mod chaos;
 mod child;
 mod control_plane;
 pub mod corgs;
@@ -14,6 +15,7 @@ pub mod gennia;
 mod operator;
 mod sim;
 pub mod world;
+pub mod youhodler;
 
 pub use control_plane::{ControlPlane, client_for};
 pub use env::TestEnv;

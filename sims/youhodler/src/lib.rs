@@ -57,6 +57,7 @@ pub enum Ctl {
     RestoreSecret,
     Capability,
     Hold,
+    Edit,
 }
 
 static CONTROL_ROUTES: &[Route<Ctl>] = &[
@@ -68,6 +69,7 @@ static CONTROL_ROUTES: &[Route<Ctl>] = &[
     ),
     ("/_sim/capabilities", Method::PUT, Ctl::Capability),
     ("/_sim/clients/:client_id/hold", Method::PUT, Ctl::Hold),
+    ("/_sim/clients/:client_id", Method::PATCH, Ctl::Edit),
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -775,6 +777,15 @@ struct HoldBody {
     hold: bool,
 }
 
+/// An out-of-band edit (someone in YouHodler's console): no If-Match, no faults, a new ETag.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    display_name: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    status: Option<String>,
+}
+
 impl App for YouHodler {
     type State = State;
     type Op = Op;
@@ -840,7 +851,7 @@ impl App for YouHodler {
         op: Ctl,
         params: &[String],
         body: &[u8],
-        _now: i64,
+        now: i64,
     ) -> Result<Value, ControlError> {
         match op {
             Ctl::RevokeSecret => {
@@ -866,6 +877,27 @@ impl App for YouHodler {
                     .and_then(|id| st.clients.get_mut(&id))
                     .ok_or_else(|| ControlError::not_found("client"))?;
                 c.hold = b.hold;
+                Ok(c.json(enterprise))
+            }
+            Ctl::Edit => {
+                let b: EditBody = parse_control_body(body)?;
+                let enterprise = st.enterprise_id;
+                let c = params
+                    .first()
+                    .and_then(|p| Uuid::parse_str(p).ok())
+                    .and_then(|id| st.clients.get_mut(&id))
+                    .ok_or_else(|| ControlError::not_found("client"))?;
+                if let Some(name) = b.display_name {
+                    c.display_name = name;
+                }
+                if let Some(metadata) = b.metadata {
+                    c.metadata = metadata;
+                }
+                if let Some(status) = b.status {
+                    c.status = status;
+                }
+                c.version += 1;
+                c.updated_us = now;
                 Ok(c.json(enterprise))
             }
         }

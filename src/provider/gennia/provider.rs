@@ -21,6 +21,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     migrate_projects: false,
     org_metadata: false,
     org_update: false,
+    billing_email: false,
     archive: false,
     find_by_name: true,
     users: true,

@@ -2,7 +2,7 @@
 
 pub(crate) mod client;
 pub mod model;
-mod org_index;
+
 pub mod parent_webhooks;
 mod provider;
 pub use provider::CAPABILITIES;
@@ -18,8 +18,8 @@ use crate::provider::error::ProviderError;
 use crate::provider::metrics::ProviderMetrics;
 use crate::provider::types::Secret;
 
+use crate::provider::org_index::OrgIndex;
 use client::Http;
-use org_index::OrgIndex;
 use ratelimit::Buckets;
 
 /// Rate-limit tier of a Layers credential (reference §3.4).

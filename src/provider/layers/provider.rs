@@ -12,8 +12,8 @@ use super::model::{
     ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire,
     MigrateWire, MintWire, OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
 };
-use super::org_index;
 use crate::provider::error::ProviderError;
+use crate::provider::org_index;
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
 
@@ -22,6 +22,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     migrate_projects: true,
     org_metadata: true,
     org_update: true,
+    billing_email: true,
     archive: true,
     find_by_name: false,
     users: false,

@@ -20,6 +20,7 @@ use reqwest::header::HeaderMap;
 
 pub use client::*;
 pub use model::*;
+pub use provider::{CAPABILITIES, YouhodlerProvider};
 
 use crate::provider::error::{ApiFailure, ProviderError};
 use crate::provider::layers::client::parse_retry_after;

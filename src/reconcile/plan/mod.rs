@@ -321,7 +321,7 @@ pub fn unsupported(corg: &CustomerOrg, caps: &Capabilities) -> Vec<&'static str>
             "spec.metadata",
         ),
         (
-            corg.spec.billing_email.is_some() && !caps.org_update,
+            corg.spec.billing_email.is_some() && !caps.billing_email,
             "spec.billingEmail",
         ),
     ]
