@@ -419,7 +419,10 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
         events.extend(once(corg, event));
         return Ok(finish(corg, working, verdict, retry, events));
     }
-    if applied.writes > 0 {
+    // A pass that created the org and everything in it from scratch saw every answer: the
+    // new org is as the spec says without a second, reading pass (and its status write).
+    // Any other pass with writes is verified by the next one.
+    if applied.writes > 0 && !plan.fresh {
         let message = format!("applied {} change(s); verifying", applied.writes);
         return Ok(finish(
             corg,

@@ -746,6 +746,8 @@ fn a_create_plans_all_follow_ups_in_the_same_plan() {
         ["create", "credit-config", "allocate-500", "mint", "webhook"]
     );
     assert!(p.stalled.is_none() && p.adopted.is_none());
+    // Planned against the known-empty new org: its answers are the observation.
+    assert!(p.fresh, "a first create with all follow-ups is fresh");
     // Every key is stable: a retry of the whole pass replays, never duplicates.
     assert_eq!(plan(&c, &obs(Found::Nothing)).actions, p.actions);
     // Two new objects never share a follow-up key (the org id is not known yet).
@@ -788,6 +790,7 @@ fn create_follow_ups_respect_capabilities_and_foreign_secrets() {
         p.stalled.as_ref().map(|s| s.0.as_str()),
         Some("SecretConflict")
     );
+    assert!(!p.fresh, "a stalled plan is never Ready on its answers");
 }
 
 #[test]
@@ -799,12 +802,15 @@ fn create_follow_ups_wait_for_a_read_when_a_replay_could_differ() {
     let c = full_new_corg();
     let first = obs(Found::Nothing);
     assert!(!only_create(&c, &first));
+    let not_fresh = |c: &CustomerOrg, o: &Observed| !plan(c, o).fresh;
 
     // Spec edited since the first reconcile: an earlier create's follow-ups may have used
     // other keys (another webhook generation, another key spec).
     let mut edited = c.clone();
     edited.metadata.generation = Some(2);
     assert!(only_create(&edited, &first));
+    // A create alone is verified by the next pass (it reads what the replay may have made).
+    assert!(not_fresh(&edited, &first));
 
     let mut rotating = c.clone();
     rotating.metadata.annotations = Some(BTreeMap::from([(

@@ -240,6 +240,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Out-of-band changes being corrected (for the DriftCorrected event).
     pub drift: Vec<String>,
+    /// The org is created by this plan and its follow-ups were planned against the known
+    /// empty new org: when every action succeeds, their answers are the observation.
+    pub fresh: bool,
 }
 
 impl Plan {
@@ -383,6 +386,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
             // when every follow-up key is the one an earlier pass would have used.
             if let Some((org, fresh)) = fresh_org(corg, obs, &plan) {
                 converge(corg, &org, &fresh, false, &mut plan);
+                plan.fresh = plan.stalled.is_none();
             }
             return plan;
         }
