@@ -1,5 +1,6 @@
 //! `orgops-bench`: measures orgops against the simulator on the local control plane.
 //! Figures are printed for docs/benchmarks.md; nothing here asserts on time.
+mod bound;
 mod cluster;
 mod error;
 mod machine;
@@ -52,6 +53,9 @@ enum Cmd {
         no_restart: bool,
         #[arg(long)]
         no_steady: bool,
+        /// Skip measuring the API server's own bound (the same writes without the operator).
+        #[arg(long)]
+        no_bound: bool,
         /// Resync interval (seconds) for the restart and steady-state phases.
         #[arg(long, default_value_t = 20)]
         resync_secs: u64,
@@ -95,6 +99,7 @@ async fn main() -> std::process::ExitCode {
             no_naive,
             no_restart,
             no_steady,
+            no_bound,
             resync_secs,
             steady_periods,
             latency_ms,
@@ -105,6 +110,7 @@ async fn main() -> std::process::ExitCode {
                 naive: !no_naive,
                 restart: !no_restart,
                 steady: !no_steady,
+                bound: !no_bound,
                 resync: Duration::from_secs(resync_secs.max(1)),
                 steady_periods: steady_periods.max(1),
                 latency_ms,

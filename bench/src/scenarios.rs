@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::bound;
 use crate::cluster;
 use crate::error::{BenchError, Result};
 use crate::machine;
@@ -27,6 +28,8 @@ pub struct ConvergeOpts {
     pub naive: bool,
     pub restart: bool,
     pub steady: bool,
+    /// Measure the API server's own bound for the same writes (and the ratio).
+    pub bound: bool,
     /// Resync interval for the restart and steady-state phases.
     pub resync: Duration,
     pub steady_periods: u32,
@@ -182,6 +185,27 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     );
     print_calls(&calls, n);
     print_writes(&writes, n);
+    if opts.bound && converged {
+        let bound = bound::measure(
+            &run.client,
+            n,
+            usize::from(common.concurrency),
+            common.apply_parallel,
+        )
+        .await?;
+        let writes = n * bound::WRITES_PER_ORG;
+        println!(
+            "API server bound: the same {writes} writes ({} per org: finalizer, status, 2 Secrets, Event) from one client, {} at a time, in {:.1}s ({:.0} writes/s)",
+            bound::WRITES_PER_ORG,
+            common.concurrency,
+            bound.as_secs_f64(),
+            writes as f64 / bound.as_secs_f64()
+        );
+        println!(
+            "converge / API server bound: {:.2}x (goal <= 1.5x)",
+            wall.as_secs_f64() / bound.as_secs_f64()
+        );
+    }
     if let Some(naive) = naive_wall {
         println!(
             "naive sequence: {:.1}s for {n}; operator is {:.1}x faster",

@@ -7,7 +7,7 @@
 //! patched in place by this client's own writes (create, update, suspend, resume, archive).
 //! Callers that find it stale share one refresh (single-flight).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,7 +30,8 @@ enum Change {
 #[derive(Default)]
 struct Entries {
     by_id: HashMap<String, Org>,
-    by_marker: HashMap<(&'static str, String), BTreeSet<String>>,
+    /// Usually one id per marker value: a Vec is a tenth of a BTreeSet's size.
+    by_marker: HashMap<(&'static str, String), Vec<String>>,
 }
 
 impl Entries {
@@ -43,15 +44,21 @@ impl Entries {
                 }
                 for key in INDEXED {
                     if let Some(value) = org.metadata.get(key) {
-                        self.by_marker
-                            .entry((key, value.clone()))
-                            .or_default()
-                            .insert(org.id.clone());
+                        let ids = self.by_marker.entry((key, value.clone())).or_default();
+                        if !ids.contains(&org.id) {
+                            ids.push(org.id.clone());
+                        }
                     }
                 }
-                // List rows carry no summary; keep the index uniform.
+                // A row is what a lookup needs (id, name, state, the indexed markers); the
+                // caller reads one org in full before acting on it. Summaries, users and
+                // other metadata would only hold memory for every child.
                 let mut row = org.clone();
                 row.summary = None;
+                row.users = Vec::new();
+                row.billing_email = None;
+                row.billing_note = None;
+                row.metadata.retain(|k, _| INDEXED.contains(&k.as_str()));
                 self.by_id.insert(org.id.clone(), row);
             }
             Change::Remove(id) => self.remove(id),
@@ -68,7 +75,7 @@ impl Entries {
             };
             let slot = (key, value.clone());
             if let Some(ids) = self.by_marker.get_mut(&slot) {
-                ids.remove(id);
+                ids.retain(|i| i != id);
                 if ids.is_empty() {
                     self.by_marker.remove(&slot);
                 }

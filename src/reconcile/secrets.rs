@@ -46,7 +46,14 @@ pub fn owned_marker<K: Resource>(secret: &K, corg: &CustomerOrg) -> Option<Owned
     if !owned_by(secret, corg) {
         return None;
     }
-    let a = secret.annotations();
+    marker(&secret.name_any(), secret.annotations())
+}
+
+/// The marker in a controlled Secret's annotations; `None` without an orgops id annotation.
+pub fn marker(
+    secret_name: &str,
+    a: &std::collections::BTreeMap<String, String>,
+) -> Option<OwnedSecret> {
     let role = if let Some(id) = a.get(KEY_ID_ANNOTATION) {
         OwnedRole::Key {
             name: a.get(KEY_NAME_ANNOTATION).cloned(),
@@ -61,7 +68,7 @@ pub fn owned_marker<K: Resource>(secret: &K, corg: &CustomerOrg) -> Option<Owned
         return None;
     };
     Some(OwnedSecret {
-        secret_name: secret.name_any(),
+        secret_name: secret_name.to_string(),
         role,
     })
 }

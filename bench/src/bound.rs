@@ -1,0 +1,138 @@
+//! The API server's own bound for converging N customers: the same number and kinds of
+//! Kubernetes writes the operator makes for a new org (a finalizer merge patch, a
+//! server-side-applied status, two server-side-applied Secrets, one Event), sent by one
+//! client with the operator's concurrency and nothing else (no partner API, no reads, no
+//! queue). The converge time divided by this time is how far the operator is from what
+//! this API server can absorb.
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::cluster;
+use crate::error::{Result, failed};
+
+const MANAGER: &str = "orgops-bench-bound";
+
+/// Writes of one new org, in the operator's order.
+pub const WRITES_PER_ORG: usize = 5;
+
+/// Creates `n` CustomerOrgs in a scratch namespace (not timed, no operator watches it),
+/// then times `n` × [`WRITES_PER_ORG`] writes, `concurrency` orgs at a time.
+pub async fn measure(
+    client: &kube::Client,
+    n: usize,
+    concurrency: usize,
+    apply_parallel: usize,
+) -> Result<Duration> {
+    let ns = format!(
+        "bench-bound-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    cluster::create_namespace(client, &ns).await?;
+    let objs = (0..n)
+        .map(|i| cluster::bench_org(&ns, "bound", &ns, i))
+        .collect();
+    cluster::apply_all(client, &ns, objs, apply_parallel).await?;
+    let corgs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &cluster::customer_org());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    let result = stream::iter(0..n)
+        .map(|i| {
+            let (corgs, secrets, events, ns) = (&corgs, &secrets, &events, ns.as_str());
+            async move { one_org(corgs, secrets, events, ns, i).await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await;
+    let took = started.elapsed();
+    cluster::delete_namespace(client, &ns).await?;
+    result?;
+    Ok(took)
+}
+
+async fn one_org(
+    corgs: &Api<DynamicObject>,
+    secrets: &Api<Secret>,
+    events: &Api<Event>,
+    ns: &str,
+    i: usize,
+) -> Result<()> {
+    let name = format!("c-{i:05}");
+    let finalizer = json!({"metadata": {"finalizers": ["orgops.dev/finalizer"]}});
+    let obj = corgs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer))
+        .await?;
+    let status = json!({
+        "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        "status": {
+            "observedGeneration": 1,
+            "orgId": format!("org_{i:032}"),
+            "state": "active",
+            "credits": {"allocated": 10, "balance": 10, "available": 10},
+            "apiKeys": [{"name": "integration", "id": format!("key_{i:032}"),
+                         "prefix": "lk_live_abcd", "secretName": format!("{name}-integration"),
+                         "specHash": "0123456789abcdef"}],
+            "webhooks": [{"name": "crm", "id": format!("we_{i:032}"),
+                          "secretName": format!("{name}-crm-webhook"),
+                          "specHash": "0123456789abcdef"}],
+            "conditions": [
+                cond("Ready", "True", "Reconciled", "org matches the spec"),
+                cond("Reconciling", "False", "Reconciled", "no work pending"),
+                cond("Stalled", "False", "Reconciled", "no human action needed"),
+            ],
+        },
+    });
+    corgs
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await?;
+    for (suffix, key) in [("integration", "apiKey"), ("crm-webhook", "signingSecret")] {
+        let secret_name = format!("{name}-{suffix}");
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret_name, "namespace": ns,
+                         "labels": {"app.kubernetes.io/managed-by": "orgops"},
+                         "annotations": {"orgops.dev/owner": format!("{ns}/{name}")}},
+            "type": "Opaque",
+            "stringData": {key: format!("lk_live_{i:040}")},
+        });
+        secrets
+            .patch(
+                &secret_name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    let uid = obj.metadata.uid.clone().unwrap_or_default();
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": format!("{name}.")},
+        "eventTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
+        "reportingController": "orgops.dev/controller",
+        "reportingInstance": "orgops-bench",
+        "action": "Reconcile",
+        "reason": "Created",
+        "type": "Normal",
+        "note": "created org, allocated 10 credits, minted key integration, created webhook crm",
+        "regarding": {"apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+                      "name": name, "namespace": ns, "uid": uid},
+    }))
+    .map_err(|e| failed(format!("bound: an Event: {e}")))?;
+    events.create(&PostParams::default(), &event).await?;
+    Ok(())
+}
+
+fn cond(t: &str, s: &str, reason: &str, message: &str) -> serde_json::Value {
+    json!({"type": t, "status": s, "reason": reason, "message": message,
+           "observedGeneration": 1, "lastTransitionTime": "2026-11-26T00:00:00Z"})
+}
