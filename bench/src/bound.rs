@@ -116,7 +116,7 @@ async fn one_org(
     }
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let event: Event = serde_json::from_value(json!({
-        "metadata": {"generateName": format!("{name}.")},
+        "metadata": {"name": format!("{name}.{}", &uuid::Uuid::new_v4().simple().to_string()[..16])},
         "eventTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
         "reportingController": "orgops.dev/controller",
         "reportingInstance": "orgops-bench",

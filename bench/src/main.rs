@@ -65,6 +65,11 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+    /// Only the API server's own bound: the writes of N new orgs, without the operator.
+    Bound {
+        #[arg(long, default_value_t = 1000)]
+        orgs: usize,
+    },
     /// Converge N CustomerOrgs at the standard tier: 429s and time against the tier's minimum.
     Standard {
         #[arg(long, default_value_t = 20)]
@@ -118,6 +123,7 @@ async fn main() -> std::process::ExitCode {
             scenarios::converge(&common, &opts).await
         }
         Cmd::Standard { orgs } => scenarios::standard(&common, orgs).await,
+        Cmd::Bound { orgs } => scenarios::bound_only(&common, orgs).await,
         Cmd::Naive { orgs, latency_ms } => scenarios::naive_only(orgs, latency_ms).await,
     };
     match result {

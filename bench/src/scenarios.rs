@@ -186,21 +186,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     print_calls(&calls, n);
     print_writes(&writes, n);
     if opts.bound && converged {
-        let bound = bound::measure(
-            &run.client,
-            n,
-            usize::from(common.concurrency),
-            common.apply_parallel,
-        )
-        .await?;
-        let writes = n * bound::WRITES_PER_ORG;
-        println!(
-            "API server bound: the same {writes} writes ({} per org: finalizer, status, 2 Secrets, Event) from one client, {} at a time, in {:.1}s ({:.0} writes/s)",
-            bound::WRITES_PER_ORG,
-            common.concurrency,
-            bound.as_secs_f64(),
-            writes as f64 / bound.as_secs_f64()
-        );
+        let bound = print_bound(common, &run.client, n).await?;
         println!(
             "converge / API server bound: {:.2}x (goal <= 1.5x)",
             wall.as_secs_f64() / bound.as_secs_f64()
@@ -220,6 +206,35 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     op.kill();
     run.teardown(common.keep).await;
     Ok(())
+}
+
+/// Measures and prints the API server's own bound for `n` new orgs.
+async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result<Duration> {
+    let bound = bound::measure(
+        client,
+        n,
+        usize::from(common.concurrency),
+        common.apply_parallel,
+    )
+    .await?;
+    let writes = n * bound::WRITES_PER_ORG;
+    println!(
+        "API server bound: the same {writes} writes ({} per org: finalizer, status, 2 Secrets, Event) from one client, {} at a time, in {:.1}s ({:.0} writes/s, {:.1} orgs/s)",
+        bound::WRITES_PER_ORG,
+        common.concurrency,
+        bound.as_secs_f64(),
+        writes as f64 / bound.as_secs_f64(),
+        n as f64 / bound.as_secs_f64()
+    );
+    Ok(bound)
+}
+
+/// `orgops-bench bound`: the API server's bound alone.
+pub async fn bound_only(common: &Common, n: usize) -> Result<()> {
+    println!("machine: {}", machine::describe());
+    let client = cluster::client(&common.kubeconfig).await?;
+    cluster::install_crds(&common.kubeconfig, &workspace_root())?;
+    print_bound(common, &client, n).await.map(drop)
 }
 
 async fn naive_baseline(n: usize, sim_args: &[String]) -> Result<Duration> {
