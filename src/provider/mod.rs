@@ -58,7 +58,10 @@ pub trait Provider: Send + Sync {
         projects: &[String],
         name: &str,
         key: &IdempotencyKey,
-    ) -> ProviderResult<Migrated>;
+    ) -> ProviderResult<Migrated> {
+        let _ = (projects, key);
+        Err(unsupported("migrate_projects", name))
+    }
     /// PATCHes that set absolute state carry no idempotency key: applying one twice is
     /// applying it once, and a key would turn a second identical correction of the same
     /// out-of-band change into a replay of the first (nothing changed, yet "success").
@@ -91,14 +94,24 @@ pub trait Provider: Send + Sync {
         Err(unsupported("remove_user", org_id))
     }
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org>;
-    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult>;
+    /// Archives (terminal) where `Capabilities::archive`; elsewhere offboarding suspends.
+    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
+        Err(unsupported("archive_org", org_id))
+    }
 
-    async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig>;
+    // Credits, keys and webhooks: only where `Capabilities` says so (Layers); the defaults
+    // refuse, and the planner never calls them elsewhere.
+    async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig> {
+        Err(unsupported("get_credit_config", org_id))
+    }
     async fn set_credit_config(
         &self,
         org_id: &str,
         config: &CreditConfig,
-    ) -> ProviderResult<CreditConfig>;
+    ) -> ProviderResult<CreditConfig> {
+        let _ = config;
+        Err(unsupported("set_credit_config", org_id))
+    }
     /// Moves credits from the parent into the child. `metadata` is written to both ledgers.
     async fn allocate_credits(
         &self,
@@ -106,45 +119,75 @@ pub trait Provider: Send + Sync {
         credits: u64,
         metadata: &std::collections::BTreeMap<String, String>,
         key: &IdempotencyKey,
-    ) -> ProviderResult<Transfer>;
+    ) -> ProviderResult<Transfer> {
+        let _ = (credits, metadata, key);
+        Err(unsupported("allocate_credits", org_id))
+    }
     /// Every allocation event in the child's ledger (all pages).
-    async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>>;
+    async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>> {
+        Err(unsupported("list_allocations", org_id))
+    }
 
     async fn mint_key(
         &self,
         org_id: &str,
         new: &NewApiKey,
         key: &IdempotencyKey,
-    ) -> ProviderResult<MintedKey>;
+    ) -> ProviderResult<MintedKey> {
+        let _ = (new, key);
+        Err(unsupported("mint_key", org_id))
+    }
     /// Every key of the child, revoked ones included (all pages).
-    async fn list_keys(&self, org_id: &str) -> ProviderResult<Vec<ApiKey>>;
+    async fn list_keys(&self, org_id: &str) -> ProviderResult<Vec<ApiKey>> {
+        Err(unsupported("list_keys", org_id))
+    }
     async fn rotate_key(
         &self,
         org_id: &str,
         key_id: &str,
         key: &IdempotencyKey,
-    ) -> ProviderResult<MintedKey>;
-    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()>;
+    ) -> ProviderResult<MintedKey> {
+        let _ = (key_id, key);
+        Err(unsupported("rotate_key", org_id))
+    }
+    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()> {
+        let _ = key_id;
+        Err(unsupported("revoke_key", org_id))
+    }
 
     /// Webhook endpoints inside the child (Layers: parent key + `X-Layers-Organization`).
-    async fn list_webhooks(&self, org_id: &str) -> ProviderResult<Vec<WebhookEndpoint>>;
+    async fn list_webhooks(&self, org_id: &str) -> ProviderResult<Vec<WebhookEndpoint>> {
+        Err(unsupported("list_webhooks", org_id))
+    }
     async fn create_webhook(
         &self,
         org_id: &str,
         new: &NewWebhook,
         key: &IdempotencyKey,
-    ) -> ProviderResult<CreatedWebhook>;
+    ) -> ProviderResult<CreatedWebhook> {
+        let _ = (new, key);
+        Err(unsupported("create_webhook", org_id))
+    }
     async fn update_webhook(
         &self,
         org_id: &str,
         endpoint_id: &str,
         patch: &WebhookPatch,
-    ) -> ProviderResult<WebhookEndpoint>;
-    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()>;
+    ) -> ProviderResult<WebhookEndpoint> {
+        let _ = (endpoint_id, patch);
+        Err(unsupported("update_webhook", org_id))
+    }
+    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()> {
+        let _ = endpoint_id;
+        Err(unsupported("delete_webhook", org_id))
+    }
     async fn rotate_webhook_secret(
         &self,
         org_id: &str,
         endpoint_id: &str,
         key: &IdempotencyKey,
-    ) -> ProviderResult<Secret>;
+    ) -> ProviderResult<Secret> {
+        let _ = (endpoint_id, key);
+        Err(unsupported("rotate_webhook_secret", org_id))
+    }
 }

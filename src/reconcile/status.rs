@@ -31,31 +31,36 @@ pub fn org_state(status: OrgStatus) -> &'static str {
     }
 }
 
+/// The org's id, state and (when read with its summary) credits, as status shows them;
+/// `ledger` is the marked allocations' sum when the ledger was read.
+pub fn record_org(status: &mut CustomerOrgStatus, org: &Org, ledger: Option<i64>) {
+    status.org_id = Some(org.id.clone());
+    status.state = Some(org_state(org.status).to_string());
+    if let Some(summary) = &org.summary {
+        let allocated = ledger
+            .or(status.credits.as_ref().map(|c| c.allocated))
+            .unwrap_or(0);
+        // A refusal recorded at this ledger sum still counts; a moved ledger ends it.
+        let refused = status
+            .credits
+            .as_ref()
+            .and_then(|c| c.refused.clone())
+            .filter(|r| r.ledger == allocated);
+        status.credits = Some(CreditsStatus {
+            allocated,
+            balance: summary.balance,
+            available: summary.available,
+            refused,
+        });
+    }
+}
+
 /// Status facts from an observation, before any action ran. Lists that were not read keep
 /// what the previous status recorded.
 pub fn observed(corg: &CustomerOrg, org: Option<&Org>, obs: &Observed) -> CustomerOrgStatus {
     let mut status = corg.status.clone().unwrap_or_default();
     if let Some(org) = org {
-        status.org_id = Some(org.id.clone());
-        status.state = Some(org_state(org.status).to_string());
-        if let Some(summary) = &org.summary {
-            let allocated = obs
-                .ledger
-                .or(status.credits.as_ref().map(|c| c.allocated))
-                .unwrap_or(0);
-            // A refusal recorded at this ledger sum still counts; a moved ledger ends it.
-            let refused = status
-                .credits
-                .as_ref()
-                .and_then(|c| c.refused.clone())
-                .filter(|r| r.ledger == allocated);
-            status.credits = Some(CreditsStatus {
-                allocated,
-                balance: summary.balance,
-                available: summary.available,
-                refused,
-            });
-        }
+        record_org(&mut status, org, obs.ledger);
     }
     let secret_id = |name: &str| match obs.secrets.get(name) {
         Some(SecretSeen::Owned { id, .. }) => id.clone(),

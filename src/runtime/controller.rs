@@ -454,6 +454,12 @@ async fn reconcile_org(
                 return Ok((Retry::Resync, paused, None));
             }
             debug!(%reason, "provider unavailable");
+            // Not checked by this process yet (right after a restart): nothing new to say,
+            // and the status may hold what matters (a paused offboarding, a rejection)
+            // that a "pending" status would overwrite. Look again in a moment.
+            if reason == super::registry::NOT_CHECKED && corg.status.is_some() {
+                return Ok((Retry::Backoff, paused, None));
+            }
             // A provider not checked yet (e.g. right after a restart) or briefly
             // unreachable is no reason to wait minutes: back off from a second.
             let (status, retry) = if transient {
@@ -481,6 +487,13 @@ async fn reconcile_org(
     };
     if deleting {
         let off = reconcile::offboard(&rctx, corg).await?;
+        // The paused status first: it is what tells the next pass (or a restarted
+        // process) that this episode's Warning was already published. A crash between
+        // the two loses that Event, never doubles it; the condition says the same.
+        let written = match (&off.paused, off.done) {
+            (Some(status), false) => apply_status(&api, corg, status, ctx).await?,
+            _ => None,
+        };
         ctx.metrics.offboarding_paused(
             &rctx.provider_name,
             &format!("{ns}/{name}"),
@@ -491,10 +504,6 @@ async fn reconcile_org(
             remove_finalizer(&api, corg, ctx).await?;
             return Ok((Retry::Resync, paused, None));
         }
-        let written = match &off.paused {
-            Some(status) => apply_status(&api, corg, status, ctx).await?,
-            None => None,
-        };
         return Ok((off.retry, paused, written));
     }
     if !finalizer::has(corg) {

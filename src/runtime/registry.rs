@@ -26,6 +26,8 @@ pub struct Slot {
 }
 
 /// Health reason of a provider whose check failed in a way worth retrying soon.
+/// Reason while an OrgProvider has not been checked by this process yet (start-up).
+pub const NOT_CHECKED: &str = "ProviderNotReady";
 pub const UNREACHABLE: &str = "Unreachable";
 
 /// A provider ready for CustomerOrgs, or why it is not.
@@ -122,7 +124,7 @@ impl Registry {
                 transient: reason == UNREACHABLE,
             },
             _ => Availability::Unavailable {
-                reason: "ProviderNotReady".into(),
+                reason: NOT_CHECKED.into(),
                 message: format!("OrgProvider {name:?} has not been checked yet"),
                 transient: true,
             },

@@ -28,6 +28,7 @@ use kube::api::{
 };
 use rand::Rng;
 use serde_json::json;
+use support::chaos::leader_of;
 use support::{Operator, Sim, TestEnv, wait_for_some};
 
 use audit::{Kind, SimView, audit, audit_catches_tampering, is_adoption_conflict};
@@ -162,24 +163,6 @@ async fn edit(api: &Api<DynamicObject>, sim: &Sim, customers: &mut [Customer], e
         customers[i].rotate_requested_at = now;
     }
     apply_edit(api, customers, e).await;
-}
-
-/// The one replica that says it holds the Lease (60 s at most).
-async fn leader_of(ops: &[Operator]) -> usize {
-    wait_for_some(
-        "exactly one replica reporting orgops_leader 1",
-        Duration::from_secs(60),
-        || async {
-            let mut leaders = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                if op.is_leader().await {
-                    leaders.push(i);
-                }
-            }
-            (leaders.len() == 1).then(|| leaders[0])
-        },
-    )
-    .await
 }
 
 async fn lease_holder(leases: &Api<Lease>, name: &str) -> (Option<String>, i32) {

@@ -107,7 +107,7 @@ pub async fn settle(
 }
 
 /// The one replica that says it holds the Lease (60 s at most).
-async fn leader_of(ops: &[Operator]) -> usize {
+pub async fn leader_of(ops: &[Operator]) -> usize {
     wait_for_some(
         "exactly one replica reporting orgops_leader 1",
         Duration::from_secs(60),

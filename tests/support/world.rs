@@ -125,15 +125,15 @@ spec:
     }
 
     pub async fn cleanup(self) {
-        let _ = kubectl(&[
-            "delete",
-            "orgprovider",
-            &self.provider,
-            "--ignore-not-found",
-        ]);
-        drop(self.op);
-        self.env.cleanup().await;
+        super::world::cleanup_world(&self.provider, self.op, self.env).await;
     }
+}
+
+/// Deletes a world's OrgProvider, stops its operator and removes its namespace.
+pub async fn cleanup_world(provider: &str, op: Operator, env: TestEnv) {
+    let _ = kubectl(&["delete", "orgprovider", provider, "--ignore-not-found"]);
+    drop(op);
+    env.cleanup().await;
 }
 
 /// Requests the simulator counted whose (method, route template) pass `keep`.

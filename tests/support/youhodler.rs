@@ -283,13 +283,6 @@ spec:
     }
 
     pub async fn cleanup(self) {
-        let _ = kubectl(&[
-            "delete",
-            "orgprovider",
-            &self.provider,
-            "--ignore-not-found",
-        ]);
-        drop(self.op);
-        self.env.cleanup().await;
+        super::world::cleanup_world(&self.provider, self.op, self.env).await;
     }
 }

@@ -777,6 +777,15 @@ struct HoldBody {
     hold: bool,
 }
 
+/// The client a control route's `:client_id` names.
+fn client_param<'a>(st: &'a mut State, params: &[String]) -> Result<&'a mut YClient, ControlError> {
+    params
+        .first()
+        .and_then(|p| Uuid::parse_str(p).ok())
+        .and_then(|id| st.clients.get_mut(&id))
+        .ok_or_else(|| ControlError::not_found("client"))
+}
+
 /// An out-of-band edit (someone in YouHodler's console): no If-Match, no faults, a new ETag.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -871,22 +880,14 @@ impl App for YouHodler {
             Ctl::Hold => {
                 let b: HoldBody = parse_control_body(body)?;
                 let enterprise = st.enterprise_id;
-                let c = params
-                    .first()
-                    .and_then(|p| Uuid::parse_str(p).ok())
-                    .and_then(|id| st.clients.get_mut(&id))
-                    .ok_or_else(|| ControlError::not_found("client"))?;
+                let c = client_param(st, params)?;
                 c.hold = b.hold;
                 Ok(c.json(enterprise))
             }
             Ctl::Edit => {
                 let b: EditBody = parse_control_body(body)?;
                 let enterprise = st.enterprise_id;
-                let c = params
-                    .first()
-                    .and_then(|p| Uuid::parse_str(p).ok())
-                    .and_then(|id| st.clients.get_mut(&id))
-                    .ok_or_else(|| ControlError::not_found("client"))?;
+                let c = client_param(st, params)?;
                 if let Some(name) = b.display_name {
                     c.display_name = name;
                 }

@@ -200,15 +200,6 @@ impl Provider for GenniaProvider {
         Ok(org_of(client))
     }
 
-    async fn migrate_projects(
-        &self,
-        _: &[String],
-        _: &str,
-        _: &IdempotencyKey,
-    ) -> ProviderResult<Migrated> {
-        Err(not_here("projects to migrate"))
-    }
-
     async fn update_org(&self, _: &str, _: &OrgPatch) -> ProviderResult<Org> {
         Err(not_here("workspace rename or metadata"))
     }
@@ -230,88 +221,6 @@ impl Provider for GenniaProvider {
 
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org> {
         Ok(org_of(self.client.reactivate_client(org_id).await?))
-    }
-
-    async fn archive_org(&self, _: &str) -> ProviderResult<ArchiveResult> {
-        Err(not_here("archive"))
-    }
-
-    async fn get_credit_config(&self, _: &str) -> ProviderResult<CreditConfig> {
-        Err(not_here("credit config"))
-    }
-
-    async fn set_credit_config(&self, _: &str, _: &CreditConfig) -> ProviderResult<CreditConfig> {
-        Err(not_here("credit config"))
-    }
-
-    async fn allocate_credits(
-        &self,
-        _: &str,
-        _: u64,
-        _: &BTreeMap<String, String>,
-        _: &IdempotencyKey,
-    ) -> ProviderResult<Transfer> {
-        Err(not_here("credit transfers"))
-    }
-
-    async fn list_allocations(&self, _: &str) -> ProviderResult<Vec<LedgerAllocation>> {
-        Err(not_here("ledger"))
-    }
-
-    async fn mint_key(
-        &self,
-        _: &str,
-        _: &NewApiKey,
-        _: &IdempotencyKey,
-    ) -> ProviderResult<MintedKey> {
-        Err(not_here("child API keys"))
-    }
-
-    async fn list_keys(&self, _: &str) -> ProviderResult<Vec<ApiKey>> {
-        Err(not_here("child API keys"))
-    }
-
-    async fn rotate_key(&self, _: &str, _: &str, _: &IdempotencyKey) -> ProviderResult<MintedKey> {
-        Err(not_here("child API keys"))
-    }
-
-    async fn revoke_key(&self, _: &str, _: &str) -> ProviderResult<()> {
-        Err(not_here("child API keys"))
-    }
-
-    async fn list_webhooks(&self, _: &str) -> ProviderResult<Vec<WebhookEndpoint>> {
-        Err(not_here("webhooks"))
-    }
-
-    async fn create_webhook(
-        &self,
-        _: &str,
-        _: &NewWebhook,
-        _: &IdempotencyKey,
-    ) -> ProviderResult<CreatedWebhook> {
-        Err(not_here("webhooks"))
-    }
-
-    async fn update_webhook(
-        &self,
-        _: &str,
-        _: &str,
-        _: &WebhookPatch,
-    ) -> ProviderResult<WebhookEndpoint> {
-        Err(not_here("webhooks"))
-    }
-
-    async fn delete_webhook(&self, _: &str, _: &str) -> ProviderResult<()> {
-        Err(not_here("webhooks"))
-    }
-
-    async fn rotate_webhook_secret(
-        &self,
-        _: &str,
-        _: &str,
-        _: &IdempotencyKey,
-    ) -> ProviderResult<Secret> {
-        Err(not_here("webhooks"))
     }
 
     async fn update_user(
