@@ -552,16 +552,14 @@ async fn step_failure(
                     Some(Action::MintKey {
                         name, secret_name, ..
                     }),
-                ) if e.is_retryable() => {
-                    if !working.api_keys.iter().any(|k| &k.name == name) {
-                        working.api_keys.push(crate::api::ApiKeyStatus {
-                            name: name.clone(),
-                            id: String::new(),
-                            prefix: String::new(),
-                            secret_name: secret_name.clone(),
-                            spec_hash: String::new(),
-                        });
-                    }
+                ) if e.is_retryable() && !working.api_keys.iter().any(|k| &k.name == name) => {
+                    working.api_keys.push(crate::api::ApiKeyStatus {
+                        name: name.clone(),
+                        id: String::new(),
+                        prefix: String::new(),
+                        secret_name: secret_name.clone(),
+                        spec_hash: String::new(),
+                    });
                 }
                 (ProviderError::BillingExhausted(_), Some(Action::Allocate { ledger, .. })) => {
                     if let Some(credits) = working.credits.as_mut() {
