@@ -219,8 +219,9 @@ async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result
     .await?;
     let writes = n * bound::WRITES_PER_ORG;
     println!(
-        "API server bound: the same {writes} writes ({} per org: finalizer, status, 2 Secrets, Event) from one client, {} at a time, in {:.1}s ({:.0} writes/s, {:.1} orgs/s)",
+        "API server bound: the same {writes} writes ({} per org: {}) from one client, {} at a time, in {:.1}s ({:.0} writes/s, {:.1} orgs/s)",
         bound::WRITES_PER_ORG,
+        bound::WRITES_NAMED,
         common.concurrency,
         bound.as_secs_f64(),
         writes as f64 / bound.as_secs_f64(),

@@ -505,9 +505,13 @@ async fn step(
             secret_name,
             spec_hash,
             rotation,
+            claim,
             key,
         } => {
             let id = org_id(status)?.to_string();
+            if *claim {
+                secrets::claim(secret_api, corg, secret_name, name, &id).await?;
+            }
             let minted = provider.mint_key(&id, new, key).await?;
             // The secret goes to its Secret before anything else happens.
             write_key_secret(

@@ -538,43 +538,7 @@ async fn step_failure(
                         ),
                     ));
                 }
-                // A definitive refusal made no org: the retry after a fix needs a new key
-                // (a provider that stores 4xx would replay the refusal for ever).
-                (e, Some(Action::CreateOrg { .. })) if e.needs_human() && !e.is_auth() => {
-                    working.create_refusals = Some(working.create_refusals.unwrap_or(0) + 1);
-                }
-                // The key may exist (its answer was lost) with no Secret and no id on
-                // record: remember its name, so that a spec that drops it before the next
-                // pass still gets it revoked (the name is then "gone" and listed keys of
-                // that name are revoked), and a spec that keeps it lists keys first.
-                (
-                    e,
-                    Some(Action::MintKey {
-                        name, secret_name, ..
-                    }),
-                ) if e.is_retryable() && !working.api_keys.iter().any(|k| &k.name == name) => {
-                    working.api_keys.push(crate::api::ApiKeyStatus {
-                        name: name.clone(),
-                        id: String::new(),
-                        prefix: String::new(),
-                        secret_name: secret_name.clone(),
-                        spec_hash: String::new(),
-                    });
-                }
-                (ProviderError::BillingExhausted(_), Some(Action::Allocate { ledger, .. })) => {
-                    if let Some(credits) = working.credits.as_mut() {
-                        let attempts = credits
-                            .refused
-                            .as_ref()
-                            .filter(|r| r.ledger == *ledger)
-                            .map_or(0, |r| r.attempts);
-                        credits.refused = Some(RefusedAllocation {
-                            ledger: *ledger,
-                            attempts: attempts + 1,
-                        });
-                    }
-                }
-                _ => {}
+                _ => remember_failure(error, failed, working),
             }
             provider_failure(error, failed)
         }
@@ -600,6 +564,36 @@ async fn step_failure(
             None,
         ),
     })
+}
+
+/// What a failed write leaves on record for the next pass (the status is written even
+/// when the pass failed): a refused create's count, a refused top-up's attempts.
+pub(crate) fn remember_failure(
+    error: &ProviderError,
+    failed: Option<&Action>,
+    working: &mut CustomerOrgStatus,
+) {
+    match (error, failed) {
+        // A definitive refusal made no org: the retry after a fix needs a new key
+        // (a provider that stores 4xx would replay the refusal for ever).
+        (e, Some(Action::CreateOrg { .. })) if e.needs_human() && !e.is_auth() => {
+            working.create_refusals = Some(working.create_refusals.unwrap_or(0) + 1);
+        }
+        (ProviderError::BillingExhausted(_), Some(Action::Allocate { ledger, .. })) => {
+            if let Some(credits) = working.credits.as_mut() {
+                let attempts = credits
+                    .refused
+                    .as_ref()
+                    .filter(|r| r.ledger == *ledger)
+                    .map_or(0, |r| r.attempts);
+                credits.refused = Some(RefusedAllocation {
+                    ledger: *ledger,
+                    attempts: attempts + 1,
+                });
+            }
+        }
+        _ => {}
+    }
 }
 
 async fn recover_created(
@@ -708,6 +702,7 @@ mod tests {
             secret_name: "s".into(),
             spec_hash: String::new(),
             rotation: None,
+            claim: true,
             key: crate::reconcile::idempotency::derive(&["x"]),
         };
         let e = ProviderError::ForbiddenScope(failure(403, "FORBIDDEN_SCOPE"));

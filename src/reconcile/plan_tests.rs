@@ -372,7 +372,7 @@ fn ledger_is_read_when_status_does_not_prove_the_allocation() {
             available: 1,
             refused: None,
         }),
-        ..Default::default()
+        ..ready_status(&c)
     });
     assert_eq!(
         reads(&c, &BTreeMap::new(), &[], &CAPS, false),
@@ -1023,7 +1023,7 @@ fn a_deep_check_reads_everything_and_a_lowered_target_reads_no_ledger() {
             available: 1,
             refused: None,
         }),
-        ..Default::default()
+        ..ready_status(&c)
     });
     assert_eq!(
         reads(&c, &BTreeMap::new(), &[], &CAPS, false),
@@ -1556,4 +1556,102 @@ fn gennia_refuses_what_it_cannot_honour_before_any_call() {
     let c = gennia_corg(&[("a@x.test", GenniaRole::Admin)]);
     let (_, message) = refusal(&c, &CAPS).expect("refused on layers");
     assert!(message.contains("spec.gennia"));
+}
+
+#[test]
+fn a_key_whose_mint_answer_was_lost_is_revoked_when_the_spec_drops_it() {
+    // Pass 1 mints `a` into a missing Secret: the mint claims the Secret first.
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    let mut o = tracked(&c);
+    o.keys = Some(vec![]);
+    assert!(matches!(
+        plan(&c, &o).actions.as_slice(),
+        [Action::MintKey { claim: true, .. }]
+    ));
+    // The provider made the key, the answer was lost and so was the status (a crash):
+    // what is left is the claimed Secret (empty key id) and the live key.
+    let claimed = super::secrets::marker(
+        "acme-a",
+        &BTreeMap::from([
+            (super::secrets::KEY_ID_ANNOTATION.to_string(), String::new()),
+            (super::secrets::KEY_NAME_ANNOTATION.to_string(), "a".into()),
+        ]),
+    )
+    .expect("a claimed Secret is a marker");
+    assert_eq!(
+        claimed.role,
+        OwnedRole::Key {
+            name: Some("a".into()),
+            id: None
+        }
+    );
+    o.owned.push(claimed);
+    o.secrets.insert(
+        "acme-a".into(),
+        SecretSeen::Owned {
+            id: None,
+            rotated_for: None,
+        },
+    );
+
+    // The spec still wants `a`: the live key is rotated into the Secret (no second mint,
+    // and the claim is not written again).
+    o.keys = Some(vec![api_key("key_1", "a")]);
+    assert!(matches!(
+        writes(&plan(&c, &o)).as_slice(),
+        [Action::RotateKey { key_id, recover: true, .. }] if key_id == "key_1"
+    ));
+
+    // The spec drops `a` instead: the claim makes the keys worth listing, and the live key
+    // is revoked before the Secret goes.
+    c.spec.api_keys.clear();
+    assert!(reads(&c, &o.secrets, &o.owned, &CAPS, false).keys);
+    assert_eq!(
+        writes(&plan(&c, &o)),
+        [
+            &Action::RevokeKey {
+                name: "a".into(),
+                key_id: "key_1".into()
+            },
+            &Action::DeleteSecret {
+                name: "acme-a".into()
+            }
+        ]
+    );
+    // The mint never happened: only the claim goes.
+    o.keys = Some(vec![]);
+    assert_eq!(
+        writes(&plan(&c, &o)),
+        [&Action::DeleteSecret {
+            name: "acme-a".into()
+        }]
+    );
+}
+
+#[test]
+fn endpoints_are_listed_until_ready_at_the_generation() {
+    // Ready at generation 3 with webhook `crm`; a create of `crm` whose answer was lost
+    // left an endpoint nobody recorded (no Secret, no status entry). The spec drops `crm`.
+    let mut c = corg(spec());
+    c.status = Some(ready_status(&c));
+    assert!(!reads(&c, &BTreeMap::new(), &[], &CAPS, false).webhooks);
+    c.metadata.generation = Some(4);
+    assert!(
+        reads(&c, &BTreeMap::new(), &[], &CAPS, false).webhooks,
+        "a new generation lists endpoints"
+    );
+    let mut o = tracked(&c);
+    o.webhooks = Some(vec![endpoint("ep_1", "crm", "https://crm.example.com")]);
+    assert_eq!(
+        writes(&plan(&c, &o)),
+        [&Action::DeleteWebhook {
+            name: "crm".into(),
+            id: "ep_1".into()
+        }]
+    );
+    // Ready at the new generation: steady state again, no list.
+    c.status = Some(ready_status(&c));
+    assert!(!reads(&c, &BTreeMap::new(), &[], &CAPS, false).webhooks);
 }

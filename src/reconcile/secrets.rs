@@ -57,7 +57,8 @@ pub fn marker(
     let role = if let Some(id) = a.get(KEY_ID_ANNOTATION) {
         OwnedRole::Key {
             name: a.get(KEY_NAME_ANNOTATION).cloned(),
-            id: Some(id.clone()),
+            // Empty on a claim written before its mint (see `claim`).
+            id: Some(id.clone()).filter(|id| !id.is_empty()),
         }
     } else if let Some(id) = a.get(WEBHOOK_ID_ANNOTATION) {
         OwnedRole::Webhook {
@@ -93,6 +94,7 @@ pub async fn seen(
     let id = annotations
         .get(KEY_ID_ANNOTATION)
         .or_else(|| annotations.get(WEBHOOK_ID_ANNOTATION))
+        .filter(|id| !id.is_empty())
         .cloned();
     let rotated_for = annotations.get(ROTATED_FOR_ANNOTATION).cloned();
     Ok(SecretSeen::Owned { id, rotated_for })
@@ -186,6 +188,33 @@ pub async fn write(
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
     }
     apply_owned(api, corg, name, annotations, data).await?;
+    Ok(())
+}
+
+/// Claims a missing key Secret before its key is minted: written empty, with the spec
+/// entry's name and an empty key id. Keys carry no metadata at the provider, so this is
+/// the durable record that a key of that name is this object's, should the mint's answer
+/// be lost and the spec drop the entry before the next pass. The mint's answer replaces it.
+pub async fn claim(
+    api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    name: &str,
+    entry: &str,
+    org_id: &str,
+) -> Result<(), SecretError> {
+    if let Some(existing) = api.get_opt(name).await? {
+        return if owned_by(&existing, corg) {
+            Ok(())
+        } else {
+            Err(SecretError::Foreign(name.to_string()))
+        };
+    }
+    let annotations = BTreeMap::from([
+        (KEY_ID_ANNOTATION.to_string(), String::new()),
+        (KEY_NAME_ANNOTATION.to_string(), entry.to_string()),
+        (ORG_ID_ANNOTATION.to_string(), org_id.to_string()),
+    ]);
+    apply_owned(api, corg, name, annotations, BTreeMap::new()).await?;
     Ok(())
 }
 

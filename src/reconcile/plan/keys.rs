@@ -128,6 +128,7 @@ pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, pla
                 secret_name: secret_name.clone(),
                 spec_hash: spec_hash.clone(),
                 rotation: rotation.clone(),
+                claim: seen == SecretSeen::Missing,
                 key: derive(&[
                     uid,
                     "mint",

@@ -149,13 +149,17 @@ pub enum Action {
         key: IdempotencyKey,
     },
     /// Mint a key for a spec entry that has none. `rotation`: the pending rotate-keys
-    /// value, recorded on the Secret (a fresh key needs no rotation).
+    /// value, recorded on the Secret (a fresh key needs no rotation). `claim`: the Secret
+    /// is missing, so it is first written empty, naming the key: keys carry no metadata at
+    /// the provider, and without that marker a key whose answer was lost (a crash, a
+    /// timeout) would be nobody's to revoke once the spec drops it.
     MintKey {
         name: String,
         new: NewApiKey,
         secret_name: String,
         spec_hash: String,
         rotation: Option<String>,
+        claim: bool,
         key: IdempotencyKey,
     },
     /// Rotate `key_id` and write the new secret. `rotation: Some(value)` rotates for the
@@ -359,7 +363,7 @@ pub fn refusal(corg: &CustomerOrg, caps: &Capabilities) -> Option<(String, Strin
     })
 }
 
-fn was_ready_at_this_generation(corg: &CustomerOrg) -> bool {
+pub(super) fn was_ready_at_this_generation(corg: &CustomerOrg) -> bool {
     corg.status.as_ref().is_some_and(|s| {
         conditions::find(&s.conditions, READY).is_some_and(|c| {
             c.status == "True" && c.observed_generation == corg.metadata.generation

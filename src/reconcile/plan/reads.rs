@@ -71,7 +71,11 @@ pub fn reads(
         .webhooks
         .iter()
         .any(|s| !spec_hooks.contains(s.name.as_str()))
-        || unclaimed(true);
+        || unclaimed(true)
+        // An endpoint whose create answer was lost is known only by its own marker: every
+        // pass lists endpoints until the object is Ready at its generation, so a spec that
+        // drops such a webhook (a new generation) always has its endpoints listed.
+        || !super::was_ready_at_this_generation(corg);
     // Only a possible top-up needs the ledger: a lowered target moves nothing.
     let wanted = desired_allocated(corg);
     let ledger = match &status.credits {
