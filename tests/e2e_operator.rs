@@ -274,6 +274,7 @@ async fn lost_cluster_reapply_creates_nothing_new() {
     let corg = w.wait_ready("acme").await;
     let org_id = text(&corg["status"]["orgId"], "orgId");
     let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
+    let hook_secret = text(&corg["status"]["webhooks"][0]["secretName"], "webhook secret");
     let orgs_before = w.sim.state().await["orgs"].as_array().map_or(0, Vec::len);
     let transfers = |s: &Value| {
         s["ledgers"][org_id.as_str()].as_array().map_or(0, |l| {
@@ -295,8 +296,15 @@ async fn lost_cluster_reapply_creates_nothing_new() {
     ]);
     w.env
         .kubectl_ok(&["delete", "customerorg", "acme", "--timeout=30s"]);
-    w.env
-        .kubectl_ok(&["delete", "secret", &secret_name, "--ignore-not-found"]);
+    // Its Secrets are gone with it (not left to the garbage collector, whose monitor for a
+    // freshly installed CRD may take its discovery period to start).
+    w.env.kubectl_ok(&[
+        "delete",
+        "secret",
+        &secret_name,
+        &hook_secret,
+        "--ignore-not-found",
+    ]);
 
     apply_yaml_ok(&yaml);
     w.op.restart();
