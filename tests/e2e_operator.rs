@@ -274,7 +274,10 @@ async fn lost_cluster_reapply_creates_nothing_new() {
     let corg = w.wait_ready("acme").await;
     let org_id = text(&corg["status"]["orgId"], "orgId");
     let secret_name = text(&corg["status"]["apiKeys"][0]["secretName"], "secret");
-    let hook_secret = text(&corg["status"]["webhooks"][0]["secretName"], "webhook secret");
+    let hook_secret = text(
+        &corg["status"]["webhooks"][0]["secretName"],
+        "webhook secret",
+    );
     let orgs_before = w.sim.state().await["orgs"].as_array().map_or(0, Vec::len);
     let transfers = |s: &Value| {
         s["ledgers"][org_id.as_str()].as_array().map_or(0, |l| {

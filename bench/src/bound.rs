@@ -132,13 +132,7 @@ async fn one_org(
             )
             .await?;
     }
-    corgs
-        .patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&status(false)),
-        )
-        .await?;
+    apply_status(corgs, &name, &status(false)).await?;
     let uid = obj.metadata.uid.clone().unwrap_or_default();
     let event: Event = serde_json::from_value(json!({
         "metadata": {"name": format!("{name}.{}", &uuid::Uuid::new_v4().simple().to_string()[..16])},
@@ -154,11 +148,20 @@ async fn one_org(
     }))
     .map_err(|e| failed(format!("bound: an Event: {e}")))?;
     events.create(&PostParams::default(), &event).await?;
+    apply_status(corgs, &name, &status(true)).await?;
+    Ok(())
+}
+
+async fn apply_status(
+    corgs: &Api<DynamicObject>,
+    name: &str,
+    status: &serde_json::Value,
+) -> Result<()> {
     corgs
         .patch_status(
-            &name,
+            name,
             &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&status(true)),
+            &Patch::Apply(status),
         )
         .await?;
     Ok(())
