@@ -109,10 +109,20 @@ async fn lost_responses_replay_instead_of_duplicating() {
     let mut ids = Vec::new();
     for i in 0..10 {
         let marker = format!("ns/h{i}");
-        let (ep, _) = p
-            .create_parent_endpoint(&firehose(&marker), &key(format!("c-{i}")))
-            .await
-            .unwrap();
+        // The client's own retries can all be unlucky at these rates; the operator then
+        // sends the same request with the same key on its next pass, as this loop does.
+        let mut attempt = 0;
+        let (ep, _) = loop {
+            attempt += 1;
+            match p
+                .create_parent_endpoint(&firehose(&marker), &key(format!("c-{i}")))
+                .await
+            {
+                Ok(created) => break created,
+                Err(e) if e.is_retryable() && attempt < 20 => continue,
+                Err(e) => panic!("create {i} failed after {attempt} passes: {e}"),
+            }
+        };
         ids.push(ep.id);
     }
     set_faults(&sim, json!({})).await;
