@@ -68,6 +68,28 @@ async fn apply_converges_once_and_then_stays_quiet() {
 
     // The operator's metrics endpoint works and carries no per-object labels.
     let metrics = w.op.metrics().await;
+    // A new customer's CustomerOrg writes (issue 18): the finalizer came with the create
+    // (the finalizer policy), and only the verifying pass wrote status (the creating pass's
+    // status would have been superseded at once). The counter also holds the OrgProvider's
+    // one status write (Ready).
+    let kube_writes = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("orgops_kube_writes_total{{kind=\"{kind}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        kube_writes("finalizer"),
+        0.0,
+        "finalizer patched:\n{metrics}"
+    );
+    assert_eq!(
+        kube_writes("status"),
+        2.0,
+        "status writes for one new org and its provider:\n{metrics}"
+    );
     assert!(
         metrics.contains("orgops_reconciles_total{result=\"ok\"}"),
         "{metrics}"
@@ -288,17 +310,14 @@ async fn lost_cluster_reapply_creates_nothing_new() {
 
     // The cluster forgets everything without offboarding. A lost cluster has no operator
     // running: a live one would re-add its finalizer and archive the org on the delete.
+    // Deleted first: the finalizer policy gives an object that is not being deleted its
+    // finalizer back.
     w.op.kill();
-    w.env.kubectl_ok(&[
-        "patch",
-        "customerorg",
-        "acme",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
     w.env
-        .kubectl_ok(&["delete", "customerorg", "acme", "--timeout=30s"]);
+        .kubectl_ok(&["delete", "customerorg", "acme", "--wait=false"]);
+    w.env.drop_finalizers("customerorg", "acme");
+    w.env
+        .kubectl_ok(&["wait", "--for=delete", "customerorg/acme", "--timeout=30s"]);
     // Its Secrets are gone with it (not left to the garbage collector, whose monitor for a
     // freshly installed CRD may take its discovery period to start).
     w.env.kubectl_ok(&[

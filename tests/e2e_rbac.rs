@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::{
-    OPERATOR_SA, Sim, TestEnv, apply_yaml_ok, free_port, kubectl, kubectl_ok, log_dir,
-    workspace_root, write_token_kubeconfig,
+    OPERATOR_SA, Sim, TestEnv, apply_yaml_ok, create_namespace_without_finalizer_policy, free_port,
+    kubectl, kubectl_ok, log_dir, workspace_root, write_token_kubeconfig,
 };
 
 /// Long enough for the full role to converge on a busy 2-core machine; the cases where
@@ -419,7 +419,10 @@ fn start_operator(sa_ns: &str, namespaces: &str, own_ns: &str, lease: &str) -> R
 /// The scenario: apply a CustomerOrg with keys k1 and k2, wait for Ready, look at what the
 /// operator did; once Ready, drop k2 from the spec and wait for its Secret to go.
 async fn run_case(case: &Case) -> Seen {
-    let env = TestEnv::new(&format!("rbac-{}", case.name.replace('_', "-"))).await;
+    // Without the finalizer policy: each case shows what the operator itself does (the
+    // finalizer patch comes before the first provider write).
+    let env =
+        TestEnv::without_finalizer_policy(&format!("rbac-{}", case.name.replace('_', "-"))).await;
     let ns = env.ns.clone();
     let name = format!("orgops-rbac-{ns}");
     let provider = format!("p-{ns}");
@@ -1004,9 +1007,9 @@ async fn namespaced_install_reconciles_its_namespace_and_reaches_no_other() {
     let watched = env.ns.clone();
     let own = format!("{watched}-sys");
     let other = format!("{watched}-other");
-    for ns in [&own, &other] {
-        kubectl_ok(&["create", "namespace", ns]);
-    }
+    kubectl_ok(&["create", "namespace", &own]);
+    // Left out of the finalizer policy, so a finalizer there could only be the operator's.
+    create_namespace_without_finalizer_policy(&other);
     let objects = overlay_rbac(&own, &watched, &watched);
     assert!(
         !objects.iter().any(|d| d["kind"] == "ClusterRoleBinding"

@@ -42,26 +42,34 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// `kubectl apply --server-side -f crds/` and wait until Established.
+/// `kubectl apply --server-side -f crds/` and wait until Established; then the finalizer
+/// policy, as `kubectl apply -k deploy/` installs it (the finalizer is part of the create).
 pub fn install_crds(kubeconfig: &Path, root: &Path) -> Result<()> {
     let crds = root.join("crds").to_string_lossy().into_owned();
-    for args in [
+    let policy = root
+        .join("deploy/base/finalizer-policy.yaml")
+        .to_string_lossy()
+        .into_owned();
+    let apply = |path: &str| {
         vec![
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=orgops-bench",
-            "-f",
-            &crds,
-        ],
-        vec![
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            &crds,
-        ],
-    ] {
+            "apply".to_string(),
+            "--server-side".into(),
+            "--force-conflicts".into(),
+            "--field-manager=orgops-bench".into(),
+            "-f".into(),
+            path.to_string(),
+        ]
+    };
+    let wait = [
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "-f",
+        &crds,
+    ]
+    .map(String::from)
+    .to_vec();
+    for args in [apply(&crds), wait, apply(&policy)] {
         let out = Command::new("kubectl")
             .env("KUBECONFIG", kubeconfig)
             .args(&args)
@@ -85,32 +93,46 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops the operator's finalizers (the operator is stopped by now) and deletes the namespace.
+/// Deletes the namespace, then drops the finalizers of its CustomerOrgs (the operator is
+/// stopped by now) as the namespace controller marks them deleted: the finalizer policy
+/// gives an object that is not being deleted its finalizer back, so only deleting ones
+/// are patched. Gives up after two minutes (the namespace then stays Terminating).
 pub async fn delete_namespace(client: &kube::Client, ns: &str) -> Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
-    let names: Vec<String> = api
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    let clear = json!({"metadata": {"finalizers": null}});
-    stream::iter(names)
-        .map(|name| {
-            let api = api.clone();
-            let clear = clear.clone();
-            async move {
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(clear))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<()>>()
-        .await?;
     let nss: Api<Namespace> = Api::all(client.clone());
     nss.delete(ns, &DeleteParams::default()).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
+    let clear = json!({"metadata": {"finalizers": null}});
+    let until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < until {
+        let left = api.list_metadata(&ListParams::default()).await?.items;
+        if left.is_empty() {
+            break;
+        }
+        let deleting: Vec<String> = left
+            .into_iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_some())
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        stream::iter(deleting)
+            .map(|name| {
+                let api = api.clone();
+                let clear = clear.clone();
+                async move {
+                    match api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(clear))
+                        .await
+                    {
+                        // Gone between the list and the patch: nothing held it.
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                        other => other.map(|_| ()),
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<()>>()
+            .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     Ok(())
 }
 

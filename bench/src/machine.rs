@@ -57,3 +57,57 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// CPU seconds of the processes sharing the machine during one phase, so the report says
+/// where the time went (the operator, the partner simulator, the API server, etcd, this
+/// benchmark) and how busy the cores were.
+pub struct CpuMeter {
+    started: std::time::Instant,
+    procs: Vec<(&'static str, u32, f64)>,
+}
+
+impl CpuMeter {
+    /// Starts counting for each `(name, pid)` that is alive now.
+    pub fn start(procs: &[(&'static str, Option<u32>)]) -> CpuMeter {
+        CpuMeter {
+            started: std::time::Instant::now(),
+            procs: procs
+                .iter()
+                .filter_map(|(name, pid)| {
+                    let pid = (*pid)?;
+                    Some((*name, pid, cpu_seconds(pid)?))
+                })
+                .collect(),
+        }
+    }
+
+    /// One line: each process's CPU seconds since `start`, the total and the share of the
+    /// machine's cores it used over the phase's wall time.
+    pub fn report(&self, phase: &str) -> String {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut total = 0.0;
+        let parts: Vec<String> = self
+            .procs
+            .iter()
+            .filter_map(|(name, pid, at_start)| {
+                let used = cpu_seconds(*pid)? - at_start;
+                total += used;
+                Some(format!("{name} {used:.1}s"))
+            })
+            .collect();
+        format!(
+            "CPU during {phase} ({cores:.0} cores x {wall:.1}s = {:.1} core-s): {}; total {total:.1}s, the cores {:.0}% busy with these",
+            cores * wall,
+            parts.join(", "),
+            100.0 * total / (cores * wall).max(f64::EPSILON)
+        )
+    }
+}
+
+/// The pid of a local control-plane component (`hack/control-plane/up` writes
+/// `run/<name>.pid` beside the kubeconfig); None for another cluster.
+pub fn control_plane_pid(kubeconfig: &std::path::Path, name: &str) -> Option<u32> {
+    let file = kubeconfig.parent()?.join("run").join(format!("{name}.pid"));
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}

@@ -100,6 +100,12 @@ impl SimProc {
     }
 }
 
+impl SimProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for SimProc {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -138,6 +138,19 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
         &common.operator_args,
     )?;
     let pid = op.pid();
+    let meter = machine::CpuMeter::start(&[
+        ("operator", pid),
+        ("simulator", Some(run.sim.pid())),
+        (
+            "kube-apiserver",
+            machine::control_plane_pid(&common.kubeconfig, "kube-apiserver"),
+        ),
+        (
+            "etcd",
+            machine::control_plane_pid(&common.kubeconfig, "etcd"),
+        ),
+        ("bench", Some(std::process::id())),
+    ]);
     let mut last_print = Instant::now();
     let started = Instant::now();
     let waited = cluster::wait_all_ready(&run.client, &run.ns, n, common.timeout, |ready| {
@@ -163,6 +176,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     };
     let cpu = pid.and_then(machine::cpu_seconds);
     let rss = pid.and_then(machine::peak_rss_mib);
+    let cpu_line = meter.report("converge");
     let calls = run.api.counters().await?.since(&calls_before);
     let writes = cluster::diff(&writes_before, &writes_now(&run, &op).await);
 
@@ -183,6 +197,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
         "operator peak RSS (VmHWM): {}",
         rss.map_or("n/a".into(), |r| format!("{r:.1} MiB"))
     );
+    println!("{cpu_line}");
     print_calls(&calls, n);
     print_writes(&writes, n);
     if opts.bound && converged {
@@ -210,11 +225,23 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
 
 /// Measures and prints the API server's own bound for `n` new orgs.
 async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result<Duration> {
-    let bound = bound::measure(
+    let procs = [
+        (
+            "kube-apiserver",
+            machine::control_plane_pid(&common.kubeconfig, "kube-apiserver"),
+        ),
+        (
+            "etcd",
+            machine::control_plane_pid(&common.kubeconfig, "etcd"),
+        ),
+        ("bench", Some(std::process::id())),
+    ];
+    let (bound, cpu_line) = bound::measure(
         client,
         n,
         usize::from(common.concurrency),
         common.apply_parallel,
+        || machine::CpuMeter::start(&procs),
     )
     .await?;
     let writes = n * bound::WRITES_PER_ORG;
@@ -227,6 +254,7 @@ async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result
         writes as f64 / bound.as_secs_f64(),
         n as f64 / bound.as_secs_f64()
     );
+    println!("{cpu_line}");
     Ok(bound)
 }
 

@@ -26,12 +26,20 @@ grep -q 'value: "customers,team-b"' "$out/full.yaml"
 grep -q 'cidr: 203.0.113.0/24' "$out/full.yaml"
 grep -q '^kind: OrgProvider$' "$out/full.yaml"
 grep -q '^kind: ServiceMonitor$' "$out/sm.yaml"
+# The finalizer policy: rendered where the cluster serves the API, left out where it does not.
+helm template orgops "$chart" -n orgops-system \
+  --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy > "$out/policy.yaml"
+grep -q '^kind: MutatingAdmissionPolicy$' "$out/policy.yaml"
+grep -q '^kind: MutatingAdmissionPolicyBinding$' "$out/policy.yaml"
+if grep -q '^kind: MutatingAdmissionPolicy$' "$out/default.yaml"; then
+  echo "10-helm: the finalizer policy is rendered for a cluster without its API" >&2; exit 1
+fi
 # Namespaced mode (operator.namespaces set): Roles per namespace, no Secrets cluster-wide.
 helm template orgops "$chart" -n orgops-system --set operator.namespaces='{team-a,team-b}' > "$out/namespaced.yaml"
 python3 hack/tools/rbac-check "$out/default.yaml" cluster-wide orgops-system
 python3 hack/tools/rbac-check "$out/namespaced.yaml" namespaced orgops-system team-a team-b
 
-hack/tools/validate "$out/default.yaml" "$out/full.yaml" "$out/namespaced.yaml"
+hack/tools/validate "$out/default.yaml" "$out/full.yaml" "$out/namespaced.yaml" "$out/policy.yaml"
 
 : "${KUBECONFIG:?KUBECONFIG must point at the running control plane (hack/test exports it)}"
 # Server-side dry-run under names of its own (release, namespaces, cluster-scoped objects), so
@@ -39,7 +47,8 @@ hack/tools/validate "$out/default.yaml" "$out/full.yaml" "$out/namespaced.yaml"
 # run) cannot collide with it: an existing Deployment "orgops" has another, immutable selector.
 own=orgops-helm-check
 mine=(--set fullnameOverride=$own --set provider.name=$own)
-helm template $own "$chart" -n $own "${mine[@]}" > "$out/dry-default.yaml"
+helm template $own "$chart" -n $own "${mine[@]}" \
+  --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy > "$out/dry-default.yaml"
 helm template $own "$chart" -n $own --include-crds "${full[@]}" "${mine[@]}" \
   --set operator.namespaces="{$own-a,$own-b}" > "$out/dry-namespaced.yaml"
 # A dry-run creates nothing, so the CRDs (for the OrgProvider) and the namespaces must exist.

@@ -27,11 +27,48 @@ enum Change {
     Remove(String),
 }
 
+/// What a lookup needs of one live org (docs/benchmarks.md, issue 18): its name, state
+/// and the indexed markers. The caller reads one org in full before acting on it, so
+/// summaries, users and other metadata would only hold memory for every child. Boxed
+/// strings and no per-row map: a two-entry `BTreeMap` alone costs a half-kilobyte node.
+struct Row {
+    name: Box<str>,
+    status: OrgStatus,
+    markers: [Option<Box<str>>; INDEXED.len()],
+}
+
+impl Row {
+    fn of(org: &Org) -> Row {
+        Row {
+            name: org.name.as_str().into(),
+            status: org.status,
+            markers: INDEXED.map(|key| org.metadata.get(key).map(|v| v.as_str().into())),
+        }
+    }
+
+    fn org(&self, id: &str) -> Org {
+        Org {
+            id: id.to_string(),
+            name: self.name.to_string(),
+            status: self.status,
+            metadata: INDEXED
+                .iter()
+                .zip(&self.markers)
+                .filter_map(|(k, v)| Some((k.to_string(), v.as_deref()?.to_string())))
+                .collect(),
+            billing_email: None,
+            summary: None,
+            users: Vec::new(),
+            billing_note: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Entries {
-    by_id: HashMap<String, Org>,
-    /// Usually one id per marker value: a Vec is a tenth of a BTreeSet's size.
-    by_marker: HashMap<(&'static str, String), Vec<String>>,
+    by_id: HashMap<Box<str>, Row>,
+    /// Per indexed key, marker value -> ids: usually one id, so a Vec.
+    by_marker: [HashMap<Box<str>, Vec<Box<str>>>; INDEXED.len()],
 }
 
 impl Entries {
@@ -42,24 +79,16 @@ impl Entries {
                 if org.status == OrgStatus::Archived {
                     return;
                 }
-                for key in INDEXED {
-                    if let Some(value) = org.metadata.get(key) {
-                        let ids = self.by_marker.entry((key, value.clone())).or_default();
-                        if !ids.contains(&org.id) {
-                            ids.push(org.id.clone());
+                let row = Row::of(org);
+                for (slot, value) in self.by_marker.iter_mut().zip(&row.markers) {
+                    if let Some(value) = value {
+                        let ids = slot.entry(value.clone()).or_default();
+                        if !ids.iter().any(|i| **i == *org.id) {
+                            ids.push(org.id.as_str().into());
                         }
                     }
                 }
-                // A row is what a lookup needs (id, name, state, the indexed markers); the
-                // caller reads one org in full before acting on it. Summaries, users and
-                // other metadata would only hold memory for every child.
-                let mut row = org.clone();
-                row.summary = None;
-                row.users = Vec::new();
-                row.billing_email = None;
-                row.billing_note = None;
-                row.metadata.retain(|k, _| INDEXED.contains(&k.as_str()));
-                self.by_id.insert(org.id.clone(), row);
+                self.by_id.insert(org.id.as_str().into(), row);
             }
             Change::Remove(id) => self.remove(id),
         }
@@ -69,26 +98,28 @@ impl Entries {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        for key in INDEXED {
-            let Some(value) = old.metadata.get(key) else {
+        for (slot, value) in self.by_marker.iter_mut().zip(&old.markers) {
+            let Some(value) = value else {
                 continue;
             };
-            let slot = (key, value.clone());
-            if let Some(ids) = self.by_marker.get_mut(&slot) {
-                ids.retain(|i| i != id);
+            if let Some(ids) = slot.get_mut(value) {
+                ids.retain(|i| **i != *id);
                 if ids.is_empty() {
-                    self.by_marker.remove(&slot);
+                    slot.remove(value);
                 }
             }
         }
     }
 
     fn find(&self, key: &'static str, value: &str) -> Vec<Org> {
-        self.by_marker
-            .get(&(key, value.to_string()))
+        let Some(slot) = INDEXED.iter().position(|k| *k == key) else {
+            return Vec::new();
+        };
+        self.by_marker[slot]
+            .get(value)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.by_id.get(id).cloned())
+            .filter_map(|id| self.by_id.get(id).map(|row| row.org(id)))
             .collect()
     }
 }
@@ -156,15 +187,16 @@ impl OrgIndex {
         let mut state = self.lock();
         let pending = state.pending.take().unwrap_or_default();
         let orgs = listed?;
-        let mut entries = Entries::default();
+        // Rebuilt in place under the lock: the old rows go first, so a refresh never holds
+        // two indexes (with the listing, three copies of every child) at once.
+        state.entries = Entries::default();
         for org in orgs {
-            entries.apply(&Change::Upsert(org));
+            state.entries.apply(&Change::Upsert(org));
         }
         // Own writes that finished during the listing may be missing from it.
         for change in &pending {
-            entries.apply(change);
+            state.entries.apply(change);
         }
-        state.entries = entries;
         // Aged from the start of the listing: nothing older than max_age is trusted.
         state.built_at = Some(started);
         Ok(state.entries.find(key, value))

@@ -1,5 +1,6 @@
 //! Controller for CustomerOrgs: finalizer, reconcile/offboard, status (server-side
 //! apply, only when changed), Events and requeue policy.
+use super::deferred_status::DeferredStatus;
 use super::error::RuntimeError;
 use super::events;
 use super::finalizer;
@@ -59,6 +60,8 @@ pub struct OrgCtx {
     pub verify_interval: Duration,
     /// When each object was last verified in depth.
     pub verified: std::sync::Mutex<std::collections::HashMap<ObjectRef<Guarded>, Instant>>,
+    /// Statuses left unwritten by a pass that is verified at once (`deferred_status`).
+    pub deferred: DeferredStatus<ObjectRef<Guarded>>,
 }
 
 impl OrgCtx {
@@ -300,7 +303,10 @@ async fn first_look(
 
 pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, RuntimeError> {
     let _queued = ctx.metrics.queued();
-    let oref = ObjectRef::from_obj(obj.as_ref());
+    // Without the resourceVersion and uid (equality ignores them): this reference is kept
+    // per object in the first-seen, own-write and backoff maps.
+    let mut oref = ObjectRef::from_obj(obj.as_ref());
+    oref.extra = Default::default();
     let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let span = info_span!("reconcile", object = %object);
     async move {
@@ -354,7 +360,8 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
         };
         let started = Instant::now();
         let epoch = ctx.own_writes.epoch();
-        let result = reconcile_org(corg, &ctx).await;
+        let deferred = ctx.deferred.take(&oref, corg.metadata.uid.as_deref());
+        let result = reconcile_org(corg, deferred, &oref, &ctx).await;
         let (action, kind) = match &result {
             Ok((retry, paused, written)) => {
                 let kind = match (retry, paused) {
@@ -420,9 +427,12 @@ fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration 
 }
 
 /// Returns when to come back, whether the object is paused and the resourceVersion our
-/// status write produced (None: no status write).
+/// status write produced (None: no status write). `deferred`: the status the previous
+/// pass left unwritten (`deferred_status`); this pass plans from it and writes its own.
 async fn reconcile_org(
     corg: &CustomerOrg,
+    deferred: Option<CustomerOrgStatus>,
+    oref: &ObjectRef<Guarded>,
     ctx: &OrgCtx,
 ) -> Result<(Retry, bool, Option<String>), RuntimeError> {
     let name = corg.name_any();
@@ -507,12 +517,34 @@ async fn reconcile_org(
         return Ok((off.retry, paused, written));
     }
     if !finalizer::has(corg) {
-        // Before the first provider write, so a deletion always offboards.
+        // Before the first provider write, so a deletion always offboards. Usually already
+        // there: the MutatingAdmissionPolicy in deploy/ adds it when the object is stored.
         finalizer::apply(&api, &name, &finalizer::add_patch(corg)).await?;
         ctx.metrics.kube_write(KubeWrite::Finalizer);
     }
-    let outcome = reconcile::reconcile(&rctx, corg).await?;
-    publish(ctx, corg, &outcome.events).await;
+    let verifying = deferred.is_some();
+    let planned;
+    let view = match deferred {
+        Some(status) => {
+            planned = CustomerOrg {
+                status: Some(status),
+                ..corg.clone()
+            };
+            &planned
+        }
+        None => corg,
+    };
+    let outcome = reconcile::reconcile(&rctx, view).await?;
+    publish(ctx, view, &outcome.events).await;
+    if outcome.retry == Retry::Soon
+        && !verifying
+        && let Some(uid) = corg.metadata.uid.as_deref()
+    {
+        // Verified at once by the next pass, which writes what it observes: this status
+        // would be superseded a moment later.
+        ctx.deferred.defer(oref.clone(), uid, outcome.status);
+        return Ok((Retry::Soon, paused, None));
+    }
     let written = apply_status(&api, corg, &outcome.status, ctx).await?;
     Ok((outcome.retry, paused, written))
 }
@@ -564,13 +596,17 @@ async fn apply_status(
     Ok(updated.metadata.resource_version)
 }
 
-/// Compared as JSON, the way the API server would store it.
+/// Compared as JSON, the way the API server would store it. Both sides are the same type,
+/// so their encodings list fields in the same order: comparing the bytes is comparing the
+/// documents, without building a `Value` tree per pass (docs/benchmarks.md).
 pub fn status_differs(current: Option<&CustomerOrgStatus>, wanted: &CustomerOrgStatus) -> bool {
-    let wanted = serde_json::to_value(wanted).unwrap_or_default();
-    let current = current
-        .and_then(|c| serde_json::to_value(c).ok())
-        .unwrap_or(serde_json::Value::Null);
-    current != wanted
+    let Some(current) = current else {
+        return true;
+    };
+    match (serde_json::to_vec(current), serde_json::to_vec(wanted)) {
+        (Ok(current), Ok(wanted)) => current != wanted,
+        _ => true,
+    }
 }
 
 /// Runs one CustomerOrg controller until `shutdown` resolves.

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod args;
 pub mod controller;
+pub mod deferred_status;
 pub mod error;
 pub mod events;
 pub mod finalizer;
@@ -203,6 +204,7 @@ async fn run_controllers(
         may_write,
         verify_interval: args.verify_interval,
         verified: Default::default(),
+        deferred: Default::default(),
     });
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];

@@ -12,7 +12,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,12 +22,13 @@ use tracing::warn;
 type Meta = PartialObjectMeta<Secret>;
 
 /// What the cache keeps of one Secret: its controller's uid, its resourceVersion and its
-/// `orgops.dev/` annotations (nothing else is read).
+/// `orgops.dev/` annotations (nothing else is read). Boxed strings and a slice instead of
+/// a map: a map node per Secret was most of this cache's size (docs/benchmarks.md).
 #[derive(Clone, Debug, PartialEq)]
 struct Marker {
-    controller: Option<String>,
-    resource_version: String,
-    annotations: BTreeMap<String, String>,
+    controller: Option<Box<str>>,
+    resource_version: Box<str>,
+    annotations: Box<[(Box<str>, Box<str>)]>,
 }
 
 impl Marker {
@@ -37,27 +38,46 @@ impl Marker {
                 .owner_references()
                 .iter()
                 .find(|o| o.controller == Some(true))
-                .map(|o| o.uid.clone()),
-            resource_version: m.resource_version().unwrap_or_default(),
+                .map(|o| o.uid.as_str().into()),
+            resource_version: m.resource_version().unwrap_or_default().into(),
             annotations: m
                 .annotations()
                 .iter()
                 .filter(|(k, _)| k.starts_with("orgops.dev/"))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                 .collect(),
         }
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|(k, _)| **k == *key)
+            .map(|(_, v)| &**v)
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        self.annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
 /// (namespace, name)
-type Key = (String, String);
+type Key = (Box<str>, Box<str>);
+
+fn key(ns: &str, name: &str) -> Key {
+    (ns.into(), name.into())
+}
 
 /// The Secrets by key, and by controller uid: a reconcile looks up its own Secrets
 /// instead of scanning every one (which made each pass O(Secrets)).
 #[derive(Default)]
 struct Index {
     by_key: HashMap<Key, Marker>,
-    by_owner: HashMap<String, BTreeSet<Key>>,
+    /// Usually two or three Secrets per controller: a Vec.
+    by_owner: HashMap<Box<str>, Vec<Key>>,
 }
 
 impl Index {
@@ -67,7 +87,7 @@ impl Index {
             self.by_owner
                 .entry(uid.clone())
                 .or_default()
-                .insert(key.clone());
+                .push(key.clone());
         }
         self.by_key.insert(key, marker);
     }
@@ -79,7 +99,7 @@ impl Index {
         if let Some(uid) = old.controller
             && let Some(keys) = self.by_owner.get_mut(&uid)
         {
-            keys.remove(key);
+            keys.retain(|k| k != key);
             if keys.is_empty() {
                 self.by_owner.remove(&uid);
             }
@@ -113,7 +133,7 @@ impl Default for OwnedSecrets {
 }
 
 fn key_of(m: &Meta) -> Key {
-    (m.namespace().unwrap_or_default(), m.name_any())
+    key(&m.namespace().unwrap_or_default(), &m.name_any())
 }
 
 impl OwnedSecrets {
@@ -181,7 +201,7 @@ impl OwnedSecrets {
         let stale: Vec<Key> = index
             .by_key
             .keys()
-            .filter(|(ns, _)| scope.is_none_or(|s| s == ns))
+            .filter(|(ns, _)| scope.is_none_or(|s| *s == **ns))
             .cloned()
             .collect();
         for key in stale {
@@ -215,13 +235,12 @@ impl OwnedSecrets {
         expected
             .iter()
             .map(|e| {
-                let found = index.by_key.get(&(ns.clone(), e.name.to_string()))?;
+                let found = index.by_key.get(&key(&ns, e.name))?;
                 let controlled = found.controller.as_deref() == Some(uid);
-                let same_id =
-                    found.annotations.get(e.id_annotation).map(String::as_str) == Some(e.id);
+                let same_id = found.annotation(e.id_annotation) == Some(e.id);
                 (controlled && same_id).then(|| SecretVersion {
                     name: e.name.to_string(),
-                    resource_version: found.resource_version.clone(),
+                    resource_version: found.resource_version.to_string(),
                 })
             })
             .collect()
@@ -242,7 +261,7 @@ impl crate::reconcile::OwnedSecretIndex for OwnedSecrets {
             .flatten()
             .filter_map(|key| {
                 let m = index.by_key.get(key)?;
-                crate::reconcile::secrets::marker(&key.1, &m.annotations)
+                crate::reconcile::secrets::marker(&key.1, &m.annotations())
             })
             .collect()
     }

@@ -16,8 +16,8 @@ static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 impl ControlPlane {
     /// Reuses a reachable control plane or runs `hack/control-plane/up` (under a file
-    /// lock, so parallel test binaries do not race), then applies `crds/` and
-    /// `deploy/rbac.yaml` with server-side apply. Panics with the reason on failure.
+    /// lock, so parallel test binaries do not race), then applies `crds/`, the finalizer
+    /// policy and `deploy/rbac.yaml` with server-side apply. Panics with the reason on failure.
     pub fn ensure() -> &'static ControlPlane {
         CONTROL_PLANE.get_or_init(|| {
             let kubeconfig = find_or_start();
@@ -118,7 +118,7 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
         })
         .unwrap_or(false);
     let crds = crds.to_string_lossy().into_owned();
-    if has_crds {
+    let apply = |path: &str, what: &str| {
         ok(
             &[
                 "apply",
@@ -126,10 +126,13 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
                 "--force-conflicts",
                 "--field-manager=orgops-e2e",
                 "-f",
-                &crds,
+                path,
             ],
-            "applying crds/",
-        );
+            what,
+        )
+    };
+    if has_crds {
+        apply(&crds, "applying crds/");
         ok(
             &[
                 "wait",
@@ -141,6 +144,13 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
             "waiting for the CRDs to be Established",
         );
     }
+    // The finalizer policy, as `kubectl apply -k deploy/` installs it: tests run against the
+    // cluster a user gets (namespaces labelled orgops.dev/finalizer-policy=off opt out).
+    let policy = root.join("deploy/base/finalizer-policy.yaml");
+    apply(
+        &policy.to_string_lossy(),
+        "applying deploy/base/finalizer-policy.yaml",
+    );
     // The RBAC file holds namespaced objects in orgops-system.
     let ns = run_kubectl(
         kubeconfig,

@@ -18,6 +18,15 @@ impl TestEnv {
         TestEnv { ns, cleaned: false }
     }
 
+    /// Like `new`, in a namespace the finalizer policy leaves out
+    /// (`orgops.dev/finalizer-policy=off`): the operator adds its finalizer itself there.
+    pub async fn without_finalizer_policy(name: &str) -> TestEnv {
+        ControlPlane::ensure();
+        let ns = namespace_name(name);
+        create_namespace_without_finalizer_policy(&ns);
+        TestEnv { ns, cleaned: false }
+    }
+
     /// A kube client with admin credentials.
     pub async fn client(&self) -> kube::Client {
         ControlPlane::ensure().client().await
@@ -35,6 +44,19 @@ impl TestEnv {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
         kubectl_ok(&all)
+    }
+
+    /// Drops every finalizer of `kind/name` (a merge patch); for an object being deleted,
+    /// what the operator's removal does.
+    pub fn drop_finalizers(&self, kind: &str, name: &str) {
+        self.kubectl_ok(&[
+            "patch",
+            kind,
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
     }
 
     /// Deletes the namespace (without waiting) and the ServiceAccount's bindings.
@@ -114,4 +136,12 @@ fn namespace_name(name: &str) -> String {
     let clean = clean.trim_matches('-');
     let clean = &clean[..clean.len().min(48)];
     format!("t-{}-{}", clean.trim_end_matches('-'), random_suffix())
+}
+
+/// Creates namespace `ns` labelled `orgops.dev/finalizer-policy=off` (one write, so the
+/// label is there before anything is created in it).
+pub fn create_namespace_without_finalizer_policy(ns: &str) {
+    super::apply_yaml_ok(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    orgops.dev/finalizer-policy: \"off\"\n"
+    ));
 }

@@ -18,7 +18,7 @@ pub mod world;
 pub mod youhodler;
 
 pub use control_plane::{ControlPlane, client_for};
-pub use env::TestEnv;
+pub use env::{TestEnv, create_namespace_without_finalizer_policy};
 pub use gennia::{GenniaSim, GenniaWorld};
 pub use operator::{
     OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig, write_token_kubeconfig_for,
@@ -111,7 +111,7 @@ pub fn apply_yaml_ok(yaml: &str) {
     );
 }
 
-fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+pub fn kubectl_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
     let kubeconfig = ControlPlane::ensure().kubeconfig.clone();
     run_kubectl(&kubeconfig, args, stdin)
 }
