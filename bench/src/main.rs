@@ -70,10 +70,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         orgs: usize,
     },
-    /// Converge N CustomerOrgs at the standard tier: 429s and time against the tier's minimum.
+    /// Converge N CustomerOrgs at a rate-limited tier (standard by default; `--tier partner`:
+    /// 3,000 writes a minute): 429s and time against the tier's minimum.
     Standard {
         #[arg(long, default_value_t = 20)]
         orgs: usize,
+        /// `standard` or `partner`.
+        #[arg(long, default_value = "standard")]
+        tier: String,
     },
     /// Only the naive six-call sequence against a fresh simulator.
     Naive {
@@ -122,7 +126,7 @@ async fn main() -> std::process::ExitCode {
             };
             scenarios::converge(&common, &opts).await
         }
-        Cmd::Standard { orgs } => scenarios::standard(&common, orgs).await,
+        Cmd::Standard { orgs, tier } => scenarios::standard(&common, orgs, &tier).await,
         Cmd::Bound { orgs } => scenarios::bound_only(&common, orgs).await,
         Cmd::Naive { orgs, latency_ms } => scenarios::naive_only(orgs, latency_ms).await,
     };
