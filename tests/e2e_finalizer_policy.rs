@@ -1,4 +1,4 @@
-//! The finalizer policy (`deploy/base/finalizer-policy.yaml`, a MutatingAdmissionPolicy) on
+//! The finalizer policy (`deploy/finalizer-policy.yaml`, a MutatingAdmissionPolicy) on
 //! the real kube-apiserver, with no operator running: a new CustomerOrg is stored with the
 //! offboarding finalizer (the operator's finalizer patch, one write per new customer, is
 //! not needed); a GitOps re-apply that does not list it (server-side apply as another
@@ -8,7 +8,8 @@
 mod support;
 
 use serde_json::Value;
-use support::{TestEnv, kubectl_with_stdin};
+use std::time::Duration;
+use support::{TestEnv, kubectl, kubectl_with_stdin, wait_for, workspace_root};
 
 const FINALIZER: &str = "orgops.dev/offboard";
 
@@ -58,9 +59,58 @@ fn get(env: &TestEnv) -> Option<Value> {
         .then(|| serde_json::from_slice(&out.stdout).expect("object JSON"))
 }
 
+/// Installs the policy (it is optional, so the harness does not) and waits until the API
+/// server applies it: a server-side dry-run create comes back with the finalizer.
+async fn install_policy(env: &TestEnv) {
+    let policy = workspace_root().join("deploy/finalizer-policy.yaml");
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=orgops-e2e",
+        "-f",
+        &policy.to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "apply the policy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = manifest(&env.ns, "Probe");
+    wait_for(
+        "the finalizer policy to apply",
+        Duration::from_secs(90),
+        || {
+            let probe = probe.clone();
+            async move {
+                let out = kubectl_with_stdin(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(&probe),
+                );
+                out.status.success()
+                    && serde_json::from_slice::<Value>(&out.stdout)
+                        .is_ok_and(|o| finalizers(&o) == [FINALIZER])
+            }
+        },
+    )
+    .await;
+}
+
+/// Removed again, so the other test binaries see the cluster the harness set up.
+fn remove_policy() {
+    let policy = workspace_root().join("deploy/finalizer-policy.yaml");
+    let _ = kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        "-f",
+        &policy.to_string_lossy(),
+    ]);
+}
+
+/// One test (not two): the policy is cluster-wide and removed at the end.
 #[tokio::test]
-async fn new_objects_are_stored_with_the_finalizer_and_keep_it_until_deleted() {
+async fn the_policy_stores_the_finalizer_keeps_it_and_respects_opted_out_namespaces() {
     let env = TestEnv::new("finalizer-policy").await;
+    install_policy(&env).await;
     let created = flux_apply(&env.ns, "Acme");
     assert_eq!(
         finalizers(&created),
@@ -87,16 +137,15 @@ async fn new_objects_are_stored_with_the_finalizer_and_keep_it_until_deleted() {
     assert!(deleting["metadata"]["deletionTimestamp"].is_string());
     env.drop_finalizers("customerorg", "acme");
     env.kubectl_ok(&["wait", "--for=delete", "customerorg/acme", "--timeout=30s"]);
-    env.cleanup().await;
-}
 
-#[tokio::test]
-async fn a_namespace_labelled_off_is_left_out() {
-    let env = TestEnv::without_finalizer_policy("finalizer-policy-off").await;
-    let created = flux_apply(&env.ns, "Acme");
+    // A namespace labelled off is left out.
+    let off = TestEnv::without_finalizer_policy("finalizer-policy-off").await;
+    let created = flux_apply(&off.ns, "Acme");
+    remove_policy();
     assert!(
         finalizers(&created).is_empty(),
         "the policy reached an opted-out namespace: {created}"
     );
+    off.cleanup().await;
     env.cleanup().await;
 }

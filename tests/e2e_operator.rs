@@ -68,10 +68,9 @@ async fn apply_converges_once_and_then_stays_quiet() {
 
     // The operator's metrics endpoint works and carries no per-object labels.
     let metrics = w.op.metrics().await;
-    // A new customer's CustomerOrg writes (issue 18): the finalizer came with the create
-    // (the finalizer policy), and only the verifying pass wrote status (the creating pass's
-    // status would have been superseded at once). The counter also holds the OrgProvider's
-    // one status write (Ready).
+    // A new customer's CustomerOrg status writes (issue 18): only the verifying pass writes
+    // (the creating pass's status would have been superseded at once). The counter also
+    // holds the OrgProvider's one status write (Ready).
     let kube_writes = |kind: &str| {
         metrics
             .lines()
@@ -80,11 +79,6 @@ async fn apply_converges_once_and_then_stays_quiet() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    assert_eq!(
-        kube_writes("finalizer"),
-        0.0,
-        "finalizer patched:\n{metrics}"
-    );
     assert_eq!(
         kube_writes("status"),
         2.0,

@@ -47,7 +47,7 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
 pub fn install_crds(kubeconfig: &Path, root: &Path) -> Result<()> {
     let crds = root.join("crds").to_string_lossy().into_owned();
     let policy = root
-        .join("deploy/base/finalizer-policy.yaml")
+        .join("deploy/finalizer-policy.yaml")
         .to_string_lossy()
         .into_owned();
     let apply = |path: &str| {
@@ -82,7 +82,43 @@ pub fn install_crds(kubeconfig: &Path, root: &Path) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    wait_policy(kubeconfig)
+}
+
+/// Waits until the API server applies the finalizer policy (a server-side dry-run create
+/// in `default` comes back with the finalizer): right after the CRD appears, creates the
+/// policy matches are refused for a while (deploy/finalizer-policy.yaml).
+fn wait_policy(kubeconfig: &Path) -> Result<()> {
+    let probe = r#"{"apiVersion":"orgops.dev/v1alpha1","kind":"CustomerOrg","metadata":{"name":"orgops-bench-probe","namespace":"default"},"spec":{"displayName":"Probe","providerRef":{"name":"none"}}}"#;
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(["create", "--dry-run=server", "-o", "json", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, probe.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let applied = out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|o| {
+                o["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f == "orgops.dev/offboard"))
+            });
+        if applied {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(failed(
+                "the finalizer policy does not apply after 120 s (deploy/finalizer-policy.yaml)",
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 pub async fn create_namespace(client: &kube::Client, ns: &str) -> Result<()> {

@@ -27,7 +27,7 @@ grep -q 'cidr: 203.0.113.0/24' "$out/full.yaml"
 grep -q '^kind: OrgProvider$' "$out/full.yaml"
 grep -q '^kind: ServiceMonitor$' "$out/sm.yaml"
 # The finalizer policy: rendered where the cluster serves the API, left out where it does not.
-helm template orgops "$chart" -n orgops-system \
+helm template orgops "$chart" -n orgops-system --set finalizerPolicy.enabled=true \
   --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy > "$out/policy.yaml"
 grep -q '^kind: MutatingAdmissionPolicy$' "$out/policy.yaml"
 grep -q '^kind: MutatingAdmissionPolicyBinding$' "$out/policy.yaml"
@@ -47,7 +47,7 @@ hack/tools/validate "$out/default.yaml" "$out/full.yaml" "$out/namespaced.yaml" 
 # run) cannot collide with it: an existing Deployment "orgops" has another, immutable selector.
 own=orgops-helm-check
 mine=(--set fullnameOverride=$own --set provider.name=$own)
-helm template $own "$chart" -n $own "${mine[@]}" \
+helm template $own "$chart" -n $own "${mine[@]}" --set finalizerPolicy.enabled=true \
   --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy > "$out/dry-default.yaml"
 helm template $own "$chart" -n $own --include-crds "${full[@]}" "${mine[@]}" \
   --set operator.namespaces="{$own-a,$own-b}" > "$out/dry-namespaced.yaml"

@@ -16,8 +16,8 @@ static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 impl ControlPlane {
     /// Reuses a reachable control plane or runs `hack/control-plane/up` (under a file
-    /// lock, so parallel test binaries do not race), then applies `crds/`, the finalizer
-    /// policy and `deploy/rbac.yaml` with server-side apply. Panics with the reason on failure.
+    /// lock, so parallel test binaries do not race), then applies `crds/` and
+    /// `deploy/rbac.yaml` with server-side apply. Panics with the reason on failure.
     pub fn ensure() -> &'static ControlPlane {
         CONTROL_PLANE.get_or_init(|| {
             let kubeconfig = find_or_start();
@@ -144,13 +144,6 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
             "waiting for the CRDs to be Established",
         );
     }
-    // The finalizer policy, as `kubectl apply -k deploy/` installs it: tests run against the
-    // cluster a user gets (namespaces labelled orgops.dev/finalizer-policy=off opt out).
-    let policy = root.join("deploy/base/finalizer-policy.yaml");
-    apply(
-        &policy.to_string_lossy(),
-        "applying deploy/base/finalizer-policy.yaml",
-    );
     // The RBAC file holds namespaced objects in orgops-system.
     let ns = run_kubectl(
         kubeconfig,
