@@ -164,11 +164,21 @@ enum Next {
     Slow,
 }
 
+/// How long a reconcile waits for the OrgProvider cache's first list.
+const PROVIDERS_LISTED: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn reconcile(pwh: Arc<ParentWebhook>, ctx: Arc<PwhCtx>) -> Result<Requeue, PwhError> {
     let oref = ObjectRef::from_obj(pwh.as_ref());
     let object = format!("{}/{}", pwh.namespace().unwrap_or_default(), pwh.name_any());
     let span = info_span!("reconcile_parent_webhook", object = %object);
     async move {
+        // A provider missing from a cache that has not listed yet (right after a start or a
+        // leader change) is not missing: "ProviderNotFound" then stalled the object until the
+        // slow retry (the Layers chaos suite found it). Wait for the first list, a while at
+        // most (a cache that cannot list, e.g. without the RBAC, must not hold the worker).
+        // Past that, the pass reports what the cache says, as before.
+        let _listed =
+            tokio::time::timeout(PROVIDERS_LISTED, ctx.providers.wait_until_ready()).await;
         // orgops_reconciles_total counts CustomerOrgs only (docs/metrics.md).
         let next = reconcile_one(&pwh, &ctx).await?;
         let delay = match next {
