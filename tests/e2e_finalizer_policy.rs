@@ -66,6 +66,7 @@ async fn install_policy(env: &TestEnv) {
     let out = kubectl(&[
         "apply",
         "--server-side",
+        "--force-conflicts",
         "--field-manager=orgops-e2e",
         "-f",
         &policy.to_string_lossy(),
