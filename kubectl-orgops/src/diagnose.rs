@@ -97,9 +97,11 @@ fn find_cause(view: &CustomerView) -> Diagnosis {
     let current = |c: &ConditionView| {
         c.observed_generation.is_none() || c.observed_generation == view.generation
     };
-    if let Some(c) =
-        ready.filter(|c| c.status == "False" && current(c) && c.reason != "Progressing")
-        && cond(view, RECONCILING).is_none_or(|r| r.status != "True")
+    if let Some(c) = ready.filter(|c| {
+        c.status == "False"
+            && current(c)
+            && !matches!(c.reason.as_str(), "Progressing" | "CorrectingDrift")
+    }) && cond(view, RECONCILING).is_none_or(|r| r.status != "True")
     {
         return make(&c.reason, "CustomerOrg", c.message.clone());
     }
@@ -260,7 +262,7 @@ fn next_step(view: &CustomerView, d: &Diagnosis) -> String {
         "NotObserved" => "check that the operator runs, leads and watches this namespace \
              (docs/troubleshooting.md, \"Nothing happens\")"
             .into(),
-        "Progressing" | "Creating" | "Reconciling" => {
+        "Progressing" | "CorrectingDrift" | "Creating" | "Reconciling" => {
             "wait: work is under way (kubectl orgops status --watch)".into()
         }
         _ => "read the message; docs/troubleshooting.md lists every reason".into(),

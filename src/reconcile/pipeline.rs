@@ -424,13 +424,12 @@ pub async fn run(ctx: &Context, corg: &CustomerOrg) -> Result<Outcome, Reconcile
     // violations it could not be cleared of in time; see docs/benchmarks.md).
     if applied.writes > 0 {
         let message = format!("applied {} change(s); verifying", applied.writes);
-        return Ok(finish(
-            corg,
-            working,
-            Verdict::Progressing { message },
-            Retry::Soon,
-            events,
-        ));
+        let verdict = if plan.drift.is_empty() {
+            Verdict::Progressing { message }
+        } else {
+            Verdict::CorrectingDrift { message }
+        };
+        return Ok(finish(corg, working, verdict, Retry::Soon, events));
     }
     Ok(finish(
         corg,

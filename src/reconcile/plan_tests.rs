@@ -334,6 +334,38 @@ fn drift_is_corrected_and_named() {
     );
 }
 
+/// The pass after a drift correction (the one that verifies it) still calls a new
+/// out-of-band change drift: the correcting pass's status says it was correcting, not
+/// applying the spec (e2e_fidelity, CI of c01670e: a second edit landing before the
+/// verifying pass was corrected without a DriftCorrected Event).
+#[test]
+fn drift_seen_by_the_pass_verifying_a_correction_is_still_drift() {
+    let c0 = corg(spec());
+    let mut c = c0.clone();
+    let mut st = ready_status(&c0);
+    st.conditions = conditions::settle(
+        &st.conditions,
+        &[Cond::new(READY, false, "CorrectingDrift", "restoring")
+            .generation(c0.metadata.generation)],
+        &Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    c.status = Some(st);
+    let mut o = org_for(&c);
+    o.metadata.insert("plan".into(), "hacked".into());
+    let p = plan(&c, &obs(Found::Tracked(Some(o.clone()))));
+    assert!(p.drift.iter().any(|d| d == "metadata"), "{:?}", p.drift);
+    // A pass that was only progressing (applying the spec) is not followed by drift.
+    let mut st = ready_status(&c0);
+    st.conditions = conditions::settle(
+        &st.conditions,
+        &[Cond::new(READY, false, "Progressing", "applying").generation(c0.metadata.generation)],
+        &Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    c.status = Some(st);
+    let p = plan(&c, &obs(Found::Tracked(Some(o))));
+    assert!(p.drift.is_empty(), "{:?}", p.drift);
+}
+
 #[test]
 fn credit_top_up_moves_only_the_difference_and_never_below_ledger() {
     let mut s = spec();

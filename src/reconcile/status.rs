@@ -13,6 +13,9 @@ pub enum Verdict {
     Converged { notes: Vec<String> },
     /// Writes happened; the next pass verifies.
     Progressing { message: String },
+    /// Writes restored out-of-band changes at a generation that was Ready; the next pass
+    /// verifies (and still calls what differs drift).
+    CorrectingDrift { message: String },
     /// A human must act (reason, message).
     Stalled { reason: String, message: String },
     /// Temporary provider trouble.
@@ -169,6 +172,21 @@ pub fn finish(
             Cond::new(READY, false, "Progressing", message.clone()),
             Cond::new(RECONCILING, true, "Progressing", message.clone()),
             Cond::new(STALLED, false, "Progressing", "no human action needed"),
+        ],
+        Verdict::CorrectingDrift { message } => [
+            Cond::new(READY, false, plan::REASON_CORRECTING_DRIFT, message.clone()),
+            Cond::new(
+                RECONCILING,
+                true,
+                plan::REASON_CORRECTING_DRIFT,
+                message.clone(),
+            ),
+            Cond::new(
+                STALLED,
+                false,
+                plan::REASON_CORRECTING_DRIFT,
+                "no human action needed",
+            ),
         ],
         Verdict::Stalled { reason, message } => [
             Cond::new(READY, false, reason, message.clone()),

@@ -35,6 +35,9 @@ pub use reads::{Reads, reads};
 pub const REASON_API_REJECTED: &str = "ApiRejected";
 /// Ready=False reason under managementPolicy Observe when the org differs from the spec.
 pub const REASON_DRIFTED: &str = "Drifted";
+/// Ready=False reason of a pass whose writes restored out-of-band changes at a generation
+/// that was Ready: the next pass still calls what differs drift.
+pub const REASON_CORRECTING_DRIFT: &str = "CorrectingDrift";
 
 /// How the org was found.
 #[derive(Clone, Debug, PartialEq)]
@@ -364,11 +367,22 @@ pub fn refusal(corg: &CustomerOrg, caps: &Capabilities) -> Option<(String, Strin
 }
 
 pub(super) fn was_ready_at_this_generation(corg: &CustomerOrg) -> bool {
-    corg.status.as_ref().is_some_and(|s| {
-        conditions::find(&s.conditions, READY).is_some_and(|c| {
-            c.status == "True" && c.observed_generation == corg.metadata.generation
-        })
-    })
+    ready_reason_at_this_generation(corg).is_some_and(|(ready, _)| ready)
+}
+
+/// Whether this generation was applied already: Ready, or a drift correction since (which
+/// the next pass verifies, from a deferred or a written status). Anything that differs
+/// from the spec then is an out-of-band change, not a spec being applied.
+fn applied_at_this_generation(corg: &CustomerOrg) -> bool {
+    ready_reason_at_this_generation(corg)
+        .is_some_and(|(ready, reason)| ready || reason == REASON_CORRECTING_DRIFT)
+}
+
+fn ready_reason_at_this_generation(corg: &CustomerOrg) -> Option<(bool, &str)> {
+    let s = corg.status.as_ref()?;
+    let c = conditions::find(&s.conditions, READY)?;
+    (c.observed_generation == corg.metadata.generation)
+        .then_some((c.status == "True", c.reason.as_str()))
 }
 
 /// Decides what to do. Pure: same inputs, same plan.
@@ -403,7 +417,7 @@ pub fn plan(corg: &CustomerOrg, obs: &Observed) -> Plan {
         org::plan_claim(corg, &mut plan);
         return plan;
     }
-    let drift = was_ready_at_this_generation(corg) && plan.adopted.is_none();
+    let drift = applied_at_this_generation(corg) && plan.adopted.is_none();
     converge(corg, &org, obs, drift, &mut plan);
     plan
 }
