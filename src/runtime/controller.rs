@@ -16,10 +16,8 @@ use crate::api::{
 };
 use crate::reconcile::{self, OrgEvent, Retry};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -101,6 +99,8 @@ pub const PAGE: u32 = 100;
 const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One controller for `namespace` (None: all namespaces).
+/// `owned`: the owner trigger fed by the scope's one Secret watch
+/// (`owned_secrets::trigger`).
 pub fn controller(
     client: Client,
     namespace: Option<&str>,
@@ -108,17 +108,18 @@ pub fn controller(
     registry: &Arc<Registry>,
     own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
     first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    owned: impl futures::Stream<Item = Result<super::owned_secrets::Meta, watcher::Error>>
+    + Send
+    + 'static,
 ) -> Controller<Guarded> {
-    let (orgs, secrets): (Api<Guarded>, Api<PartialObjectMeta<Secret>>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let orgs: Api<Guarded> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
     // Our own status writes trigger one extra, write-free reconcile; resync comes from
-    // the requeue. The cache keeps CustomerOrgs without managedFields (`prune`), and the
-    // owned Secrets only trigger, watched metadata-only: their data never reaches us here.
+    // the requeue. The cache keeps CustomerOrgs without managedFields (`prune`); the
+    // owned Secrets only trigger, from the scope's one metadata-only watch (the
+    // owned-Secret index's): their data never reaches us.
     let (store, writer) = reflector::store();
     let objects = watcher(
         orgs,
@@ -127,13 +128,6 @@ pub fn controller(
     .modify(prune::prune)
     .reflect(writer)
     .applied_objects();
-    let owned = watcher(
-        secrets,
-        watcher::Config::default()
-            .labels(MANAGED_BY_SELECTOR)
-            .page_size(PAGE),
-    )
-    .touched_objects();
     let ctrl = Controller::for_stream(objects, store.clone()).owns_stream(owned);
     // A provider change is news our last status write did not know: no skipping.
     let writes = own_writes.clone();

@@ -172,10 +172,20 @@ async fn run_controllers(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
+    // One Secret watch per scope: it fills the owned-Secret index, then triggers the
+    // owners in both controllers of that scope.
     let mut owned_secrets = owned_secrets::OwnedSecrets::default();
     let mut caches = Vec::new();
+    let mut triggers = Vec::new();
     for ns in &scopes {
-        caches.push(owned_secrets.watch(client.clone(), *ns).boxed());
+        let (org_tx, org_rx) = owned_secrets::trigger();
+        let (pwh_tx, pwh_rx) = owned_secrets::trigger();
+        caches.push(
+            owned_secrets
+                .watch(client.clone(), *ns, vec![org_tx, pwh_tx])
+                .boxed(),
+        );
+        triggers.push((org_rx, pwh_rx));
     }
     // The caches run until the controllers stop.
     let caches = futures::future::select(futures::future::join_all(caches), stop.clone());
@@ -208,7 +218,7 @@ async fn run_controllers(
     });
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];
-    for ns in scopes {
+    for (ns, (org_rx, pwh_rx)) in scopes.into_iter().zip(triggers) {
         let ctrl = controller::controller(
             client.clone(),
             ns,
@@ -216,10 +226,11 @@ async fn run_controllers(
             &registry,
             org_ctx.own_writes.clone(),
             org_ctx.first_seen.clone(),
+            org_rx,
         );
         tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
         // ParentWebhooks, under the same leadership and write gating.
-        let pwh = parent_webhook_controller::controller(client.clone(), ns);
+        let pwh = parent_webhook_controller::controller(client.clone(), ns, pwh_rx);
         tasks.push(
             parent_webhook_controller::run(pwh, pwh_ctx.clone(), args.concurrency, stop.clone())
                 .boxed(),

@@ -6,7 +6,8 @@
 use super::controller::MANAGED_BY_SELECTOR;
 use super::first_seen::{ExpectedSecret, SecretVersion};
 use crate::api::CustomerOrg;
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -19,7 +20,35 @@ use std::time::Duration;
 use tracing::warn;
 
 /// `Api<PartialObjectMeta<_>>` makes metadata-only requests.
-type Meta = PartialObjectMeta<Secret>;
+pub type Meta = PartialObjectMeta<Secret>;
+
+/// The sending end of a controller's owner trigger (`trigger`).
+pub type Trigger = mpsc::Sender<Meta>;
+
+/// Room for a burst of Secret events while a controller is busy; beyond it the watch
+/// waits for the controller (nothing is dropped).
+const TRIGGER_BUFFER: usize = 1024;
+
+/// A controller's owner trigger fed by the scope's one Secret watch (`OwnedSecrets::watch`):
+/// the sender for `watch`, the stream for `Controller::owns_stream`.
+pub fn trigger() -> (
+    Trigger,
+    impl futures::Stream<Item = Result<Meta, watcher::Error>> + Send + 'static,
+) {
+    let (tx, rx) = mpsc::channel(TRIGGER_BUFFER);
+    (tx, rx.map(Ok))
+}
+
+/// Hands `m` to every trigger; a stopped controller's is dropped from the list.
+async fn forward(triggers: &mut Vec<Trigger>, m: Meta) {
+    let mut open = Vec::with_capacity(triggers.len());
+    for mut tx in triggers.drain(..) {
+        if tx.send(m.clone()).await.is_ok() {
+            open.push(tx);
+        }
+    }
+    *triggers = open;
+}
 
 /// What the cache keeps of one Secret: its controller's uid, its resourceVersion and its
 /// `orgops.dev/` annotations (nothing else is read). Boxed strings and a slice instead of
@@ -62,6 +91,14 @@ impl Marker {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
+}
+
+/// One watched scope's progress through its (re)lists.
+struct ScopeState {
+    scope: Option<String>,
+    /// The Secrets of a relist in progress.
+    relist: Option<Vec<(Key, Marker)>>,
+    listed_once: bool,
 }
 
 /// (namespace, name)
@@ -151,11 +188,17 @@ impl OwnedSecrets {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a cache for `namespace` (None: all); the returned future keeps it filled.
+    /// Adds a cache for `namespace` (None: all). The returned future keeps it filled from
+    /// the one watch of the operator's Secrets in that scope (label selected, metadata
+    /// only), and forwards every Secret it touched, after the index has it, to each of
+    /// `triggers` (the CustomerOrg and ParentWebhook controllers' owner triggers): one
+    /// watch per scope instead of one per consumer, and a trigger never sees an index older
+    /// than its event.
     pub fn watch(
         &mut self,
         client: Client,
         namespace: Option<&str>,
+        triggers: Vec<Trigger>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let api: Api<Meta> = match namespace {
             Some(ns) => Api::namespaced(client, ns),
@@ -169,30 +212,62 @@ impl OwnedSecrets {
             .page_size(super::controller::PAGE);
         let this = self.clone();
         let scope = namespace.map(str::to_string);
-        let mut relist: Option<Vec<(Key, Marker)>> = None;
-        let mut listed_once = false;
-        watcher(api, cfg).default_backoff().for_each(move |ev| {
-            match ev {
-                Ok(watcher::Event::Init) => relist = Some(Vec::new()),
-                Ok(watcher::Event::InitApply(m)) => {
-                    if let Some(buf) = relist.as_mut() {
-                        buf.push((key_of(&m), Marker::of(&m)));
-                    }
+        async move {
+            let mut triggers = triggers;
+            let mut state = ScopeState {
+                scope,
+                relist: None,
+                listed_once: false,
+            };
+            let mut events = std::pin::pin!(watcher(api, cfg).default_backoff());
+            while let Some(ev) = events.next().await {
+                if let Some(m) = this.on_event(&mut state, ev) {
+                    forward(&mut triggers, m).await;
                 }
-                Ok(watcher::Event::InitDone) => {
-                    let fresh = relist.take().unwrap_or_default();
-                    this.replace_scope(scope.as_deref(), fresh);
-                    if !listed_once {
-                        listed_once = true;
-                        this.shared.listed.send_modify(|n| *n += 1);
-                    }
-                }
-                Ok(watcher::Event::Apply(m)) => this.write().insert(key_of(&m), Marker::of(&m)),
-                Ok(watcher::Event::Delete(m)) => this.write().remove(&key_of(&m)),
-                Err(err) => warn!(error = %err, "owned Secret cache"),
             }
-            std::future::ready(())
-        })
+        }
+    }
+
+    /// Applies one watch event to the index; returns the Secret it touched, to trigger its
+    /// owner (after the index has it).
+    fn on_event(
+        &self,
+        state: &mut ScopeState,
+        ev: Result<watcher::Event<Meta>, watcher::Error>,
+    ) -> Option<Meta> {
+        match ev {
+            Ok(watcher::Event::Init) => {
+                state.relist = Some(Vec::new());
+                None
+            }
+            Ok(watcher::Event::InitApply(m)) => {
+                if let Some(buf) = state.relist.as_mut() {
+                    buf.push((key_of(&m), Marker::of(&m)));
+                }
+                Some(m)
+            }
+            Ok(watcher::Event::InitDone) => {
+                let fresh = state.relist.take().unwrap_or_default();
+                self.replace_scope(state.scope.as_deref(), fresh);
+                if !state.listed_once {
+                    state.listed_once = true;
+                    self.shared.listed.send_modify(|n| *n += 1);
+                }
+                None
+            }
+            Ok(watcher::Event::Apply(m)) => {
+                self.write().insert(key_of(&m), Marker::of(&m));
+                Some(m)
+            }
+            Ok(watcher::Event::Delete(m)) => {
+                self.write().remove(&key_of(&m));
+                Some(m)
+            }
+            Err(err) => {
+                warn!(error = %err, "owned Secret cache");
+                None
+            }
+        }
     }
 
     /// After a (re)list of `scope`: exactly the listed Secrets remain in it.
@@ -264,5 +339,92 @@ impl crate::reconcile::OwnedSecretIndex for OwnedSecrets {
                 crate::reconcile::secrets::marker(&key.1, &m.annotations())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn secret(name: &str, owner: &str, key_id: &str) -> Meta {
+        let mut m: Meta = PartialObjectMeta {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                resource_version: Some("1".into()),
+                owner_references: Some(vec![OwnerReference {
+                    controller: Some(true),
+                    uid: owner.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        m.annotations_mut()
+            .insert("orgops.dev/key-id".into(), key_id.into());
+        m.annotations_mut()
+            .insert("kubectl.kubernetes.io/last-applied".into(), "big".into());
+        m
+    }
+
+    fn has(cache: &OwnedSecrets, name: &str) -> Option<Marker> {
+        cache.read().by_key.get(&key("ns", name)).cloned()
+    }
+
+    #[test]
+    fn each_event_is_in_the_index_before_it_triggers_its_owner() {
+        let cache = OwnedSecrets::default();
+        let mut st = ScopeState {
+            scope: Some("ns".into()),
+            relist: None,
+            listed_once: false,
+        };
+        assert!(cache.on_event(&mut st, Ok(watcher::Event::Init)).is_none());
+        let a = secret("a", "uid-1", "key_1");
+        let touched = cache.on_event(&mut st, Ok(watcher::Event::InitApply(a)));
+        assert_eq!(touched.map(|m| m.name_any()).as_deref(), Some("a"));
+        assert!(
+            cache
+                .on_event(&mut st, Ok(watcher::Event::InitDone))
+                .is_none()
+        );
+        let marker = has(&cache, "a").expect("listed Secret indexed");
+        assert_eq!(marker.controller.as_deref(), Some("uid-1"));
+        assert_eq!(marker.annotation("orgops.dev/key-id"), Some("key_1"));
+        assert_eq!(
+            marker.annotations.len(),
+            1,
+            "only orgops.dev/ annotations kept"
+        );
+        assert_eq!(*cache.shared.listed.borrow(), 1);
+
+        let b = secret("b", "uid-1", "key_2");
+        let touched = cache.on_event(&mut st, Ok(watcher::Event::Apply(b)));
+        assert!(touched.is_some() && has(&cache, "b").is_some());
+        let gone = secret("a", "uid-1", "key_1");
+        let touched = cache.on_event(&mut st, Ok(watcher::Event::Delete(gone)));
+        assert!(touched.is_some() && has(&cache, "a").is_none());
+        assert_eq!(cache.read().by_owner.get("uid-1").map(Vec::len), Some(1));
+
+        // A relist replaces the scope: what it did not list is gone.
+        cache.on_event(&mut st, Ok(watcher::Event::Init));
+        cache.on_event(&mut st, Ok(watcher::Event::InitDone));
+        assert!(has(&cache, "b").is_none());
+        assert_eq!(*cache.shared.listed.borrow(), 1, "counted once per scope");
+    }
+
+    #[tokio::test]
+    async fn every_open_trigger_gets_the_secret_and_a_closed_one_is_dropped() {
+        let (tx1, rx1) = trigger();
+        let (tx2, rx2) = trigger();
+        let mut triggers = vec![tx1, tx2];
+        drop(rx2);
+        forward(&mut triggers, secret("a", "uid-1", "key_1")).await;
+        assert_eq!(triggers.len(), 1);
+        let mut rx1 = std::pin::pin!(rx1);
+        let got = rx1.next().await.and_then(Result::ok);
+        assert_eq!(got.map(|m| m.name_any()).as_deref(), Some("a"));
     }
 }

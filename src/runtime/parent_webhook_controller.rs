@@ -106,15 +106,19 @@ fn trigger_hash(pwh: &ParentWebhook) -> Option<u64> {
     Some(h.finish())
 }
 
-/// One controller for `namespace` (None: all namespaces). Owned Secrets (label selected)
-/// trigger a reconcile, so a deleted signing Secret is restored at once.
-pub fn controller(client: Client, namespace: Option<&str>) -> Controller<ParentWebhook> {
-    let (hooks, secrets): (Api<ParentWebhook>, Api<Secret>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
+/// One controller for `namespace` (None: all namespaces). Owned Secrets trigger a
+/// reconcile, so a deleted signing Secret is restored at once: `owned` is fed by the
+/// scope's one metadata-only Secret watch (`owned_secrets::trigger`).
+pub fn controller(
+    client: Client,
+    namespace: Option<&str>,
+    owned: impl futures::Stream<Item = Result<super::owned_secrets::Meta, watcher::Error>>
+    + Send
+    + 'static,
+) -> Controller<ParentWebhook> {
+    let hooks: Api<ParentWebhook> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     };
     let (reader, writer) = reflector::store();
     let changes = watcher(hooks, watcher::Config::default().any_semantic())
@@ -122,10 +126,7 @@ pub fn controller(client: Client, namespace: Option<&str>) -> Controller<ParentW
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
-    Controller::for_stream(changes, reader).owns(
-        secrets,
-        watcher::Config::default().labels(super::controller::MANAGED_BY_SELECTOR),
-    )
+    Controller::for_stream(changes, reader).owns_stream(owned)
 }
 
 /// Runs one ParentWebhook controller until `shutdown` resolves.
