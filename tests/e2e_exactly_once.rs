@@ -323,3 +323,92 @@ async fn colliding_secret_names_stall_before_any_call() {
     assert_eq!(w.org_requests().await, 0, "no API call for a refused spec");
     w.cleanup().await;
 }
+
+/// A key's Secret is claimed with a create and written with the claim's resourceVersion as
+/// a precondition (no read in between, #18), on the real API server: the write lands on
+/// our claim; a claim of a name that exists is ours only when we control it; a write
+/// whose precondition is stale is refused (the operator then retries with a read); a
+/// Secret someone else created is never taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another() {
+    use k8s_openapi::api::core::v1::Secret as KubeSecret;
+    use kube::api::{Api, PostParams};
+    use orgops::reconcile::secrets::{self, KEY_ID_ANNOTATION, Payload, SecretError};
+    use std::collections::BTreeMap;
+
+    let env = support::TestEnv::new("claim").await;
+    let client = env.client().await;
+    let corgs: Api<orgops::api::CustomerOrg> = Api::namespaced(client.clone(), &env.ns);
+    let corg: orgops::api::CustomerOrg = serde_json::from_value(json!({
+        "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        "metadata": {"name": "acme", "namespace": env.ns},
+        "spec": {"displayName": "Acme", "providerRef": {"name": "nobody"}},
+    }))
+    .expect("CustomerOrg");
+    let corg = corgs
+        .create(&PostParams::default(), &corg)
+        .await
+        .expect("create CustomerOrg");
+    let api: Api<KubeSecret> = Api::namespaced(client, &env.ns);
+    let secret = orgops::provider::Secret::new("lp_live_claim_test_value");
+    let payload = |id: &'static str| Payload {
+        id_annotation: KEY_ID_ANNOTATION,
+        id,
+        name_annotation: secrets::KEY_NAME_ANNOTATION,
+        entry: "crm",
+        org_id: "org_1",
+        plain: BTreeMap::from([("keyId", id.to_string())]),
+        secret_key: "apiKey",
+        secret: &secret,
+        rotated_for: None,
+    };
+    let key_id = |name: &str| {
+        let out = env.kubectl_ok(&["get", "secret", name, "-o", "json"]);
+        let s: Value = serde_json::from_str(&out).expect("Secret JSON");
+        s["metadata"]["annotations"][KEY_ID_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    };
+
+    let rv = secrets::claim(&api, &corg, "acme-crm", "crm", "org_1")
+        .await
+        .expect("claim")
+        .expect("a created claim has a resourceVersion");
+    assert_eq!(key_id("acme-crm").as_deref(), Some(""));
+    secrets::write(&api, &corg, "acme-crm", payload("key_1"), Some(&rv))
+        .await
+        .expect("write on our claim");
+    assert_eq!(key_id("acme-crm").as_deref(), Some("key_1"));
+
+    // The claim's version is stale now: a write with it is refused, without it it lands.
+    let stale = secrets::write(&api, &corg, "acme-crm", payload("key_2"), Some(&rv)).await;
+    assert!(
+        matches!(&stale, Err(SecretError::Kube(kube::Error::Api(e))) if e.code == 409),
+        "{stale:?}"
+    );
+    assert_eq!(key_id("acme-crm").as_deref(), Some("key_1"));
+    secrets::write(&api, &corg, "acme-crm", payload("key_2"), None)
+        .await
+        .expect("write after a read");
+    assert_eq!(key_id("acme-crm").as_deref(), Some("key_2"));
+
+    // Claiming a name we control again is fine (a pass after a lost answer).
+    let again = secrets::claim(&api, &corg, "acme-crm", "crm", "org_1").await;
+    assert!(matches!(again, Ok(Some(_))), "{again:?}");
+    assert_eq!(key_id("acme-crm").as_deref(), Some("key_2"));
+
+    // Someone else's Secret: never claimed, never written.
+    env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "theirs",
+        "--from-literal=k=v",
+    ]);
+    let theirs = secrets::claim(&api, &corg, "theirs", "crm", "org_1").await;
+    assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
+    let theirs = secrets::write(&api, &corg, "theirs", payload("key_3"), None).await;
+    assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
+    assert_eq!(key_id("theirs"), None);
+    env.cleanup().await;
+}

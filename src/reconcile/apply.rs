@@ -280,17 +280,17 @@ async fn write_hook_secret(
         secret,
         rotated_for: None,
     };
-    Ok(secrets::write(secret_api, corg, secret_name, payload).await?)
+    Ok(secrets::write(secret_api, corg, secret_name, payload, None).await?)
 }
 
 async fn write_key_secret(
     secret_api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     secret_name: &str,
-    org_id: &str,
-    entry: &str,
+    (org_id, entry): (&str, &str),
     minted: &MintedKey,
     rotated_for: Option<&str>,
+    claimed: Option<&str>,
 ) -> Result<(), StepError> {
     let payload = || Payload {
         id_annotation: KEY_ID_ANNOTATION,
@@ -307,11 +307,12 @@ async fn write_key_secret(
         rotated_for,
     };
     // One immediate retry: the secret is shown once, so losing it costs a replay.
-    match secrets::write(secret_api, corg, secret_name, payload()).await {
+    // The retry reads the Secret first: a claim changed since (409) is checked again.
+    match secrets::write(secret_api, corg, secret_name, payload(), claimed).await {
         Ok(()) => Ok(()),
         Err(SecretError::Kube(first)) => {
             tracing::warn!(secret = secret_name, error = %first, "writing key Secret failed; retrying once");
-            Ok(secrets::write(secret_api, corg, secret_name, payload()).await?)
+            Ok(secrets::write(secret_api, corg, secret_name, payload(), None).await?)
         }
         Err(e) => Err(e.into()),
     }
@@ -509,19 +510,21 @@ async fn step(
             key,
         } => {
             let id = org_id(status)?.to_string();
-            if *claim {
-                secrets::claim(secret_api, corg, secret_name, name, &id).await?;
-            }
+            let claimed = if *claim {
+                secrets::claim(secret_api, corg, secret_name, name, &id).await?
+            } else {
+                None
+            };
             let minted = provider.mint_key(&id, new, key).await?;
             // The secret goes to its Secret before anything else happens.
             write_key_secret(
                 secret_api,
                 corg,
                 secret_name,
-                &id,
-                name,
+                (&id, name),
                 &minted,
                 rotation.as_deref(),
+                claimed.as_deref(),
             )
             .await?;
             record_key(status, name, secret_name, spec_hash, &minted);
@@ -549,10 +552,10 @@ async fn step(
                 secret_api,
                 corg,
                 secret_name,
-                &id,
-                name,
+                (&id, name),
                 &minted,
                 rotation.as_deref(),
+                None,
             )
             .await?;
             record_key(status, name, secret_name, spec_hash, &minted);

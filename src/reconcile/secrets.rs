@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CustomerOrg, FIELD_MANAGER};
@@ -116,16 +116,14 @@ pub struct Payload<'a> {
     pub rotated_for: Option<&'a str>,
 }
 
-/// Server-side applies Secret `name` controlled by `owner` (owner reference with
-/// `controller: true`, the managed-by label): the one way orgops writes a Secret, for
-/// CustomerOrgs and ParentWebhooks alike. Checking that `owner` may write it is the caller's.
-pub async fn apply_owned<K: Resource<DynamicType = ()>>(
-    api: &Api<KubeSecret>,
+/// Secret `name` controlled by `owner` (owner reference with `controller: true`, the
+/// managed-by label), as orgops writes it.
+fn owned_secret<K: Resource<DynamicType = ()>>(
     owner: &K,
     name: &str,
     annotations: BTreeMap<String, String>,
     data: BTreeMap<String, ByteString>,
-) -> Result<(), kube::Error> {
+) -> KubeSecret {
     let reference = OwnerReference {
         api_version: K::api_version(&()).to_string(),
         kind: K::kind(&()).to_string(),
@@ -134,7 +132,7 @@ pub async fn apply_owned<K: Resource<DynamicType = ()>>(
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let secret = KubeSecret {
+    KubeSecret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: owner.meta().namespace.clone(),
@@ -149,20 +147,39 @@ pub async fn apply_owned<K: Resource<DynamicType = ()>>(
         data: Some(data),
         type_: Some("Opaque".to_string()),
         ..Default::default()
-    };
+    }
+}
+
+/// Server-side applies Secret `name` controlled by `owner`: the one way orgops updates a
+/// Secret, for CustomerOrgs and ParentWebhooks alike. Checking that `owner` may write it
+/// is the caller's.
+pub async fn apply_owned<K: Resource<DynamicType = ()>>(
+    api: &Api<KubeSecret>,
+    owner: &K,
+    name: &str,
+    annotations: BTreeMap<String, String>,
+    data: BTreeMap<String, ByteString>,
+) -> Result<(), kube::Error> {
+    let secret = owned_secret(owner, name, annotations, data);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&secret)).await?;
     Ok(())
 }
 
 /// Creates or updates the Secret; refuses when another owner controls it.
+///
+/// `claimed`: the resourceVersion of the claim this pass just wrote (`claim`). The write
+/// then needs no read to know the Secret is ours: it applies with that version as a
+/// precondition, which the API server refuses (409) if anything changed the Secret since.
 pub async fn write(
     api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     name: &str,
     payload: Payload<'_>,
+    claimed: Option<&str>,
 ) -> Result<(), SecretError> {
-    if let Some(existing) = api.get_opt(name).await?
+    if claimed.is_none()
+        && let Some(existing) = api.get_opt(name).await?
         && !owned_by(&existing, corg)
     {
         return Err(SecretError::Foreign(name.to_string()));
@@ -187,7 +204,10 @@ pub async fn write(
     if let Some(value) = payload.rotated_for {
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
     }
-    apply_owned(api, corg, name, annotations, data).await?;
+    let mut secret = owned_secret(corg, name, annotations, data);
+    secret.metadata.resource_version = claimed.map(str::to_string);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&secret)).await?;
     Ok(())
 }
 
@@ -195,27 +215,40 @@ pub async fn write(
 /// entry's name and an empty key id. Keys carry no metadata at the provider, so this is
 /// the durable record that a key of that name is this object's, should the mint's answer
 /// be lost and the spec drop the entry before the next pass. The mint's answer replaces it.
+///
+/// A create, so it needs no read first: it fails (409) if the name exists, and only then
+/// is the Secret read to tell ours from another's. Every field it sets, the key's write
+/// sets again (so server-side apply ownership removes nothing it should keep). Returns the
+/// claim's resourceVersion, the precondition of that write (`write`).
 pub async fn claim(
     api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     name: &str,
     entry: &str,
     org_id: &str,
-) -> Result<(), SecretError> {
-    if let Some(existing) = api.get_opt(name).await? {
-        return if owned_by(&existing, corg) {
-            Ok(())
-        } else {
-            Err(SecretError::Foreign(name.to_string()))
-        };
-    }
+) -> Result<Option<String>, SecretError> {
     let annotations = BTreeMap::from([
         (KEY_ID_ANNOTATION.to_string(), String::new()),
         (KEY_NAME_ANNOTATION.to_string(), entry.to_string()),
         (ORG_ID_ANNOTATION.to_string(), org_id.to_string()),
     ]);
-    apply_owned(api, corg, name, annotations, BTreeMap::new()).await?;
-    Ok(())
+    let secret = owned_secret(corg, name, annotations, BTreeMap::new());
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(created) => Ok(created.metadata.resource_version),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(name).await?;
+            if owned_by(&existing, corg) {
+                Ok(existing.metadata.resource_version)
+            } else {
+                Err(SecretError::Foreign(name.to_string()))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes the Secret when this CustomerOrg controls it; a missing Secret is fine.
