@@ -23,6 +23,13 @@ pub use offboard::offboard;
 /// The Secrets each CustomerOrg controls, as durable markers (a cache in the operator).
 pub trait OwnedSecretIndex: Send + Sync {
     fn owned(&self, corg: &CustomerOrg) -> Vec<plan::OwnedSecret>;
+
+    /// Secret `name` as the cache has it, when `corg` controls it (`SecretSeen::Owned`);
+    /// None when the cache does not have it so (missing, another's, or no cache). The
+    /// observe step trusts it only where it agrees with the status (`pipeline`).
+    fn seen(&self, _corg: &CustomerOrg, _name: &str) -> Option<plan::SecretSeen> {
+        None
+    }
 }
 
 /// No cache: nothing is known beyond what the status and the spec name.

@@ -324,6 +324,24 @@ impl OwnedSecrets {
 
 /// The durable markers the planner reads: every Secret in the cache that `corg` controls.
 impl crate::reconcile::OwnedSecretIndex for OwnedSecrets {
+    fn seen(&self, corg: &CustomerOrg, name: &str) -> Option<crate::reconcile::plan::SecretSeen> {
+        let uid = corg.meta().uid.as_deref()?;
+        let index = self.read();
+        let m = index
+            .by_key
+            .get(&key(&corg.namespace().unwrap_or_default(), name))?;
+        (m.controller.as_deref() == Some(uid)).then(|| crate::reconcile::plan::SecretSeen::Owned {
+            id: m
+                .annotation(crate::reconcile::secrets::KEY_ID_ANNOTATION)
+                .or_else(|| m.annotation(crate::reconcile::secrets::WEBHOOK_ID_ANNOTATION))
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
+            rotated_for: m
+                .annotation(crate::reconcile::secrets::ROTATED_FOR_ANNOTATION)
+                .map(str::to_string),
+        })
+    }
+
     fn owned(&self, corg: &CustomerOrg) -> Vec<crate::reconcile::plan::OwnedSecret> {
         let Some(uid) = corg.meta().uid.as_deref() else {
             return Vec::new();
