@@ -31,17 +31,27 @@ pub fn identity() -> String {
         })
 }
 
+/// The field manager of this replica's Lease applies: its own (kube-lease-manager requires
+/// one per replica). A replica takes a free Lease with a server-side apply of
+/// `holderIdentity`; under a manager shared by all replicas a second replica's apply just
+/// after the first one's did not conflict, and both believed they led until the first
+/// one's next renewal (the Layers chaos suite caught two writers for ~10 s).
+pub fn field_manager(identity: &str) -> String {
+    format!("orgops-leader-election-{identity}")
+}
+
 pub async fn start(
     client: Client,
     namespace: &str,
     name: &str,
 ) -> Result<Leadership, RuntimeError> {
+    let identity = identity();
     let manager = LeaseManagerBuilder::new(client, name)
         .with_namespace(namespace)
-        .with_identity(identity())
+        .with_field_manager(field_manager(&identity))
+        .with_identity(identity)
         .with_duration(LEASE_SECONDS)
         .with_grace(GRACE_SECONDS)
-        .with_field_manager("orgops-leader-election")
         .build()
         .await?;
     let (is_leader, task) = manager.watch().await;
