@@ -91,13 +91,20 @@ pub async fn seen(
         return Ok(SecretSeen::Foreign);
     }
     let annotations = secret.annotations();
-    let id = annotations
-        .get(KEY_ID_ANNOTATION)
-        .or_else(|| annotations.get(WEBHOOK_ID_ANNOTATION))
-        .filter(|id| !id.is_empty())
-        .cloned();
-    let rotated_for = annotations.get(ROTATED_FOR_ANNOTATION).cloned();
-    Ok(SecretSeen::Owned { id, rotated_for })
+    Ok(owned_seen(|k| annotations.get(k).map(String::as_str)))
+}
+
+/// A Secret this CustomerOrg controls, as a pass sees it, from its annotations (read
+/// with `annotation`): its key or webhook id (an empty claim id is none) and rotated-for.
+/// Shared by the read (`seen`) and the metadata cache.
+pub fn owned_seen<'a>(annotation: impl Fn(&str) -> Option<&'a str>) -> SecretSeen {
+    SecretSeen::Owned {
+        id: annotation(KEY_ID_ANNOTATION)
+            .or_else(|| annotation(WEBHOOK_ID_ANNOTATION))
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
+        rotated_for: annotation(ROTATED_FOR_ANNOTATION).map(str::to_string),
+    }
 }
 
 /// What to put in a Secret.

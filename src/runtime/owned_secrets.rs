@@ -330,16 +330,8 @@ impl crate::reconcile::OwnedSecretIndex for OwnedSecrets {
         let m = index
             .by_key
             .get(&key(&corg.namespace().unwrap_or_default(), name))?;
-        (m.controller.as_deref() == Some(uid)).then(|| crate::reconcile::plan::SecretSeen::Owned {
-            id: m
-                .annotation(crate::reconcile::secrets::KEY_ID_ANNOTATION)
-                .or_else(|| m.annotation(crate::reconcile::secrets::WEBHOOK_ID_ANNOTATION))
-                .filter(|id| !id.is_empty())
-                .map(str::to_string),
-            rotated_for: m
-                .annotation(crate::reconcile::secrets::ROTATED_FOR_ANNOTATION)
-                .map(str::to_string),
-        })
+        (m.controller.as_deref() == Some(uid))
+            .then(|| crate::reconcile::secrets::owned_seen(|k| m.annotation(k)))
     }
 
     fn owned(&self, corg: &CustomerOrg) -> Vec<crate::reconcile::plan::OwnedSecret> {
