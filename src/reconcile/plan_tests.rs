@@ -1687,3 +1687,32 @@ fn endpoints_are_listed_until_ready_at_the_generation() {
     c.status = Some(ready_status(&c));
     assert!(!reads(&c, &BTreeMap::new(), &[], &CAPS, false).webhooks);
 }
+
+/// An endpoint changed out of band at a generation that was Ready is drift, named like
+/// the other steps' (e2e_fidelity, CI of 92f452a: a pass that restored only a webhook URL
+/// reported `Progressing`, so the next out-of-band edit was corrected without a
+/// `DriftCorrected` Event).
+#[test]
+fn an_endpoint_changed_out_of_band_is_drift() {
+    let mut s = spec();
+    s.webhooks = vec![hook_spec("crm", "https://crm.example.com/new")];
+    let c0 = corg(s);
+    let mut c = c0.clone();
+    c.status = Some(ready_status(&c0));
+    let mut o = tracked(&c);
+    o.webhooks = Some(vec![endpoint(
+        "wh_1",
+        "crm",
+        "https://elsewhere.example.com/",
+    )]);
+    o.secrets.insert("acme-crm-webhook".into(), owned("wh_1"));
+    let p = plan(&c, &o);
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::UpdateWebhook { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert!(p.drift.iter().any(|d| d == "webhook crm"), "{:?}", p.drift);
+}

@@ -505,7 +505,7 @@ fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &m
         plan.actions.push(Action::MarkRotated { value: rotation });
     }
     if let Some(hooks) = &obs.webhooks {
-        webhooks::plan_webhooks(corg, hooks, obs, plan);
+        webhooks::plan_webhooks(corg, hooks, obs, drift, plan);
     }
     org::lifecycle_last(corg, org, drift, plan);
 }

@@ -18,6 +18,7 @@ pub(super) fn plan_webhooks(
     corg: &CustomerOrg,
     hooks: &[WebhookEndpoint],
     obs: &Observed,
+    drift: bool,
     plan: &mut Plan,
 ) {
     let default_status = Default::default();
@@ -94,6 +95,9 @@ pub(super) fn plan_webhooks(
             patch.events = Some(events.clone());
         }
         if patch != WebhookPatch::default() {
+            if drift {
+                plan.drift.push(format!("webhook {}", spec.name));
+            }
             plan.actions.push(Action::UpdateWebhook {
                 name: spec.name.clone(),
                 id: hook.id.clone(),
