@@ -132,13 +132,14 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) -> Result<()> {
 /// Deletes the namespace, then drops the finalizers of its CustomerOrgs (the operator is
 /// stopped by now) as the namespace controller marks them deleted: the finalizer policy
 /// gives an object that is not being deleted its finalizer back, so only deleting ones
-/// are patched. Gives up after two minutes (the namespace then stays Terminating).
+/// are patched. Gives up after ten minutes (the namespace then stays Terminating): the
+/// namespace controller marks 30,000 objects deleted over several minutes.
 pub async fn delete_namespace(client: &kube::Client, ns: &str) -> Result<()> {
     let nss: Api<Namespace> = Api::all(client.clone());
     nss.delete(ns, &DeleteParams::default()).await?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
     let clear = json!({"metadata": {"finalizers": null}});
-    let until = Instant::now() + Duration::from_secs(120);
+    let until = Instant::now() + Duration::from_secs(600);
     while Instant::now() < until {
         let left = api.list_metadata(&ListParams::default()).await?.items;
         if left.is_empty() {

@@ -76,22 +76,25 @@ impl Entries {
         match change {
             Change::Upsert(org) => {
                 self.remove(&org.id);
-                if org.status == OrgStatus::Archived {
-                    return;
+                if org.status != OrgStatus::Archived {
+                    self.insert(org.id.as_str().into(), Row::of(org));
                 }
-                let row = Row::of(org);
-                for (slot, value) in self.by_marker.iter_mut().zip(&row.markers) {
-                    if let Some(value) = value {
-                        let ids = slot.entry(value.clone()).or_default();
-                        if !ids.iter().any(|i| **i == *org.id) {
-                            ids.push(org.id.as_str().into());
-                        }
-                    }
-                }
-                self.by_id.insert(org.id.as_str().into(), row);
             }
             Change::Remove(id) => self.remove(id),
         }
+    }
+
+    /// Adds a live org's row (its id not yet present).
+    fn insert(&mut self, id: Box<str>, row: Row) {
+        for (slot, value) in self.by_marker.iter_mut().zip(&row.markers) {
+            if let Some(value) = value {
+                let ids = slot.entry(value.clone()).or_default();
+                if !ids.contains(&id) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        self.by_id.insert(id, row);
     }
 
     fn remove(&mut self, id: &str) {
@@ -121,6 +124,21 @@ impl Entries {
             .flatten()
             .filter_map(|id| self.by_id.get(id).map(|row| row.org(id)))
             .collect()
+    }
+}
+
+/// One full listing of the live children, kept as index rows while it is read page by
+/// page: a refresh holds one page of full orgs at a time, never the whole listing (at
+/// 30,000 children the full orgs were ~30 MB on top of the index, docs/benchmarks.md).
+#[derive(Default)]
+pub struct Listing(Vec<(Box<str>, Row)>);
+
+impl Listing {
+    /// Keeps what the index needs of `org`; archived orgs are not live and are skipped.
+    pub fn push(&mut self, org: &Org) {
+        if org.status != OrgStatus::Archived {
+            self.0.push((org.id.as_str().into(), Row::of(org)));
+        }
     }
 }
 
@@ -171,7 +189,7 @@ impl OrgIndex {
     ) -> ProviderResult<Vec<Org>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = ProviderResult<Vec<Org>>>,
+        Fut: Future<Output = ProviderResult<Listing>>,
     {
         if let Some(state) = self.fresh() {
             return Ok(state.entries.find(key, value));
@@ -186,12 +204,13 @@ impl OrgIndex {
         let listed = list_all().await;
         let mut state = self.lock();
         let pending = state.pending.take().unwrap_or_default();
-        let orgs = listed?;
+        let listing = listed?;
         // Rebuilt in place under the lock: the old rows go first, so a refresh never holds
-        // two indexes (with the listing, three copies of every child) at once.
+        // two indexes at once.
         state.entries = Entries::default();
-        for org in orgs {
-            state.entries.apply(&Change::Upsert(org));
+        for (id, row) in listing.0 {
+            state.entries.remove(&id);
+            state.entries.insert(id, row);
         }
         // Own writes that finished during the listing may be missing from it.
         for change in &pending {
@@ -241,6 +260,12 @@ mod tests {
         }
     }
 
+    fn listed(orgs: &[Org]) -> Listing {
+        let mut listing = Listing::default();
+        orgs.iter().for_each(|o| listing.push(o));
+        listing
+    }
+
     fn ids(orgs: &[Org]) -> Vec<&str> {
         orgs.iter().map(|o| o.id.as_str()).collect()
     }
@@ -258,7 +283,7 @@ mod tests {
                     .find(EXTERNAL_ID, &format!("ext-{}", i % 2), || async move {
                         listings.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok(vec![org("org_a", "ext-0", OrgStatus::Active)])
+                        Ok(listed(&[org("org_a", "ext-0", OrgStatus::Active)]))
                     })
                     .await
             }));
@@ -278,7 +303,7 @@ mod tests {
                 // Created while the (older) listing was in flight: not in its result.
                 index.upsert(&org("org_new", "acme", OrgStatus::Active));
                 index.remove("org_old");
-                Ok(vec![org("org_old", "acme", OrgStatus::Active)])
+                Ok(listed(&[org("org_old", "acme", OrgStatus::Active)]))
             })
             .await
             .unwrap();
@@ -288,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn archive_and_metadata_change_move_entries() {
         let index = OrgIndex::new(Duration::from_secs(30));
-        let list = || async { Ok(vec![org("org_a", "acme", OrgStatus::Suspended)]) };
+        let list = || async { Ok(listed(&[org("org_a", "acme", OrgStatus::Suspended)])) };
         assert_eq!(
             ids(&index.find(EXTERNAL_ID, "acme", list).await.unwrap()),
             ["org_a"]
@@ -329,7 +354,7 @@ mod tests {
         let index = OrgIndex::new(Duration::from_secs(30));
         let failing = || async { Err(crate::provider::error::ProviderError::Timeout) };
         assert!(index.find(EXTERNAL_ID, "acme", failing).await.is_err());
-        let ok = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
+        let ok = || async { Ok(listed(&[org("org_a", "acme", OrgStatus::Active)])) };
         assert_eq!(
             ids(&index.find(EXTERNAL_ID, "acme", ok).await.unwrap()),
             ["org_a"]
@@ -339,12 +364,12 @@ mod tests {
     #[tokio::test]
     async fn an_old_index_is_listed_again() {
         let index = OrgIndex::new(Duration::ZERO);
-        let first = || async { Ok(vec![org("org_a", "acme", OrgStatus::Active)]) };
+        let first = || async { Ok(listed(&[org("org_a", "acme", OrgStatus::Active)])) };
         assert_eq!(
             index.find(EXTERNAL_ID, "acme", first).await.unwrap().len(),
             1
         );
-        let second = || async { Ok(Vec::new()) };
+        let second = || async { Ok(Listing::default()) };
         assert!(
             index
                 .find(EXTERNAL_ID, "acme", second)

@@ -46,26 +46,42 @@ pub struct OrgCtx {
     pub slow_retry: Duration,
     pub backoff: Backoff<ObjectRef<Guarded>>,
     /// Our own status writes, so the reconcile each one triggers skips the provider.
-    pub own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
+    pub own_writes: Arc<OwnWrites<ObjKey>>,
     /// Global bound on concurrent reconciles across the per-namespace controllers.
     pub permits: Arc<Semaphore>,
     /// First reconcile in this process of a converged object: deferred, spread.
-    pub first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    pub first_seen: Arc<FirstSeen<ObjKey>>,
     pub owned_secrets: OwnedSecrets,
     /// Checked before every provider write: only the leader writes.
     pub may_write: Arc<reconcile::MayWrite>,
     /// How often each object is verified in depth (`--verify-interval`).
     pub verify_interval: Duration,
     /// When each object was last verified in depth.
-    pub verified: std::sync::Mutex<std::collections::HashMap<ObjectRef<Guarded>, Instant>>,
+    pub verified: std::sync::Mutex<std::collections::HashMap<ObjKey, Instant>>,
     /// Statuses left unwritten by a pass that is verified at once (`deferred_status`).
-    pub deferred: DeferredStatus<ObjectRef<Guarded>>,
+    pub deferred: DeferredStatus<ObjKey>,
+}
+
+/// The key of the per-object maps (own writes, first looks, deep checks, deferred
+/// statuses): "namespace/name" in one small allocation. An `ObjectRef` is 96 bytes and two
+/// allocations, kept once per map for every object (docs/benchmarks.md, issue 18).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjKey(Box<str>);
+
+impl ObjKey {
+    pub fn of(oref: &ObjectRef<Guarded>) -> ObjKey {
+        ObjKey::new(oref.namespace.as_deref().unwrap_or_default(), &oref.name)
+    }
+
+    pub fn new(namespace: &str, name: &str) -> ObjKey {
+        ObjKey(format!("{namespace}/{name}").into())
+    }
 }
 
 impl OrgCtx {
     /// Whether this pass verifies in depth. A first sighting is placed at a random point
     /// of the interval, so deep checks of many objects (after a restart) spread out.
-    fn deep_check_due(&self, oref: &ObjectRef<Guarded>) -> bool {
+    fn deep_check_due(&self, key: &ObjKey) -> bool {
         if self.verify_interval.is_zero() {
             return true;
         }
@@ -74,9 +90,9 @@ impl OrgCtx {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        match verified.get(oref) {
+        match verified.get(key) {
             Some(at) if now.duration_since(*at) >= self.verify_interval => {
-                verified.insert(oref.clone(), now);
+                verified.insert(key.clone(), now);
                 true
             }
             Some(_) => false,
@@ -84,7 +100,7 @@ impl OrgCtx {
                 let back = self
                     .verify_interval
                     .mul_f64(rand::rng().random_range(0.0..1.0));
-                verified.insert(oref.clone(), now.checked_sub(back).unwrap_or(now));
+                verified.insert(key.clone(), now.checked_sub(back).unwrap_or(now));
                 false
             }
         }
@@ -106,8 +122,8 @@ pub fn controller(
     namespace: Option<&str>,
     providers: Store<OrgProvider>,
     registry: &Arc<Registry>,
-    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
-    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    own_writes: Arc<OwnWrites<ObjKey>>,
+    first_seen: Arc<FirstSeen<ObjKey>>,
     owned: impl futures::Stream<Item = Result<super::owned_secrets::Meta, watcher::Error>>
     + Send
     + 'static,
@@ -144,7 +160,9 @@ pub fn controller(
             } else {
                 deleting_users_of(&users, &p.name_any())
             };
-            users.iter().for_each(|u| writes.verify_next(u));
+            users
+                .iter()
+                .for_each(|u| writes.verify_next(&ObjKey::of(u)));
             users
         },
     )
@@ -211,8 +229,8 @@ struct Watch {
     rx: tokio::sync::broadcast::Receiver<String>,
     registry: Arc<Registry>,
     providers: Store<OrgProvider>,
-    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
-    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    own_writes: Arc<OwnWrites<ObjKey>>,
+    first_seen: Arc<FirstSeen<ObjKey>>,
     /// The CustomerOrgs, to find the users of a provider.
     store: Store<Guarded>,
     /// Providers this process has heard about once already.
@@ -227,8 +245,8 @@ struct Watch {
 fn provider_changes(
     registry: &Arc<Registry>,
     providers: Store<OrgProvider>,
-    own_writes: Arc<OwnWrites<ObjectRef<Guarded>>>,
-    first_seen: Arc<FirstSeen<ObjectRef<Guarded>>>,
+    own_writes: Arc<OwnWrites<ObjKey>>,
+    first_seen: Arc<FirstSeen<ObjKey>>,
     store: Store<Guarded>,
 ) -> impl Stream<Item = ObjectRef<Guarded>> + Send + 'static {
     let watch = Watch {
@@ -262,24 +280,22 @@ fn provider_changes(
         };
         let users = users_of(&w.store, provider.as_deref());
         w.own_writes.new_epoch();
-        users.iter().for_each(|u| w.own_writes.verify_next(u));
+        users
+            .iter()
+            .for_each(|u| w.own_writes.verify_next(&ObjKey::of(u)));
         Some((futures::stream::iter(users), w))
     })
     .flatten()
 }
 
 /// The first-seen shortcut: Some(delay) when this trigger makes no provider call.
-async fn first_look(
-    oref: &ObjectRef<Guarded>,
-    corg: &CustomerOrg,
-    ctx: &OrgCtx,
-) -> Option<Duration> {
+async fn first_look(key: &ObjKey, corg: &CustomerOrg, ctx: &OrgCtx) -> Option<Duration> {
     if corg.metadata.deletion_timestamp.is_some() {
         // Going away: full passes from now on, and no entry left behind.
-        ctx.first_seen.forget(oref);
+        ctx.first_seen.forget(key);
         return None;
     }
-    if !ctx.first_seen.is_new_or_deferred(oref) {
+    if !ctx.first_seen.is_new_or_deferred(key) {
         return None;
     }
     let secrets =
@@ -290,7 +306,7 @@ async fn first_look(
             None
         };
     let resync = ctx.resync;
-    ctx.first_seen.check(oref, corg, secrets, || {
+    ctx.first_seen.check(key, corg, secrets, || {
         resync.mul_f64(rand::rng().random_range(0.0..1.0))
     })
 }
@@ -298,10 +314,11 @@ async fn first_look(
 pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, RuntimeError> {
     let _queued = ctx.metrics.queued();
     // Without the resourceVersion and uid (equality ignores them): this reference is kept
-    // per object in the first-seen, own-write and backoff maps.
+    // in the backoff map while the object fails.
     let mut oref = ObjectRef::from_obj(obj.as_ref());
     oref.extra = Default::default();
     let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let key = ObjKey::new(&obj.namespace().unwrap_or_default(), &obj.name_any());
     let span = info_span!("reconcile", object = %object);
     async move {
         let cached = match &obj.0 {
@@ -311,12 +328,12 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 return Ok(Action::await_change());
             }
         };
-        if let Some(wait) = first_look(&oref, cached, &ctx).await {
+        if let Some(wait) = first_look(&key, cached, &ctx).await {
             debug!(first_look_in = ?wait, "converged at its generation; first look deferred");
             return Ok(Action::requeue(wait.max(requeue::SOON)));
         }
         let fresh;
-        let seen = ctx.own_writes.seen(&oref, cached.metadata.resource_version.as_deref(), true);
+        let seen = ctx.own_writes.seen(&key, cached.metadata.resource_version.as_deref(), true);
         let corg = match seen {
             // A deleting object is read fresh: a cache that has not seen the finalizer go
             // would offboard (archive) a second time. So is one with no org recorded: a
@@ -335,13 +352,13 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 let api: Api<CustomerOrg> =
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
-                    ctx.first_seen.forget(&oref);
+                    ctx.first_seen.forget(&key);
                     ctx.metrics.offboarding_gone(&object);
                     return Ok(Action::await_change());
                 };
-                match ctx.own_writes.seen(&oref, current.metadata.resource_version.as_deref(), false) {
+                match ctx.own_writes.seen(&key, current.metadata.resource_version.as_deref(), false) {
                     Seen::Ours(left) => return Ok(skip(left)),
-                    Seen::Other => ctx.own_writes.forget(&oref),
+                    Seen::Other => ctx.own_writes.forget(&key),
                     Seen::Unknown | Seen::OursVerify => {}
                 }
                 fresh = current;
@@ -354,8 +371,8 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
         };
         let started = Instant::now();
         let epoch = ctx.own_writes.epoch();
-        let deferred = ctx.deferred.take(&oref, corg.metadata.uid.as_deref());
-        let result = reconcile_org(corg, deferred, &oref, &ctx).await;
+        let deferred = ctx.deferred.take(&key, corg.metadata.uid.as_deref());
+        let result = reconcile_org(corg, deferred, &key, &ctx).await;
         let (action, kind) = match &result {
             Ok((retry, paused, written)) => {
                 let kind = match (retry, paused) {
@@ -369,17 +386,17 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 match written {
                     // A pass that wants to verify soon does the work on the next trigger.
                     Some(rv) => ctx.own_writes.record(
-                        oref.clone(),
+                        key.clone(),
                         rv.clone(),
                         (*retry != Retry::Soon).then_some(delay),
                         epoch,
                     ),
-                    None => ctx.own_writes.forget(&oref),
+                    None => ctx.own_writes.forget(&key),
                 }
                 (Action::requeue(delay), kind)
             }
             Err(_) => {
-                ctx.own_writes.forget(&oref);
+                ctx.own_writes.forget(&key);
                 (Action::await_change(), ReconcileResult::Error)
             }
         };
@@ -426,7 +443,7 @@ fn delay_for(retry: Retry, oref: &ObjectRef<Guarded>, ctx: &OrgCtx) -> Duration 
 async fn reconcile_org(
     corg: &CustomerOrg,
     deferred: Option<CustomerOrgStatus>,
-    oref: &ObjectRef<Guarded>,
+    key: &ObjKey,
     ctx: &OrgCtx,
 ) -> Result<(Retry, bool, Option<String>), RuntimeError> {
     let name = corg.name_any();
@@ -487,7 +504,7 @@ async fn reconcile_org(
         provider_name,
         owned: Arc::new(ctx.owned_secrets.clone()),
         may_write: ctx.may_write.clone(),
-        deep: !deleting && ctx.deep_check_due(&ObjectRef::<Guarded>::new(&name).within(&ns)),
+        deep: !deleting && ctx.deep_check_due(key),
     };
     if deleting {
         let off = reconcile::offboard(&rctx, corg).await?;
@@ -536,7 +553,7 @@ async fn reconcile_org(
     {
         // Verified at once by the next pass, which writes what it observes: this status
         // would be superseded a moment later.
-        ctx.deferred.defer(oref.clone(), uid, outcome.status);
+        ctx.deferred.defer(key.clone(), uid, outcome.status);
         return Ok((Retry::Soon, paused, None));
     }
     let written = apply_status(&api, corg, &outcome.status, ctx).await?;

@@ -13,9 +13,9 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tracing::warn;
 
@@ -52,16 +52,17 @@ async fn forward(triggers: &mut Vec<Trigger>, m: Meta) {
 
 /// What the cache keeps of one Secret: its controller's uid, its resourceVersion and its
 /// `orgops.dev/` annotations (nothing else is read). Boxed strings and a slice instead of
-/// a map: a map node per Secret was most of this cache's size (docs/benchmarks.md).
+/// a map: a map node per Secret was most of this cache's size; the annotation keys are
+/// shared (`Strings`), every Secret repeats the same few (docs/benchmarks.md).
 #[derive(Clone, Debug, PartialEq)]
 struct Marker {
     controller: Option<Box<str>>,
     resource_version: Box<str>,
-    annotations: Box<[(Box<str>, Box<str>)]>,
+    annotations: Box<[(Arc<str>, Box<str>)]>,
 }
 
 impl Marker {
-    fn of(m: &Meta) -> Marker {
+    fn of(m: &Meta, strings: &mut Strings) -> Marker {
         Marker {
             controller: m
                 .owner_references()
@@ -73,7 +74,7 @@ impl Marker {
                 .annotations()
                 .iter()
                 .filter(|(k, _)| k.starts_with("orgops.dev/"))
-                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .map(|(k, v)| (strings.get(k), v.as_str().into()))
                 .collect(),
         }
     }
@@ -93,6 +94,27 @@ impl Marker {
     }
 }
 
+/// One shared copy of each string that many entries repeat (namespaces, annotation keys):
+/// a handful of distinct values held by every Secret. Pruned after each relist.
+#[derive(Default)]
+struct Strings(HashSet<Arc<str>>);
+
+impl Strings {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = s.into();
+        self.0.insert(shared.clone());
+        shared
+    }
+
+    /// Drops the strings no entry holds any more.
+    fn prune(&mut self) {
+        self.0.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
 /// One watched scope's progress through its (re)lists.
 struct ScopeState {
     scope: Option<String>,
@@ -101,9 +123,10 @@ struct ScopeState {
     listed_once: bool,
 }
 
-/// (namespace, name)
-type Key = (Box<str>, Box<str>);
+/// (namespace, name); the namespace shared (`Strings`).
+type Key = (Arc<str>, Box<str>);
 
+/// A key to look an entry up with (not stored: its namespace is not shared).
 fn key(ns: &str, name: &str) -> Key {
     (ns.into(), name.into())
 }
@@ -146,6 +169,8 @@ impl Index {
 
 struct Shared {
     index: RwLock<Index>,
+    /// Taken after `index` when both are held.
+    strings: Mutex<Strings>,
     /// Scopes that have listed at least once.
     listed: tokio::sync::watch::Sender<usize>,
     scopes: std::sync::atomic::AtomicUsize,
@@ -162,6 +187,7 @@ impl Default for OwnedSecrets {
         OwnedSecrets {
             shared: Arc::new(Shared {
                 index: RwLock::new(Index::default()),
+                strings: Mutex::new(Strings::default()),
                 listed: tokio::sync::watch::Sender::new(0),
                 scopes: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -169,11 +195,21 @@ impl Default for OwnedSecrets {
     }
 }
 
-fn key_of(m: &Meta) -> Key {
-    key(&m.namespace().unwrap_or_default(), &m.name_any())
-}
-
 impl OwnedSecrets {
+    fn strings(&self) -> std::sync::MutexGuard<'_, Strings> {
+        self.shared
+            .strings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entry to store for `m`: its key and marker, sharing the repeated strings.
+    fn entry(&self, m: &Meta) -> (Key, Marker) {
+        let mut strings = self.strings();
+        let ns = strings.get(&m.namespace().unwrap_or_default());
+        ((ns, m.name_any().into()), Marker::of(m, &mut strings))
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.shared
             .index
@@ -242,7 +278,7 @@ impl OwnedSecrets {
             }
             Ok(watcher::Event::InitApply(m)) => {
                 if let Some(buf) = state.relist.as_mut() {
-                    buf.push((key_of(&m), Marker::of(&m)));
+                    buf.push(self.entry(&m));
                 }
                 Some(m)
             }
@@ -256,11 +292,13 @@ impl OwnedSecrets {
                 None
             }
             Ok(watcher::Event::Apply(m)) => {
-                self.write().insert(key_of(&m), Marker::of(&m));
+                let (key, marker) = self.entry(&m);
+                self.write().insert(key, marker);
                 Some(m)
             }
             Ok(watcher::Event::Delete(m)) => {
-                self.write().remove(&key_of(&m));
+                self.write()
+                    .remove(&key(&m.namespace().unwrap_or_default(), &m.name_any()));
                 Some(m)
             }
             Err(err) => {
@@ -285,6 +323,7 @@ impl OwnedSecrets {
         for (key, marker) in fresh {
             index.insert(key, marker);
         }
+        self.strings().prune();
     }
 
     /// Whether every cache has listed once, waiting at most `timeout`.
@@ -418,11 +457,48 @@ mod tests {
         assert!(touched.is_some() && has(&cache, "a").is_none());
         assert_eq!(cache.read().by_owner.get("uid-1").map(Vec::len), Some(1));
 
+        drop(marker);
         // A relist replaces the scope: what it did not list is gone.
         cache.on_event(&mut st, Ok(watcher::Event::Init));
         cache.on_event(&mut st, Ok(watcher::Event::InitDone));
         assert!(has(&cache, "b").is_none());
         assert_eq!(*cache.shared.listed.borrow(), 1, "counted once per scope");
+        assert!(
+            cache.strings().0.is_empty(),
+            "a relist drops the shared strings nothing holds"
+        );
+    }
+
+    #[test]
+    fn secrets_share_their_namespace_and_annotation_keys() {
+        let cache = OwnedSecrets::default();
+        let mut st = ScopeState {
+            scope: None,
+            relist: None,
+            listed_once: false,
+        };
+        for (name, id) in [("a", "key_1"), ("b", "key_2")] {
+            cache.on_event(
+                &mut st,
+                Ok(watcher::Event::Apply(secret(name, "uid-1", id))),
+            );
+        }
+        let index = cache.read();
+        let entries: Vec<_> = index.by_key.iter().collect();
+        assert_eq!(entries.len(), 2);
+        let ((ns_a, _), a) = entries[0];
+        let ((ns_b, _), b) = entries[1];
+        assert!(Arc::ptr_eq(ns_a, ns_b), "one namespace string");
+        assert!(Arc::ptr_eq(&a.annotations[0].0, &b.annotations[0].0));
+        assert_ne!(
+            a.annotations[0].1, b.annotations[0].1,
+            "values are their own"
+        );
+        assert_eq!(
+            cache.strings().0.len(),
+            2,
+            "the namespace and the key-id key"
+        );
     }
 
     #[tokio::test]

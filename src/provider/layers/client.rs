@@ -271,6 +271,18 @@ impl Http {
         limit: u32,
     ) -> Result<Vec<T>, ProviderError> {
         let mut items = Vec::new();
+        self.list_each(req, limit, |item| items.push(item)).await?;
+        Ok(items)
+    }
+
+    /// Follows `nextCursor` to the end, handing each item to `each` as its page arrives:
+    /// a long listing is never held whole.
+    pub async fn list_each<T: DeserializeOwned>(
+        &self,
+        req: Request<'_>,
+        limit: u32,
+        mut each: impl FnMut(T),
+    ) -> Result<(), ProviderError> {
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut page_req = Request::new(req.method.clone(), req.route, req.path.clone());
@@ -281,7 +293,7 @@ impl Http {
                 page_req = page_req.query("cursor", c.clone());
             }
             let page: Page<T> = self.json(&page_req).await?;
-            items.extend(page.items);
+            page.items.into_iter().for_each(&mut each);
             match page.next_cursor.filter(|c| !c.is_empty()) {
                 Some(next) if cursor.as_deref() == Some(next.as_str()) => {
                     return Err(ProviderError::Decode {
@@ -290,7 +302,7 @@ impl Http {
                     });
                 }
                 Some(next) => cursor = Some(next),
-                None => return Ok(items),
+                None => return Ok(()),
             }
         }
         Err(ProviderError::Decode {

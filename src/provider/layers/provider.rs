@@ -13,7 +13,7 @@ use super::model::{
     MigrateWire, MintWire, OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
 };
 use crate::provider::error::ProviderError;
-use crate::provider::org_index;
+use crate::provider::org_index::{self, Listing};
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
 
@@ -109,9 +109,15 @@ impl LayersProvider {
     async fn find_indexed(&self, key: &'static str, value: &str) -> ProviderResult<Vec<Org>> {
         self.orgs
             .find(key, value, || async {
-                let mut live = self.list_orgs("active").await?;
-                live.extend(self.list_orgs("suspended").await?);
-                Ok(live)
+                let mut listing = Listing::default();
+                for status in ["active", "suspended"] {
+                    let req =
+                        Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
+                    self.http
+                        .list_each(req, ORG_LIMIT, |o: OrgWire| listing.push(&Org::from(o)))
+                        .await?;
+                }
+                Ok(listing)
             })
             .await
     }

@@ -303,6 +303,11 @@ impl YouhodlerClient {
         Ok(clients)
     }
 
+    /// Every client (all pages), handed to `each` page by page.
+    pub async fn each_client(&self, each: impl FnMut(YhClient)) -> Result<(), ProviderError> {
+        self.each_item(CLIENTS_ROUTE, &[], each).await
+    }
+
     /// `POST /clients` with `Idempotency-Key: key`; a transient failure is re-sent with the
     /// same key, so the client is created once. 409 `external_id_taken` is
     /// [`ProviderError::Conflict`] (see [`is_external_id_taken`](super::is_external_id_taken));
@@ -474,6 +479,19 @@ impl YouhodlerClient {
         filter: &[(&'static str, String)],
     ) -> Result<Vec<T>, ProviderError> {
         let mut items = Vec::new();
+        self.each_item(route, filter, |item| items.push(item))
+            .await?;
+        Ok(items)
+    }
+
+    /// Follows `next_page_token` to the end, handing each item (once, by id) to `each` as
+    /// its page arrives: a long listing is never held whole.
+    async fn each_item<T: DeserializeOwned + HasId>(
+        &self,
+        route: &'static str,
+        filter: &[(&'static str, String)],
+        mut each: impl FnMut(T),
+    ) -> Result<(), ProviderError> {
         let mut seen = HashSet::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -484,11 +502,10 @@ impl YouhodlerClient {
                 call = call.query("page_token", t.clone());
             }
             let page: Page<T> = decode(route, &self.send(&call).await?.body)?;
-            items.extend(
-                page.items
-                    .into_iter()
-                    .filter(|item| seen.insert(item.id().to_string())),
-            );
+            page.items
+                .into_iter()
+                .filter(|item| seen.insert(item.id().to_string()))
+                .for_each(&mut each);
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(next) if token.as_deref() == Some(next.as_str()) => {
                     return Err(ProviderError::Decode {
@@ -497,7 +514,7 @@ impl YouhodlerClient {
                     });
                 }
                 Some(next) => token = Some(next),
-                None => return Ok(items),
+                None => return Ok(()),
             }
         }
         Err(ProviderError::Decode {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use super::{ClientPatch, NewClient, YhClient, YhStatus, YouhodlerClient};
 use crate::provider::error::ProviderError;
-use crate::provider::org_index::{self, OrgIndex};
+use crate::provider::org_index::{self, Listing, OrgIndex};
 use crate::provider::types::*;
 use crate::provider::{Provider, ProviderResult};
 
@@ -175,7 +175,13 @@ impl Provider for YouhodlerProvider {
 
     async fn find_orgs_by_owner(&self, owner: &str) -> ProviderResult<Vec<Org>> {
         self.orgs
-            .find(org_index::OWNER, owner, || self.live(None))
+            .find(org_index::OWNER, owner, || async {
+                let mut listing = Listing::default();
+                self.client
+                    .each_client(|c| listing.push(&org_of(c)))
+                    .await?;
+                Ok(listing)
+            })
             .await
     }
 
