@@ -154,3 +154,44 @@ async fn others_writes_appear_after_the_bound() {
     );
     sim.shutdown().await;
 }
+
+/// The fresh metadata lookup (the offboarding and recovery paths, not the index) walks
+/// every page of active and suspended children and leaves archived ones out.
+#[tokio::test]
+async fn a_metadata_lookup_reads_every_page_and_skips_archived_children() {
+    let sim = sim(Tier::Unlimited, 1_000).await;
+    let p = provider(&sim, RateTier::Unlimited);
+    let mut ids = Vec::new();
+    for i in 0..203 {
+        let mut new = new_org(i);
+        if i >= 200 {
+            new.metadata.insert("tenant".into(), "last".into());
+        }
+        ids.push(
+            p.create_org(&new, &key(format!("create-{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    p.suspend_org(&ids[201]).await.unwrap();
+    p.archive_org(&ids[202]).await.unwrap();
+    let before = list_gets(&sim).await;
+    let mut found: Vec<String> = p
+        .find_orgs_by_metadata("tenant", "last")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    found.sort();
+    let mut live = vec![ids[200].clone(), ids[201].clone()];
+    live.sort();
+    assert_eq!(
+        found, live,
+        "the active one on page two and the suspended one"
+    );
+    // Two pages of active children, one of suspended ones.
+    assert_eq!(list_gets(&sim).await - before, 3);
+    sim.shutdown().await;
+}

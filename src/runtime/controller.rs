@@ -76,6 +76,21 @@ impl ObjKey {
     pub fn new(namespace: &str, name: &str) -> ObjKey {
         ObjKey(format!("{namespace}/{name}").into())
     }
+
+    fn of_obj(obj: &Guarded) -> ObjKey {
+        ObjKey::new(&obj.namespace().unwrap_or_default(), &obj.name_any())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// "namespace/name", as logs and metrics name an object.
+impl std::fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl OrgCtx {
@@ -317,9 +332,8 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
     // in the backoff map while the object fails.
     let mut oref = ObjectRef::from_obj(obj.as_ref());
     oref.extra = Default::default();
-    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let key = ObjKey::new(&obj.namespace().unwrap_or_default(), &obj.name_any());
-    let span = info_span!("reconcile", object = %object);
+    let key = ObjKey::of_obj(obj.as_ref());
+    let span = info_span!("reconcile", object = %key);
     async move {
         let cached = match &obj.0 {
             Ok(corg) => corg,
@@ -353,7 +367,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
                     ctx.first_seen.forget(&key);
-                    ctx.metrics.offboarding_gone(&object);
+                    ctx.metrics.offboarding_gone(key.as_str());
                     return Ok(Action::await_change());
                 };
                 match ctx.own_writes.seen(&key, current.metadata.resource_version.as_deref(), false) {
@@ -410,7 +424,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
 
 pub fn error_policy(obj: Arc<Guarded>, err: &RuntimeError, ctx: Arc<OrgCtx>) -> Action {
     warn!(
-        object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        object = %ObjKey::of_obj(obj.as_ref()),
         error = %err,
         "reconcile failed"
     );

@@ -110,22 +110,22 @@ impl LayersProvider {
         self.orgs
             .find(key, value, || async {
                 let mut listing = Listing::default();
-                for status in ["active", "suspended"] {
-                    let req =
-                        Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
-                    self.http
-                        .list_each(req, ORG_LIMIT, |o: OrgWire| listing.push(&Org::from(o)))
-                        .await?;
-                }
+                self.each_live_org(|org| listing.push(&org)).await?;
                 Ok(listing)
             })
             .await
     }
 
-    async fn list_orgs(&self, status: &str) -> ProviderResult<Vec<Org>> {
-        let req = Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
-        let items: Vec<OrgWire> = self.http.list_all(req, ORG_LIMIT).await?;
-        Ok(items.into_iter().map(Org::from).collect())
+    /// Every active and suspended child, handed to `each` page by page: a listing of
+    /// every child is never held whole.
+    async fn each_live_org(&self, mut each: impl FnMut(Org)) -> ProviderResult<()> {
+        for status in ["active", "suspended"] {
+            let req = Request::new(Method::GET, ORGS, ORGS.to_string()).query("status", status);
+            self.http
+                .list_each(req, ORG_LIMIT, |o: OrgWire| each(o.into()))
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -173,10 +173,14 @@ impl Provider for LayersProvider {
     }
 
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
-        let mut live = self.list_orgs("active").await?;
-        live.extend(self.list_orgs("suspended").await?);
-        live.retain(|org| org.metadata.get(key).is_some_and(|v| v == value));
-        Ok(live)
+        let mut found = Vec::new();
+        self.each_live_org(|org| {
+            if org.metadata.get(key).is_some_and(|v| v == value) {
+                found.push(org);
+            }
+        })
+        .await?;
+        Ok(found)
     }
 
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org> {

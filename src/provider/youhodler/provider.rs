@@ -59,10 +59,11 @@ impl YouhodlerProvider {
         org
     }
 
-    async fn live(&self, external_id: Option<&str>) -> ProviderResult<Vec<Org>> {
+    /// Live clients carrying `external_id` (filtered by the API).
+    async fn live(&self, external_id: &str) -> ProviderResult<Vec<Org>> {
         Ok(self
             .client
-            .list_clients(external_id)
+            .list_clients(Some(external_id))
             .await?
             .into_iter()
             .map(org_of)
@@ -170,7 +171,7 @@ impl Provider for YouhodlerProvider {
 
     /// `GET /clients?external_id=` (unique per enterprise), read fresh.
     async fn find_orgs_by_external_id(&self, external_id: &str) -> ProviderResult<Vec<Org>> {
-        self.live(Some(external_id)).await
+        self.live(external_id).await
     }
 
     async fn find_orgs_by_owner(&self, owner: &str) -> ProviderResult<Vec<Org>> {
@@ -186,9 +187,18 @@ impl Provider for YouhodlerProvider {
     }
 
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
-        let mut live = self.live(None).await?;
-        live.retain(|org| org.metadata.get(key).is_some_and(|v| v == value));
-        Ok(live)
+        let mut found = Vec::new();
+        self.client
+            .each_client(|c| {
+                let org = org_of(c);
+                if org.status != OrgStatus::Archived
+                    && org.metadata.get(key).is_some_and(|v| v == value)
+                {
+                    found.push(org);
+                }
+            })
+            .await?;
+        Ok(found)
     }
 
     /// `Idempotency-Key` makes a re-sent create replay; `external_id` (unique per
