@@ -328,12 +328,14 @@ async fn colliding_secret_names_stall_before_any_call() {
 /// a precondition (no read in between, #18), on the real API server: the write lands on
 /// our claim; a claim of a name that exists is ours only when we control it; a write
 /// whose precondition is stale is refused (the operator then retries with a read); a
-/// Secret someone else created is never taken.
+/// Secret someone else created is never taken. A Secret the pass saw missing (a webhook's
+/// signing secret) is created without a read; one that appeared since is read then, and
+/// written only if it is ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another() {
     use k8s_openapi::api::core::v1::Secret as KubeSecret;
     use kube::api::{Api, PostParams};
-    use orgops::reconcile::secrets::{self, KEY_ID_ANNOTATION, Payload, SecretError};
+    use orgops::reconcile::secrets::{self, KEY_ID_ANNOTATION, Known, Payload, SecretError};
     use std::collections::BTreeMap;
 
     let env = support::TestEnv::new("claim").await;
@@ -375,19 +377,32 @@ async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another()
         .expect("claim")
         .expect("a created claim has a resourceVersion");
     assert_eq!(key_id("acme-crm").as_deref(), Some(""));
-    secrets::write(&api, &corg, "acme-crm", payload("key_1"), Some(&rv))
-        .await
-        .expect("write on our claim");
+    secrets::write(
+        &api,
+        &corg,
+        "acme-crm",
+        payload("key_1"),
+        Known::Claimed(&rv),
+    )
+    .await
+    .expect("write on our claim");
     assert_eq!(key_id("acme-crm").as_deref(), Some("key_1"));
 
     // The claim's version is stale now: a write with it is refused, without it it lands.
-    let stale = secrets::write(&api, &corg, "acme-crm", payload("key_2"), Some(&rv)).await;
+    let stale = secrets::write(
+        &api,
+        &corg,
+        "acme-crm",
+        payload("key_2"),
+        Known::Claimed(&rv),
+    )
+    .await;
     assert!(
         matches!(&stale, Err(SecretError::Kube(kube::Error::Api(e))) if e.code == 409),
         "{stale:?}"
     );
     assert_eq!(key_id("acme-crm").as_deref(), Some("key_1"));
-    secrets::write(&api, &corg, "acme-crm", payload("key_2"), None)
+    secrets::write(&api, &corg, "acme-crm", payload("key_2"), Known::Unknown)
         .await
         .expect("write after a read");
     assert_eq!(key_id("acme-crm").as_deref(), Some("key_2"));
@@ -407,7 +422,28 @@ async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another()
     ]);
     let theirs = secrets::claim(&api, &corg, "theirs", "crm", "org_1").await;
     assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
-    let theirs = secrets::write(&api, &corg, "theirs", payload("key_3"), None).await;
+    let theirs = secrets::write(&api, &corg, "theirs", payload("key_3"), Known::Unknown).await;
+    assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
+    assert_eq!(key_id("theirs"), None);
+
+    // Seen missing: created at once; appeared since: read, written only when ours.
+    secrets::write(&api, &corg, "acme-hook", payload("key_4"), Known::Missing)
+        .await
+        .expect("create a Secret seen missing");
+    assert_eq!(key_id("acme-hook").as_deref(), Some("key_4"));
+    let owner = env.kubectl_ok(&[
+        "get",
+        "secret",
+        "acme-hook",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].uid}",
+    ]);
+    assert_eq!(Some(owner.trim()), corg.metadata.uid.as_deref());
+    secrets::write(&api, &corg, "acme-hook", payload("key_5"), Known::Missing)
+        .await
+        .expect("ours appeared since: written after a read");
+    assert_eq!(key_id("acme-hook").as_deref(), Some("key_5"));
+    let theirs = secrets::write(&api, &corg, "theirs", payload("key_6"), Known::Missing).await;
     assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
     assert_eq!(key_id("theirs"), None);
     env.cleanup().await;

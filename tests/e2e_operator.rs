@@ -11,6 +11,10 @@ use support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_converges_once_and_then_stays_quiet() {
     let w = World::new("converge", "3s").await;
+    // The status writes are counted below: a CustomerOrg reconciled before the operator
+    // has checked its provider gets a "provider pending" status first (a third write; a
+    // loaded CI machine showed it once).
+    support::corgs::wait_provider_ready(&w.provider).await;
     apply_yaml_ok(&w.corg_yaml("acme", ""));
     let corg = w.wait_ready("acme").await;
     let org_id = text(&corg["status"]["orgId"], "status.orgId");

@@ -1,11 +1,12 @@
 //! The API server's own bound for converging N customers: the same number and kinds of
-//! Kubernetes writes the operator makes for a new org (the key's Secret claimed before its
-//! mint, the key's and the webhook's Secrets by server-side apply, an Event, and the
-//! verifying pass's status by server-side apply; the finalizer is part of the create, by
-//! the finalizer policy, and the creating pass's status is not written), sent by one
-//! client with the operator's concurrency and nothing else (no partner API, no reads, no
-//! queue). The converge time divided by this time is how far the operator is from what
-//! this API server can absorb.
+//! Kubernetes writes the operator makes for a new org (the key's Secret claimed by a
+//! create before its mint and then applied (server-side apply), the webhook's Secret
+//! created, an Event, and the verifying pass's status by server-side apply; the finalizer
+//! is part of the create, by the finalizer policy, and the creating pass's status is not
+//! written), sent by one client with the operator's concurrency and nothing else (no
+//! partner API, no reads, no queue), under the benchmark's same watches of the namespace
+//! as the converge (`cluster::WriteWatch`). The converge time divided by this time is how
+//! far the operator is from what this API server can absorb.
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -23,7 +24,8 @@ const MANAGER: &str = "orgops-bench-bound";
 /// Writes of one new org, in the operator's order.
 pub const WRITES_PER_ORG: usize = 5;
 /// What [`WRITES_PER_ORG`] is, for the report.
-pub const WRITES_NAMED: &str = "key Secret claim, 2 Secrets, Event, status";
+pub const WRITES_NAMED: &str =
+    "key Secret claim, key Secret apply, webhook Secret create, Event, status";
 
 /// Creates `n` CustomerOrgs in a scratch namespace (not timed, no operator watches it),
 /// then times `n` × [`WRITES_PER_ORG`] writes, `concurrency` orgs at a time. Returns the
@@ -44,10 +46,13 @@ pub async fn measure(
         .map(|i| cluster::bench_org(&ns, "bound", &ns, i))
         .collect();
     cluster::apply_all(client, &ns, objs, apply_parallel).await?;
+    // Observed as the converge is, from before the clock starts.
+    let watch = cluster::WriteWatch::start(client, &ns).await?;
     let corgs: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &cluster::customer_org());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let requests_before = cluster::apiserver_requests(client).await;
     let meter = meter();
     let started = Instant::now();
     let result = stream::iter(0..n)
@@ -60,6 +65,12 @@ pub async fn measure(
         .await;
     let took = started.elapsed();
     let cpu_line = meter.report("the bound");
+    let seen = cluster::effective_writes(&watch.snapshot());
+    drop(watch);
+    let requests = cluster::diff(&requests_before, &cluster::apiserver_requests(client).await);
+    crate::scenarios::print_requests("the bound", &requests, n);
+    let cpu_line =
+        format!("{cpu_line}\nchanges the bound's watches had seen when the clock stopped: {seen}");
     cluster::delete_namespace(client, &ns).await?;
     result?;
     Ok((took, cpu_line))
@@ -73,20 +84,19 @@ async fn one_org(
     i: usize,
 ) -> Result<()> {
     let name = format!("c-{i:05}");
-    let claim = json!({
+    let claim: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": format!("{name}-integration"), "namespace": ns,
                      "labels": {"app.kubernetes.io/managed-by": "orgops"},
                      "annotations": {"orgops.dev/key-id": "", "orgops.dev/key-name": "integration"}},
         "type": "Opaque",
-    });
-    secrets
-        .patch(
-            &format!("{name}-integration"),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&claim),
-        )
-        .await?;
+    }))
+    .map_err(|e| failed(format!("bound: a Secret: {e}")))?;
+    let create = PostParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..Default::default()
+    };
+    secrets.create(&create, &claim).await?;
     let status = || {
         json!({
             "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
@@ -110,24 +120,26 @@ async fn one_org(
         })
     };
 
-    for (suffix, key) in [("integration", "apiKey"), ("crm-webhook", "signingSecret")] {
-        let secret_name = format!("{name}-{suffix}");
-        let secret = json!({
+    let secret = |suffix: &str, key: &str| {
+        json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": secret_name, "namespace": ns,
+            "metadata": {"name": format!("{name}-{suffix}"), "namespace": ns,
                          "labels": {"app.kubernetes.io/managed-by": "orgops"},
                          "annotations": {"orgops.dev/owner": format!("{ns}/{name}")}},
             "type": "Opaque",
             "stringData": {key: format!("lk_live_{i:040}")},
-        });
-        secrets
-            .patch(
-                &secret_name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await?;
-    }
+        })
+    };
+    secrets
+        .patch(
+            &format!("{name}-integration"),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&secret("integration", "apiKey")),
+        )
+        .await?;
+    let hook: Secret = serde_json::from_value(secret("crm-webhook", "signingSecret"))
+        .map_err(|e| failed(format!("bound: a Secret: {e}")))?;
+    secrets.create(&create, &hook).await?;
     let event: Event = serde_json::from_value(json!({
         "metadata": {"name": format!("{name}.{}", &uuid::Uuid::new_v4().simple().to_string()[..16])},
         "eventTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),

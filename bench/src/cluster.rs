@@ -290,22 +290,20 @@ pub fn is_ready(obj: &DynamicObject) -> bool {
     })
 }
 
-/// Watches the namespace until `expected` objects are Ready; calls `tick` about every second
-/// with the number Ready so far (so the caller can check the operator is alive).
+/// Waits until `expected` objects in the watched namespace are Ready, as the watch's
+/// CustomerOrg stream sees them; calls `tick` about every second with the number Ready so
+/// far (so the caller can check the operator is alive).
 pub async fn wait_all_ready(
-    client: &kube::Client,
-    ns: &str,
+    watch: &WriteWatch,
     expected: usize,
     timeout: Duration,
     mut tick: impl FnMut(usize) -> Result<()>,
 ) -> Result<Duration> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
     let start = Instant::now();
-    let mut ready: HashMap<String, bool> = HashMap::new();
-    let mut events = watcher(api, watcher::Config::default()).boxed();
+    let mut ready = watch.ready.clone();
     let mut last_tick = Instant::now();
     loop {
-        let count = ready.values().filter(|r| **r).count();
+        let count = *ready.borrow_and_update();
         if count >= expected {
             return Ok(start.elapsed());
         }
@@ -319,45 +317,70 @@ pub async fn wait_all_ready(
             tick(count)?;
             last_tick = Instant::now();
         }
-        let next = tokio::time::timeout(Duration::from_secs(1), events.next()).await;
-        match next {
-            Ok(Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)))) => {
-                ready.insert(o.metadata.name.clone().unwrap_or_default(), is_ready(&o));
-            }
-            Ok(Some(Ok(watcher::Event::Delete(o)))) => {
-                ready.remove(&o.metadata.name.clone().unwrap_or_default());
-            }
-            Ok(Some(Ok(_))) | Err(_) => {}
-            Ok(Some(Err(e))) => {
-                // The watcher re-lists by itself; a short pause avoids a hot loop.
-                eprintln!("watch error (retrying): {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Ok(None) => return Err(failed("watch stream ended")),
+        // Woken by the next change of the count, or after a second to tick.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), ready.changed()).await {
+            return Err(failed("the CustomerOrg watch ended"));
         }
     }
 }
 
-/// Counts the changes (ADDED/MODIFIED/DELETED) to CustomerOrgs, Secrets and Events in one
-/// namespace: the writes that changed something. The apiserver's own request counters have no
-/// namespace label, so on a shared control plane they would count other tests' writes too.
+/// The benchmark's only watches of one namespace, one per kind: they count the changes
+/// (ADDED/MODIFIED/DELETED) to CustomerOrgs, Secrets and Events (the writes that changed
+/// something), and the CustomerOrg one also counts the objects Ready. The apiserver's own
+/// request counters have no namespace label, so on a shared control plane they would
+/// count other tests' writes too. The API server's bound runs under the same watches
+/// (`bound.rs`): what the benchmark observes costs both phases the same.
 pub struct WriteWatch {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    ready: tokio::sync::watch::Receiver<usize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl WriteWatch {
-    pub fn start(client: &kube::Client, ns: &str) -> WriteWatch {
+    /// Starts the watches and returns once each has listed the namespace, so the initial
+    /// lists are not part of what is timed next.
+    pub async fn start(client: &kube::Client, ns: &str) -> Result<WriteWatch> {
         let counts = Arc::new(Mutex::new(BTreeMap::new()));
+        let (ready_tx, ready) = tokio::sync::watch::channel(0);
+        let (listed_tx, mut listed) = tokio::sync::mpsc::channel::<()>(3);
         let corgs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &customer_org());
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let events: Api<Event> = Api::namespaced(client.clone(), ns);
         let tasks = vec![
-            tokio::spawn(count_changes(corgs, "customerorgs", counts.clone())),
-            tokio::spawn(count_changes(secrets, "secrets", counts.clone())),
-            tokio::spawn(count_changes(events, "events", counts.clone())),
+            tokio::spawn(count_changes(
+                corgs,
+                "customerorgs",
+                counts.clone(),
+                listed_tx.clone(),
+                Some((ready_tx, is_ready as fn(&DynamicObject) -> bool)),
+            )),
+            tokio::spawn(count_changes(
+                secrets,
+                "secrets",
+                counts.clone(),
+                listed_tx.clone(),
+                None,
+            )),
+            tokio::spawn(count_changes(
+                events,
+                "events",
+                counts.clone(),
+                listed_tx,
+                None,
+            )),
         ];
-        WriteWatch { counts, tasks }
+        let watch = WriteWatch {
+            counts,
+            ready,
+            tasks,
+        };
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(300), listed.recv())
+                .await
+                .map_err(|_| failed(format!("the watches of {ns} did not list it in 300s")))?
+                .ok_or_else(|| failed(format!("a watch of {ns} ended before listing it")))?;
+        }
+        Ok(watch)
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
@@ -371,20 +394,72 @@ impl Drop for WriteWatch {
     }
 }
 
+/// Where a watch reports how many of its objects are Ready, and how it tells.
+type ReadyCount<K> = (tokio::sync::watch::Sender<usize>, fn(&K) -> bool);
+
+/// Ready objects by name, for the CustomerOrg watch.
+struct Readiness {
+    ready: HashMap<String, bool>,
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Readiness {
+    fn set(&mut self, name: String, ready: Option<bool>) {
+        match ready {
+            Some(r) => self.ready.insert(name, r),
+            None => self.ready.remove(&name),
+        };
+        let count = self.ready.values().filter(|r| **r).count();
+        self.count
+            .send_if_modified(|c| std::mem::replace(c, count) != count);
+    }
+}
+
 async fn count_changes<K>(
     api: Api<K>,
     what: &'static str,
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    listed: tokio::sync::mpsc::Sender<()>,
+    ready: Option<ReadyCount<K>>,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
+    let mut readiness = ready.map(|(count, is_ready)| {
+        (
+            Readiness {
+                ready: HashMap::new(),
+                count,
+            },
+            is_ready,
+        )
+    });
+    let mut track = |obj: &K, deleted: bool| {
+        if let Some((r, is_ready)) = readiness.as_mut() {
+            let name = obj.meta().name.clone().unwrap_or_default();
+            r.set(name, (!deleted).then(|| is_ready(obj)));
+        }
+    };
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     while let Some(event) = stream.next().await {
         let key = match event {
-            Ok(watcher::Event::Apply(_)) => format!("{what} changed"),
-            Ok(watcher::Event::Delete(_)) => format!("{what} deleted"),
+            Ok(watcher::Event::Apply(o)) => {
+                track(&o, false);
+                format!("{what} changed")
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                track(&o, true);
+                format!("{what} deleted")
+            }
             // The initial list and re-lists are not writes.
-            Ok(_) => continue,
+            Ok(watcher::Event::InitApply(o)) => {
+                track(&o, false);
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                let _ = listed.try_send(());
+                continue;
+            }
+            Ok(watcher::Event::Init) => continue,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
@@ -394,6 +469,55 @@ async fn count_changes<K>(
             *c.entry(key).or_insert(0) += 1;
         }
     }
+}
+
+/// The API server's requests on CustomerOrgs, Secrets and Events so far, by verb,
+/// resource and code (`apiserver_request_total`), for where the control plane's work goes.
+/// Cluster-wide (the counter has no namespace): meaningful while nothing else runs.
+pub async fn apiserver_requests(client: &kube::Client) -> BTreeMap<String, u64> {
+    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else {
+        return BTreeMap::new();
+    };
+    match client.request_text(request).await {
+        Ok(text) => parse_apiserver_requests(&text),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn parse_apiserver_requests(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let resource = label("resource");
+        if !["customerorgs", "secrets", "events"].contains(&resource.as_str())
+            || !label("dry_run").is_empty()
+        {
+            continue;
+        }
+        let sub = label("subresource");
+        let what = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *out.entry(format!("{} {what} {}", label("verb"), label("code")))
+            .or_insert(0) += n;
+    }
+    out
 }
 
 /// `orgops_kube_writes_total` by kind from the operator's /metrics (write attempts, no-ops
@@ -465,6 +589,24 @@ pub fn default_kubeconfig(root: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_api_servers_requests_by_verb_resource_and_code() {
+        let text = concat!(
+            "apiserver_request_total{code=\"404\",component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"secrets\",scope=\"resource\",subresource=\"\",verb=\"GET\",version=\"v1\"} 7\n",
+            "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"status\",verb=\"APPLY\",version=\"v1alpha1\"} 3\n",
+            "apiserver_request_total{code=\"201\",component=\"apiserver\",dry_run=\"All\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1alpha1\"} 1\n",
+            "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"coordination.k8s.io\",resource=\"leases\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1\"} 9\n",
+        );
+        let r = parse_apiserver_requests(text);
+        assert_eq!(r.get("GET secrets 404"), Some(&7));
+        assert_eq!(r.get("APPLY customerorgs/status 200"), Some(&3));
+        assert_eq!(
+            r.len(),
+            2,
+            "dry runs and other resources are left out: {r:?}"
+        );
+    }
 
     #[test]
     fn reads_the_operator_write_counter_by_kind() {

@@ -85,7 +85,7 @@ impl Run {
             t.elapsed().as_secs_f64(),
             common.apply_parallel
         );
-        let watch = cluster::WriteWatch::start(&client, &ns);
+        let watch = cluster::WriteWatch::start(&client, &ns).await?;
         Ok(Run {
             client,
             ns,
@@ -129,6 +129,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     let run = Run::setup(common, &opts.tier, n, &sim_args).await?;
     let writes_before = run.watch.snapshot();
     let calls_before = run.api.counters().await?;
+    let requests_before = cluster::apiserver_requests(&run.client).await;
     // Converge with the default (long) resync so resyncs do not add load while converging.
     let mut op = OperatorProc::start(
         &common.kubeconfig,
@@ -153,7 +154,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     ]);
     let mut last_print = Instant::now();
     let started = Instant::now();
-    let waited = cluster::wait_all_ready(&run.client, &run.ns, n, common.timeout, |ready| {
+    let waited = cluster::wait_all_ready(&run.watch, n, common.timeout, |ready| {
         op.check_alive()?;
         if last_print.elapsed() >= Duration::from_secs(15) {
             println!(
@@ -177,6 +178,10 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     let cpu = pid.and_then(machine::cpu_seconds);
     let rss = pid.and_then(machine::peak_rss_mib);
     let cpu_line = meter.report("converge");
+    let requests = cluster::diff(
+        &requests_before,
+        &cluster::apiserver_requests(&run.client).await,
+    );
     let calls = run.api.counters().await?.since(&calls_before);
     let writes = cluster::diff(&writes_before, &writes_now(&run, &op).await);
 
@@ -200,6 +205,7 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     println!("{cpu_line}");
     print_calls(&calls, n);
     print_writes(&writes, n);
+    print_requests("converge", &requests, n);
     if opts.bound && converged {
         let bound = print_bound(common, &run.client, n).await?;
         println!(
@@ -382,10 +388,8 @@ pub async fn standard(common: &Common, orgs: usize, tier: &str) -> Result<()> {
         common.concurrency,
         &common.operator_args,
     )?;
-    let wall = cluster::wait_all_ready(&run.client, &run.ns, orgs, common.timeout, |_| {
-        op.check_alive()
-    })
-    .await?;
+    let wall =
+        cluster::wait_all_ready(&run.watch, orgs, common.timeout, |_| op.check_alive()).await?;
     let calls = run.api.counters().await?.since(&calls_before);
     let (reads, _) = calls.reads_writes();
     let writes = calls.ok_writes();
@@ -445,6 +449,19 @@ async fn writes_now(run: &Run, op: &OperatorProc) -> BTreeMap<String, u64> {
     let mut all = run.watch.snapshot();
     all.extend(cluster::operator_write_attempts(&op.metrics_addr).await);
     all
+}
+
+/// The API server's requests on the three kinds, all clients (the operator's and the
+/// benchmark's watches' lists), per org: where the control plane's work goes.
+pub fn print_requests(phase: &str, requests: &BTreeMap<String, u64>, n: usize) {
+    let total: u64 = requests.values().sum();
+    println!(
+        "API server requests during {phase} (CustomerOrgs, Secrets, Events; verb resource code): {total}, {:.2} per org",
+        total as f64 / n as f64
+    );
+    for (k, v) in requests {
+        println!("  {k:<40} {v:>8}  {:.2}/org", *v as f64 / n as f64);
+    }
 }
 
 fn print_writes(writes: &BTreeMap<String, u64>, n: usize) {

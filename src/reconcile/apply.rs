@@ -13,8 +13,8 @@ use crate::provider::{MintedKey, Org, OrgPatch, Provider, Secret};
 use super::OrgEvent;
 use super::plan::{ALLOCATION_MARKER, Action, Plan};
 use super::secrets::{
-    self, KEY_ID_ANNOTATION, KEY_NAME_ANNOTATION, Payload, SecretError, WEBHOOK_ID_ANNOTATION,
-    WEBHOOK_NAME_ANNOTATION,
+    self, KEY_ID_ANNOTATION, KEY_NAME_ANNOTATION, Known, Payload, SecretError,
+    WEBHOOK_ID_ANNOTATION, WEBHOOK_NAME_ANNOTATION,
 };
 use super::status::org_state;
 
@@ -264,7 +264,7 @@ fn already_gone_is_done(result: Result<(), ProviderError>) -> Result<(), Provide
 async fn write_hook_secret(
     secret_api: &Api<KubeSecret>,
     corg: &CustomerOrg,
-    secret_name: &str,
+    (secret_name, known): (&str, Known<'_>),
     org_id: &str,
     (entry, hook_id): (&str, &str),
     secret: &Secret,
@@ -280,7 +280,7 @@ async fn write_hook_secret(
         secret,
         rotated_for: None,
     };
-    Ok(secrets::write(secret_api, corg, secret_name, payload, None).await?)
+    Ok(secrets::write(secret_api, corg, secret_name, payload, known).await?)
 }
 
 async fn write_key_secret(
@@ -308,11 +308,12 @@ async fn write_key_secret(
     };
     // One immediate retry: the secret is shown once, so losing it costs a replay.
     // The retry reads the Secret first: a claim changed since (409) is checked again.
-    match secrets::write(secret_api, corg, secret_name, payload(), claimed).await {
+    let known = claimed.map_or(Known::Unknown, Known::Claimed);
+    match secrets::write(secret_api, corg, secret_name, payload(), known).await {
         Ok(()) => Ok(()),
         Err(SecretError::Kube(first)) => {
             tracing::warn!(secret = secret_name, error = %first, "writing key Secret failed; retrying once");
-            Ok(secrets::write(secret_api, corg, secret_name, payload(), None).await?)
+            Ok(secrets::write(secret_api, corg, secret_name, payload(), Known::Unknown).await?)
         }
         Err(e) => Err(e.into()),
     }
@@ -584,6 +585,7 @@ async fn step(
             name,
             new,
             secret_name,
+            absent,
             spec_hash,
             key,
         } => {
@@ -591,7 +593,20 @@ async fn step(
             let created = provider.create_webhook(&id, new, key).await?;
             let hook_id = &created.endpoint.id;
             let secret = &created.signing_secret;
-            write_hook_secret(secret_api, corg, secret_name, &id, (name, hook_id), secret).await?;
+            let known = if *absent {
+                Known::Missing
+            } else {
+                Known::Unknown
+            };
+            write_hook_secret(
+                secret_api,
+                corg,
+                (secret_name, known),
+                &id,
+                (name, hook_id),
+                secret,
+            )
+            .await?;
             record_hook(status, name, hook_id, secret_name, spec_hash);
             events.push(event(
                 "WebhookCreated",
@@ -640,7 +655,15 @@ async fn step(
         } => {
             let org = org_id(status)?.to_string();
             let secret = provider.rotate_webhook_secret(&org, id, key).await?;
-            write_hook_secret(secret_api, corg, secret_name, &org, (name, id), &secret).await?;
+            write_hook_secret(
+                secret_api,
+                corg,
+                (secret_name, Known::Unknown),
+                &org,
+                (name, id),
+                &secret,
+            )
+            .await?;
             record_hook(status, name, id, secret_name, spec_hash);
         }
         Action::DeleteSecret { name } => {

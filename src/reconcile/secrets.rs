@@ -173,19 +173,30 @@ pub async fn apply_owned<K: Resource<DynamicType = ()>>(
     Ok(())
 }
 
-/// Creates or updates the Secret; refuses when another owner controls it.
-///
-/// `claimed`: the resourceVersion of the claim this pass just wrote (`claim`). The write
-/// then needs no read to know the Secret is ours: it applies with that version as a
-/// precondition, which the API server refuses (409) if anything changed the Secret since.
+/// What the writing pass knows of the Secret before it writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known<'a> {
+    /// Nothing: it is read first, to refuse another owner's Secret.
+    Unknown,
+    /// This pass observed it missing: it is created, which needs no read (a Secret that
+    /// appeared since makes the create fail with 409; only then is it read).
+    Missing,
+    /// The claim this pass just wrote, at this resourceVersion (`claim`): applied with
+    /// that version as a precondition, which the API server refuses (409) if anything
+    /// changed the Secret since.
+    Claimed(&'a str),
+}
+
+/// Creates or updates the Secret; refuses when another owner controls it. `known`: what
+/// the pass knows of it, which spares the read before the write where it can.
 pub async fn write(
     api: &Api<KubeSecret>,
     corg: &CustomerOrg,
     name: &str,
     payload: Payload<'_>,
-    claimed: Option<&str>,
+    known: Known<'_>,
 ) -> Result<(), SecretError> {
-    if claimed.is_none()
+    if known == Known::Unknown
         && let Some(existing) = api.get_opt(name).await?
         && !owned_by(&existing, corg)
     {
@@ -212,7 +223,28 @@ pub async fn write(
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
     }
     let mut secret = owned_secret(corg, name, annotations, data);
-    secret.metadata.resource_version = claimed.map(str::to_string);
+    match known {
+        Known::Missing => {
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            match api.create(&params, &secret).await {
+                Ok(_) => return Ok(()),
+                // Appeared since the pass looked: ours (a write this pass cannot know
+                // of) or another's; read, as without knowledge.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let existing = api.get(name).await?;
+                    if !owned_by(&existing, corg) {
+                        return Err(SecretError::Foreign(name.to_string()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Known::Claimed(version) => secret.metadata.resource_version = Some(version.to_string()),
+        Known::Unknown => {}
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&secret)).await?;
     Ok(())

@@ -353,9 +353,17 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             // would offboard (archive) a second time. So is one with no org recorded: a
             // cached copy from before its deletion would create an org after offboarding
             // found none and let the object go (the Gennia chaos run caught exactly that).
+            // A copy at the very version whose pass deferred a status naming the org is as
+            // good as one with the org recorded (`plan_from_cache`).
             Seen::Unknown | Seen::OursVerify
-                if cached.metadata.deletion_timestamp.is_none()
-                    && cached.status.as_ref().is_some_and(|s| s.org_id.is_some()) =>
+                if plan_from_cache(
+                    cached,
+                    ctx.deferred.acted_on(
+                        &key,
+                        cached.metadata.uid.as_deref(),
+                        cached.metadata.resource_version.as_deref(),
+                    ),
+                ) =>
             {
                 cached
             }
@@ -363,6 +371,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             // the provider and chose when to look again.
             Seen::Ours(left) => return Ok(skip(left)),
             Seen::Unknown | Seen::OursVerify | Seen::Other => {
+                debug!(?seen, version = ?cached.metadata.resource_version, "reading the object before the pass");
                 let api: Api<CustomerOrg> =
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
@@ -420,6 +429,16 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
     }
     .instrument(span)
     .await
+}
+
+/// Whether a pass may plan from the cached copy instead of reading the object first:
+/// not while it is being deleted, and only when the copy names its org, by its status or
+/// by the status its previous pass deferred at exactly this version (`acted_on`,
+/// `DeferredStatus::acted_on`). Without an org, the copy might predate a deletion whose
+/// offboarding found none, and a pass on it would create an org nobody offboards.
+fn plan_from_cache(cached: &CustomerOrg, acted_on: bool) -> bool {
+    cached.metadata.deletion_timestamp.is_none()
+        && (acted_on || cached.status.as_ref().is_some_and(|s| s.org_id.is_some()))
 }
 
 pub fn error_policy(obj: Arc<Guarded>, err: &RuntimeError, ctx: Arc<OrgCtx>) -> Action {
@@ -541,10 +560,13 @@ async fn reconcile_org(
         }
         return Ok((off.retry, paused, written));
     }
+    // The version this pass acts on: the copy's, or the one our finalizer write made
+    // (pinned to the copy's version, it changed nothing else).
+    let mut acted_on = corg.metadata.resource_version.clone();
     if !finalizer::has(corg) {
         // Before the first provider write, so a deletion always offboards. Usually already
         // there: the MutatingAdmissionPolicy in deploy/ adds it when the object is stored.
-        finalizer::apply(&api, &name, &finalizer::add_patch(corg)).await?;
+        acted_on = finalizer::apply(&api, &name, &finalizer::add_patch(corg)).await?;
         ctx.metrics.kube_write(KubeWrite::Finalizer);
     }
     let verifying = deferred.is_some();
@@ -567,7 +589,8 @@ async fn reconcile_org(
     {
         // Verified at once by the next pass, which writes what it observes: this status
         // would be superseded a moment later.
-        ctx.deferred.defer(key.clone(), uid, outcome.status);
+        ctx.deferred
+            .defer(key.clone(), uid, acted_on.as_deref(), outcome.status);
         return Ok((Retry::Soon, paused, None));
     }
     let written = apply_status(&api, corg, &outcome.status, ctx).await?;
@@ -732,5 +755,35 @@ mod tests {
         let mut newer = status.clone();
         newer.observed_generation = Some(4);
         assert!(status_differs(Some(&status), &newer));
+    }
+
+    #[test]
+    fn only_a_copy_naming_its_org_is_planned_from_without_a_read() {
+        let spec: crate::api::CustomerOrgSpec =
+            serde_json::from_value(serde_json::json!({"displayName": "a"})).unwrap();
+        let new = CustomerOrg::new("a", spec);
+        assert!(!plan_from_cache(&new, false), "no org yet: read it first");
+        assert!(
+            plan_from_cache(&new, true),
+            "the version the deferring pass acted on"
+        );
+        let mut recorded = new.clone();
+        recorded.status = Some(CustomerOrgStatus {
+            org_id: Some("org_1".into()),
+            ..Default::default()
+        });
+        assert!(plan_from_cache(&recorded, false));
+        let mut deleting = recorded.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert!(
+            !plan_from_cache(&deleting, false),
+            "a deletion is read fresh"
+        );
+        assert!(
+            !plan_from_cache(&deleting, true),
+            "a deletion is read fresh"
+        );
     }
 }

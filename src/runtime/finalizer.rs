@@ -36,10 +36,15 @@ fn patch_with(corg: &CustomerOrg, list: Vec<String>) -> Value {
     json!({"metadata": {"finalizers": list, "resourceVersion": corg.resource_version()}})
 }
 
-pub async fn apply(api: &Api<CustomerOrg>, name: &str, patch: &Value) -> Result<(), kube::Error> {
+/// Returns the resourceVersion the patch produced.
+pub async fn apply(
+    api: &Api<CustomerOrg>,
+    name: &str,
+    patch: &Value,
+) -> Result<Option<String>, kube::Error> {
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map(drop)
+        .map(|o| o.metadata.resource_version)
 }
 
 #[cfg(test)]

@@ -186,6 +186,9 @@ pub enum Action {
         name: String,
         new: NewWebhook,
         secret_name: String,
+        /// The pass observed no Secret of that name: the signing secret's write creates
+        /// it without reading it first.
+        absent: bool,
         spec_hash: String,
         key: IdempotencyKey,
     },

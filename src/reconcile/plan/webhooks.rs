@@ -74,6 +74,7 @@ pub(super) fn plan_webhooks(
                     metadata,
                 },
                 secret_name,
+                absent: seen == SecretSeen::Missing,
                 spec_hash,
                 key: derive(&[
                     uid,
