@@ -484,23 +484,30 @@ pub async fn apiserver_requests(client: &kube::Client) -> BTreeMap<String, u64> 
     }
 }
 
+/// The samples of `metric` in a Prometheus text page: a label reader and the value.
+fn samples<'a>(
+    text: &'a str,
+    metric: &'a str,
+) -> impl Iterator<Item = (impl Fn(&str) -> String + 'a, u64)> + 'a {
+    text.lines()
+        .filter_map(move |l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(labels, value)| {
+            let label = move |name: &str| {
+                labels
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (label, value.trim().parse::<f64>().unwrap_or(0.0) as u64)
+        })
+}
+
 fn parse_apiserver_requests(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
+    for (label, n) in samples(text, "apiserver_request_total") {
         let resource = label("resource");
         if !["customerorgs", "secrets", "events"].contains(&resource.as_str())
             || !label("dry_run").is_empty()
@@ -513,7 +520,6 @@ fn parse_apiserver_requests(text: &str) -> BTreeMap<String, u64> {
         } else {
             format!("{resource}/{sub}")
         };
-        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
         *out.entry(format!("{} {what} {}", label("verb"), label("code")))
             .or_insert(0) += n;
     }
@@ -532,19 +538,10 @@ pub async fn operator_write_attempts(metrics_addr: &str) -> BTreeMap<String, u64
 
 fn parse_write_attempts(text: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("orgops_kube_writes_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let kind = labels
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("?");
-        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+    for (label, n) in samples(text, "orgops_kube_writes_total") {
+        let kind = Some(label("kind"))
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| "?".into());
         *out.entry(format!("operator {kind} writes")).or_insert(0) += n;
     }
     out

@@ -225,21 +225,10 @@ pub async fn write(
     let mut secret = owned_secret(corg, name, annotations, data);
     match known {
         Known::Missing => {
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_string()),
-                ..Default::default()
-            };
-            match api.create(&params, &secret).await {
-                Ok(_) => return Ok(()),
-                // Appeared since the pass looked: ours (a write this pass cannot know
-                // of) or another's; read, as without knowledge.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let existing = api.get(name).await?;
-                    if !owned_by(&existing, corg) {
-                        return Err(SecretError::Foreign(name.to_string()));
-                    }
-                }
-                Err(e) => return Err(e.into()),
+            // Appeared since the pass looked and ours (a write this pass cannot know
+            // of): applied below, as without knowledge.
+            if let Created::New(_) = create_unless_taken(api, corg, name, &secret).await? {
+                return Ok(());
             }
         }
         Known::Claimed(version) => secret.metadata.resource_version = Some(version.to_string()),
@@ -272,16 +261,36 @@ pub async fn claim(
         (ORG_ID_ANNOTATION.to_string(), org_id.to_string()),
     ]);
     let secret = owned_secret(corg, name, annotations, BTreeMap::new());
+    let (Created::New(s) | Created::Ours(s)) =
+        create_unless_taken(api, corg, name, &secret).await?;
+    Ok(s.metadata.resource_version)
+}
+
+/// What `create_unless_taken` found.
+enum Created {
+    New(KubeSecret),
+    /// The name existed, controlled by this CustomerOrg (as read).
+    Ours(KubeSecret),
+}
+
+/// Creates `secret`, which needs no read first: only when the name exists (409) is it
+/// read, to tell ours from another's, which is refused.
+async fn create_unless_taken(
+    api: &Api<KubeSecret>,
+    corg: &CustomerOrg,
+    name: &str,
+    secret: &KubeSecret,
+) -> Result<Created, SecretError> {
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    match api.create(&params, &secret).await {
-        Ok(created) => Ok(created.metadata.resource_version),
+    match api.create(&params, secret).await {
+        Ok(created) => Ok(Created::New(created)),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = api.get(name).await?;
             if owned_by(&existing, corg) {
-                Ok(existing.metadata.resource_version)
+                Ok(Created::Ours(existing))
             } else {
                 Err(SecretError::Foreign(name.to_string()))
             }
