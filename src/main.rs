@@ -3,6 +3,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// The image's binary allocates through jemalloc: musl's allocator cost the operator about a
+/// sixth of its CPU at 10,000 new orgs (docs/benchmarks.md, eighth pass).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "orgops",

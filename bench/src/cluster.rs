@@ -132,7 +132,9 @@ pub async fn create_namespace(client: &kube::Client, ns: &str) -> Result<()> {
 /// Deletes the namespace, then drops the finalizers of its CustomerOrgs (the operator is
 /// stopped by now) as the namespace controller marks them deleted: the finalizer policy
 /// gives an object that is not being deleted its finalizer back, so only deleting ones
-/// are patched. Gives up after ten minutes (the namespace then stays Terminating): the
+/// are patched. Returns when the namespace is gone, so that the namespace controller's
+/// deletion of the Secrets and Events is not still running in the next benchmark's
+/// measurements. Gives up after ten minutes (the namespace then stays Terminating): the
 /// namespace controller marks 30,000 objects deleted over several minutes.
 pub async fn delete_namespace(client: &kube::Client, ns: &str) -> Result<()> {
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -141,10 +143,10 @@ pub async fn delete_namespace(client: &kube::Client, ns: &str) -> Result<()> {
     let clear = json!({"metadata": {"finalizers": null}});
     let until = Instant::now() + Duration::from_secs(600);
     while Instant::now() < until {
-        let left = api.list_metadata(&ListParams::default()).await?.items;
-        if left.is_empty() {
+        if nss.get_opt(ns).await?.is_none() {
             break;
         }
+        let left = api.list_metadata(&ListParams::default()).await?.items;
         let deleting: Vec<String> = left
             .into_iter()
             .filter(|o| o.metadata.deletion_timestamp.is_some())

@@ -37,4 +37,6 @@ if grep -q '(NEEDED)' <<<"$dynamic"; then
   exit 1
 fi
 "$bin" --help >/dev/null
+# The image's allocator is jemalloc (docs/benchmarks.md, eighth pass); its messages are in the binary.
+grep -aq '<jemalloc>' "$bin" || { echo "05-static: $bin is not built with jemalloc (hack/release-build --features jemalloc)" >&2; exit 1; }
 echo "05-static: PASS ($target, static, $(du -h "$bin" | cut -f1))"
