@@ -1,5 +1,6 @@
 //! The `orgops` binary: `orgops crds` prints the CRDs, `orgops run` runs the operator,
-//! `orgops plan` shows what applying manifests would do.
+//! `orgops plan` shows what applying manifests would do, `orgops import` writes
+//! CustomerOrgs for a provider's existing orgs.
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     /// Show what applying these manifests would do, without doing it. Exit status:
     /// 0 no changes, 2 changes, 1 an error.
     Plan(orgops::plan_cmd::PlanArgs),
+    /// Write one CustomerOrg per existing org of an OrgProvider (not yet owned by one), a
+    /// kustomization.yaml and IMPORT-REPORT.md; reads only. Exit status: 0 written, 1 an error.
+    Import(orgops::import::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         },
         Command::Run(args) => run(args),
         Command::Plan(args) => orgops::plan_cmd::run(args),
+        Command::Import(args) => orgops::import::run(args),
     }
 }
 

@@ -1,12 +1,16 @@
-//! Gennia chaos (issue 13): an API with no idempotency at all, made flaky — 5xx, dropped
-//! connections and commit-then-lose (the create happens, its answer does not arrive) — while
-//! two operator replicas with leader election are SIGKILLed at random moments (the leader
-//! every other time) and users suspend, resume, change roles, remove users and delete with
-//! both policies. Afterwards the audit reads the simulator: exactly one client per
-//! CustomerOrg (by workspace name), no client without a CustomerOrg, states and users as the
-//! specs say, deletions suspended (Archive) or untouched (Orphan).
+//! Gennia chaos (issues 13 and 27): an API with no idempotency at all, made flaky — 5xx,
+//! dropped connections and commit-then-lose (the create happens, its answer does not
+//! arrive) — while two operator replicas with leader election are SIGKILLed at random
+//! moments (the leader every other time) or frozen past their Lease and let run again
+//! (zombies), and users suspend, resume, change roles, remove users and delete with both
+//! policies; pairs of CustomerOrgs sharing one workspace name appear at the same instant,
+//! and each pair's loser is deleted afterwards. The audit reads the simulator: exactly one
+//! client per CustomerOrg (by workspace name), no client without a CustomerOrg, states and
+//! users as the specs say, deletions suspended (Archive) or untouched (Orphan), nothing
+//! suspended that no spec asked for, and no write outside its sender's fenced window.
 //!
-//! Scale: `ORGOPS_GENNIA_CHAOS_ORGS` (default 30) and `ORGOPS_GENNIA_CHAOS_KILLS` (default 6).
+//! Scale: `ORGOPS_GENNIA_CHAOS_ORGS` (default 30), `ORGOPS_GENNIA_CHAOS_KILLS` (default 6),
+//! `ORGOPS_GENNIA_CHAOS_ZOMBIES` (default 2).
 //! Needs `cargo build -p gennia-sim`. The summary line goes to stderr even when output is
 //! captured.
 mod support;
@@ -17,7 +21,9 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use support::TestEnv;
-use support::chaos::{Audit, Replicas, customer_orgs, env_usize, settle, shuffled};
+use support::chaos::{
+    Audit, Replicas, customer_orgs, env_usize, fence_audit, settle_and_delete_losers, shuffled,
+};
 use support::gennia::{GenniaSim, creates_with_status, install_provider};
 
 const MANAGER: &str = "chaos-gennia";
@@ -32,6 +38,10 @@ struct Customer {
     /// email → (name, role)
     users: BTreeMap<String, (String, String)>,
     deleted: bool,
+    /// One of a pair sharing the workspace name, created at the same instant.
+    paired: bool,
+    /// Lost its pair's race and was deleted afterwards (Archive): it may suspend nothing.
+    loser: bool,
 }
 
 impl Customer {
@@ -59,7 +69,30 @@ impl Customer {
             suspended: false,
             users,
             deleted: false,
+            paired: false,
+            loser: false,
         }
+    }
+
+    /// The two of pair `k`: one workspace name, each its own admin.
+    fn pair(ns: &str, k: usize) -> [Customer; 2] {
+        ["a", "b"].map(|side| {
+            let mut users = BTreeMap::new();
+            users.insert(
+                format!("admin-{k}-{side}@chaos.example"),
+                (format!("Admin {k}{side}"), "admin".to_string()),
+            );
+            Customer {
+                name: format!("g-pair-{k}-{side}"),
+                workspace: format!("Chaos {ns} pair {k}"),
+                orphan: false,
+                suspended: false,
+                users,
+                deleted: false,
+                paired: true,
+                loser: false,
+            }
+        })
     }
 
     fn manifest(&self, ns: &str, provider: &str, plan: &str) -> Value {
@@ -180,6 +213,15 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
         .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
         .collect();
     for cust in customers {
+        if cust.loser {
+            // Deleted after losing its pair's race: nothing of it may exist (the client of
+            // that name is the winner's, audited with it).
+            if objs.contains_key(&cust.name) {
+                a.wrong
+                    .push(format!("{}: the deleted loser is still there", cust.name));
+            }
+            continue;
+        }
         let found = by_name.remove(cust.workspace.as_str()).unwrap_or_default();
         let client = match found.as_slice() {
             // Deleted before its client was made: nothing to offboard. (A create that did
@@ -221,10 +263,12 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
             "active"
         };
         if status != want {
-            a.wrong.push(format!(
-                "{}: client is {status}, the spec says {want}",
-                cust.name
-            ));
+            let finding = format!("{}: client is {status}, the spec says {want}", cust.name);
+            if status == "suspended" {
+                a.wrongly_offboarded.push(finding);
+            } else {
+                a.wrong.push(finding);
+            }
         }
         if cust.suspended && !cust.deleted {
             let reason = format!("chaos suspends {}", cust.name);
@@ -315,9 +359,10 @@ fn audit_catches_tampering(clients: &[Value], customers: &[Customer], objects: &
     );
     let mut wrong = clients.to_vec();
     wrong[index]["subscriptionStatus"] = json!("suspended");
-    assert!(
-        !audit(&wrong, customers, objects).wrong.is_empty(),
-        "a wrong state"
+    assert_eq!(
+        audit(&wrong, customers, objects).wrongly_offboarded.len(),
+        1,
+        "suspended although no spec asked for it"
     );
 }
 
@@ -359,29 +404,49 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
     )
     .await;
 
+    let zombies = env_usize("ORGOPS_GENNIA_CHAOS_ZOMBIES", 2);
     let mut replicas =
         Replicas::start(&env, &client, &["--concurrency=8", "--resync-interval=10s"]).await;
     let edits = shuffled(planned_edits(n), |e| e.customer());
-    let per_round = edits.len().div_ceil(kills.max(1));
+    let per_round = edits.len().div_ceil((kills + zombies).max(1));
     let mut edits = edits.into_iter();
-    let leader_changes = replicas
-        .kill_rounds(kills, async |_| {
+    let rounds = replicas
+        .chaos_rounds(kills, zombies, async |round| {
+            if round == 1 {
+                // Pairs sharing one workspace name, each pair's two objects at once.
+                for k in 0..3 {
+                    let [a, b] = Customer::pair(&env.ns, k);
+                    let (ma, mb) = (
+                        a.manifest(&env.ns, &provider, &plan),
+                        b.manifest(&env.ns, &provider, &plan),
+                    );
+                    tokio::join!(
+                        support::chaos::apply(&corgs, MANAGER, &a.name, ma),
+                        support::chaos::apply(&corgs, MANAGER, &b.name, mb),
+                    );
+                    customers.extend([a, b]);
+                }
+            }
             let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
             for e in batch {
                 edit(&corgs, &env.ns, &provider, &plan, &mut customers, e).await;
             }
         })
         .await;
+    let leader_changes = rounds.leader_changes;
     for e in edits {
         edit(&corgs, &env.ns, &provider, &plan, &mut customers, e).await;
     }
     let chaos_done = started.elapsed();
 
-    let expected: Vec<(String, bool)> = customers
-        .iter()
-        .map(|c| (c.name.clone(), c.deleted))
-        .collect();
-    let pending = settle(&corgs, &expected, Duration::from_secs(settle_secs)).await;
+    let (pending, losers) = settle_and_delete_losers(
+        &corgs,
+        &mut customers,
+        Duration::from_secs(settle_secs),
+        |c| (c.name.as_str(), c.deleted, c.paired),
+        |c| (c.deleted, c.loser) = (true, true),
+    )
+    .await;
     let settled = started.elapsed();
     let counters = sim.counters().await;
     let faults = counters["faultsInjected"].as_u64().unwrap_or(0);
@@ -406,18 +471,34 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
     let answered = creates_with_status(&counters, 201);
     let lost_answers = (clients.len() as u64).saturating_sub(answered);
     let refused_duplicate = creates_with_status(&counters, 400);
-    replicas.stop().await;
+    let started_ms = replicas.started_ms;
+    let (leases, stopped_ms) = replicas.stop().await;
+    let fence = fence_audit(&sim.writes().await, &leases, (started_ms, stopped_ms), &[]);
+    audit.outside_fence.extend(fence.outside.iter().cloned());
+    if losers.len() != 3 {
+        audit.wrong.push(format!(
+            "3 racing pairs, but {} losers: {losers:?}",
+            losers.len()
+        ));
+    }
 
     let line = format!(
-        "gennia chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
-         {lost_answers} create answers lost after commit, {refused_duplicate} duplicate-name refusals, \
-         {} deleted before created; {} lost, {} duplicated, {} orphaned clients, {} wrong; \
-         chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
+        "gennia chaos: {} orgs, {} kills, {leader_changes} leader changes, {} zombie pauses, \
+         {faults} faults injected, {lost_answers} create answers lost after commit, \
+         {refused_duplicate} duplicate-name refusals, {} deleted before created, {} pairs' losers \
+         deleted; {} lost, {} duplicated, {} orphaned clients, {} wrongly offboarded, {} writes \
+         outside a fence (of {}), {} wrong; chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
         customers.len(),
+        rounds.kills,
+        rounds.zombies,
         audit.never_created,
+        losers.len(),
         audit.lost.len(),
         audit.duplicated.len(),
         audit.orphaned.len(),
+        audit.wrongly_offboarded.len(),
+        audit.outside_fence.len(),
+        fence.writes,
         audit.wrong.len(),
         chaos_done.as_secs_f64(),
         settled.as_secs_f64(),
@@ -452,7 +533,8 @@ async fn gennia_chaos_creates_each_client_exactly_once() {
         "no create answer was lost after its commit, so commit-then-lose was not exercised"
     );
     assert!(
-        leader_changes >= kills / 2,
-        "only {leader_changes} leader changes in {kills} kills"
+        leader_changes >= kills / 2 + zombies && rounds.zombies == zombies,
+        "only {leader_changes} leader changes and {} zombies in {kills} kills and {zombies} freezes",
+        rounds.zombies
     );
 }

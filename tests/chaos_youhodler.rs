@@ -1,13 +1,17 @@
-//! YouHodler chaos (issue 14): 5xx, 429 with `details.retry_after_ms`, dropped connections
-//! and commit-then-lose (the create, PATCH or suspend happens, its answer does not arrive),
-//! while two operator replicas with leader election are SIGKILLed at random moments (the
-//! leader every other time) and users rename, retag, suspend, resume and delete with both
-//! policies. The audit reads the simulator: exactly one client per CustomerOrg (by
-//! `external_id`), no client without one, names, metadata and states as the specs say,
-//! deletions suspended (Archive) or untouched (Orphan), and no secret in the logs.
+//! YouHodler chaos (issues 14 and 27): 5xx, 429 with `details.retry_after_ms`, dropped
+//! connections and commit-then-lose (the create, PATCH or suspend happens, its answer does
+//! not arrive), while two operator replicas with leader election are SIGKILLed at random
+//! moments (the leader every other time) or frozen past their Lease and let run again
+//! (zombies), and users rename, retag, suspend, resume and delete with both policies; pairs
+//! of CustomerOrgs sharing one `externalId` appear at the same instant, and each pair's
+//! loser is deleted afterwards. The audit reads the simulator: exactly one client per
+//! CustomerOrg (by `external_id`), no client without one, names, metadata and states as the
+//! specs say, deletions suspended (Archive) or untouched (Orphan), nothing suspended that no
+//! spec asked for, no write outside its sender's fenced window, and no secret in the logs.
 //!
 //! Scale: `ORGOPS_YOUHODLER_CHAOS_ORGS` (default 30), `ORGOPS_YOUHODLER_CHAOS_KILLS`
-//! (default 6). Needs `cargo build -p youhodler-sim`. The summary line goes to stderr.
+//! (default 6), `ORGOPS_YOUHODLER_CHAOS_ZOMBIES` (default 2). Needs `cargo build -p
+//! youhodler-sim`. The summary line goes to stderr.
 mod support;
 
 use std::collections::HashMap;
@@ -16,7 +20,9 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use support::TestEnv;
-use support::chaos::{Audit, Replicas, customer_orgs, env_usize, settle, shuffled};
+use support::chaos::{
+    Audit, Replicas, customer_orgs, env_usize, fence_audit, settle_and_delete_losers, shuffled,
+};
 use support::youhodler::{YouhodlerSim, install_provider, requests};
 
 const MANAGER: &str = "chaos-youhodler";
@@ -30,6 +36,10 @@ struct Customer {
     orphan: bool,
     suspended: bool,
     deleted: bool,
+    /// One of a pair sharing the `externalId`, created at the same instant.
+    paired: bool,
+    /// Lost its pair's race and was deleted afterwards (Archive): it may suspend nothing.
+    loser: bool,
 }
 
 impl Customer {
@@ -42,7 +52,24 @@ impl Customer {
             orphan: i % 7 == 3,
             suspended: false,
             deleted: false,
+            paired: false,
+            loser: false,
         }
+    }
+
+    /// The two of pair `k`: one `externalId`.
+    fn pair(ns: &str, k: usize) -> [Customer; 2] {
+        ["a", "b"].map(|side| Customer {
+            name: format!("y-pair-{k}-{side}"),
+            external_id: format!("chaos-{ns}-pair-{k}"),
+            display: format!("Chaos pair {k}"),
+            tier: "gold".into(),
+            orphan: false,
+            suspended: false,
+            deleted: false,
+            paired: true,
+            loser: false,
+        })
     }
 
     fn reason(&self) -> String {
@@ -145,6 +172,15 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
         .map(|o| (o.metadata.name.clone().unwrap_or_default(), o))
         .collect();
     for cust in customers {
+        if cust.loser {
+            // Deleted after losing its pair's race: the client of that externalId is the
+            // winner's, audited with it.
+            if objs.contains_key(&cust.name) {
+                a.wrong
+                    .push(format!("{}: the deleted loser is still there", cust.name));
+            }
+            continue;
+        }
         let found = by_ext.remove(cust.external_id.as_str()).unwrap_or_default();
         let client = match found.as_slice() {
             [] if cust.deleted => {
@@ -170,10 +206,12 @@ fn audit(clients: &[Value], customers: &[Customer], objects: &[DynamicObject]) -
         };
         let want = if suspended { "suspended" } else { "active" };
         if status != want {
-            a.wrong.push(format!(
-                "{}: client is {status}, the spec says {want}",
-                cust.name
-            ));
+            let finding = format!("{}: client is {status}, the spec says {want}", cust.name);
+            if status == "suspended" {
+                a.wrongly_offboarded.push(finding);
+            } else {
+                a.wrong.push(finding);
+            }
         }
         if cust.deleted {
             continue;
@@ -249,9 +287,10 @@ fn audit_catches_tampering(clients: &[Value], customers: &[Customer], objects: &
     );
     let mut wrong = clients.to_vec();
     wrong[index]["status"] = json!("suspended");
-    assert!(
-        !audit(&wrong, customers, objects).wrong.is_empty(),
-        "a wrong state"
+    assert_eq!(
+        audit(&wrong, customers, objects).wrongly_offboarded.len(),
+        1,
+        "suspended although no spec asked for it"
     );
 }
 
@@ -288,29 +327,49 @@ async fn youhodler_chaos_creates_each_client_exactly_once() {
     )
     .await;
 
+    let zombies = env_usize("ORGOPS_YOUHODLER_CHAOS_ZOMBIES", 2);
     let mut replicas =
         Replicas::start(&env, &client, &["--concurrency=8", "--resync-interval=10s"]).await;
     let edits = shuffled(planned_edits(n), |e| e.customer());
-    let per_round = edits.len().div_ceil(kills.max(1));
+    let per_round = edits.len().div_ceil((kills + zombies).max(1));
     let mut edits = edits.into_iter();
-    let leader_changes = replicas
-        .kill_rounds(kills, async |_| {
+    let rounds = replicas
+        .chaos_rounds(kills, zombies, async |round| {
+            if round == 1 {
+                // Pairs sharing one externalId, each pair's two objects at once.
+                for k in 0..3 {
+                    let [a, b] = Customer::pair(&env.ns, k);
+                    let (ma, mb) = (
+                        a.manifest(&env.ns, &provider),
+                        b.manifest(&env.ns, &provider),
+                    );
+                    tokio::join!(
+                        support::chaos::apply(&corgs, MANAGER, &a.name, ma),
+                        support::chaos::apply(&corgs, MANAGER, &b.name, mb),
+                    );
+                    customers.extend([a, b]);
+                }
+            }
             let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
             for e in batch {
                 edit(&corgs, &env.ns, &provider, &mut customers, e).await;
             }
         })
         .await;
+    let leader_changes = rounds.leader_changes;
     for e in edits {
         edit(&corgs, &env.ns, &provider, &mut customers, e).await;
     }
     let chaos_done = started.elapsed();
 
-    let expected: Vec<(String, bool)> = customers
-        .iter()
-        .map(|c| (c.name.clone(), c.deleted))
-        .collect();
-    let pending = settle(&corgs, &expected, Duration::from_secs(settle_secs)).await;
+    let (pending, losers) = settle_and_delete_losers(
+        &corgs,
+        &mut customers,
+        Duration::from_secs(settle_secs),
+        |c| (c.name.as_str(), c.deleted, c.paired),
+        |c| (c.deleted, c.loser) = (true, true),
+    )
+    .await;
     let settled = started.elapsed();
     let counters = sim.counters().await;
     let faults = counters["faultsInjected"].as_u64().unwrap_or(0);
@@ -362,18 +421,40 @@ async fn youhodler_chaos_creates_each_client_exactly_once() {
         })
         .sum();
     let stale = requests(&counters, "PATCH", "/clients/:client_id", 412);
-    replicas.stop().await;
+    let started_ms = replicas.started_ms;
+    let (leases, stopped_ms) = replicas.stop().await;
+    // The token request changes nothing at YouHodler and is not fenced.
+    let fence = fence_audit(
+        &sim.writes().await,
+        &leases,
+        (started_ms, stopped_ms),
+        &["/oauth/token"],
+    );
+    audit.outside_fence.extend(fence.outside.iter().cloned());
+    if losers.len() != 3 {
+        audit.wrong.push(format!(
+            "3 racing pairs, but {} losers: {losers:?}",
+            losers.len()
+        ));
+    }
 
     let line = format!(
-        "youhodler chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected \
-         ({rate_limited} 429s), {lost_creates} create answers lost after commit, {stale} stale ETags, \
-         {} deleted before created; {} lost, {} duplicated, {} orphaned clients, {} wrong; \
-         chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
+        "youhodler chaos: {} orgs, {} kills, {leader_changes} leader changes, {} zombie pauses, \
+         {faults} faults injected ({rate_limited} 429s), {lost_creates} create answers lost after \
+         commit, {stale} stale ETags, {} deleted before created, {} pairs' losers deleted; {} lost, \
+         {} duplicated, {} orphaned clients, {} wrongly offboarded, {} writes outside a fence (of {}), \
+         {} wrong; chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
         customers.len(),
+        rounds.kills,
+        rounds.zombies,
         audit.never_created,
+        losers.len(),
         audit.lost.len(),
         audit.duplicated.len(),
         audit.orphaned.len(),
+        audit.wrongly_offboarded.len(),
+        audit.outside_fence.len(),
+        fence.writes,
         audit.wrong.len(),
         chaos_done.as_secs_f64(),
         settled.as_secs_f64(),
@@ -408,7 +489,8 @@ async fn youhodler_chaos_creates_each_client_exactly_once() {
         "no create answer was lost after its commit, so commit-then-lose was not exercised"
     );
     assert!(
-        leader_changes >= kills / 2,
-        "only {leader_changes} leader changes in {kills} kills"
+        leader_changes >= kills / 2 + zombies && rounds.zombies == zombies,
+        "only {leader_changes} leader changes and {} zombies in {kills} kills and {zombies} freezes",
+        rounds.zombies
     );
 }

@@ -289,3 +289,56 @@ fn explain_describes_fields() {
     assert!(out.contains("top-up") || out.contains("Top-up"), "{out}");
     assert!(out.contains("autoRefill"), "{out}");
 }
+
+/// Upgrades are boring: an object written as the deprecated v1alpha1 reads back unchanged
+/// as v1beta1 (the storage version, conversion None), kubectl warns about v1alpha1, and
+/// both versions serve the same schema.
+#[test]
+fn v1alpha1_objects_read_back_as_v1beta1() {
+    let ns = namespace();
+    let yaml = corg(
+        &ns,
+        "old-style",
+        "  providerRef: {name: default}\n  displayName: Old Style\n  credits: {allocated: 7}\n",
+    );
+    let out = support::apply_yaml(&yaml.replace("orgops.dev/v1beta1", "orgops.dev/v1alpha1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("orgops.dev/v1alpha1 CustomerOrg is deprecated; use orgops.dev/v1beta1"),
+        "applying v1alpha1 should warn about the deprecation, stderr: {warned}"
+    );
+    let read = |version: &str| -> serde_json::Value {
+        let out = support::kubectl_ok(&[
+            "get",
+            &format!("customerorgs.{version}.orgops.dev"),
+            "old-style",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let (beta, alpha) = (read("v1beta1"), read("v1alpha1"));
+    assert_eq!(beta["apiVersion"], "orgops.dev/v1beta1");
+    assert_eq!(alpha["apiVersion"], "orgops.dev/v1alpha1");
+    assert_eq!(beta["spec"], alpha["spec"]);
+    assert_eq!(beta["spec"]["credits"]["allocated"], 7);
+    for crd in ["customerorgs", "orgproviders", "parentwebhooks"] {
+        let out = support::kubectl_ok(&["get", "crd", &format!("{crd}.orgops.dev"), "-o", "json"]);
+        let crd: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let versions = crd["spec"]["versions"].as_array().unwrap();
+        let by_name = |n: &str| versions.iter().find(|v| v["name"] == n).unwrap();
+        assert_eq!(by_name("v1beta1")["storage"], true);
+        assert_eq!(by_name("v1alpha1")["served"], true);
+        assert_eq!(by_name("v1alpha1")["deprecated"], true);
+        assert_eq!(by_name("v1alpha1")["schema"], by_name("v1beta1")["schema"]);
+        assert_eq!(crd["spec"]["conversion"]["strategy"], "None");
+    }
+    support::kubectl_ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

@@ -8,14 +8,6 @@ use serde_json::{Value, json};
 use support::world::*;
 use support::{apply_yaml_ok, wait_for, wait_for_some};
 
-fn without_external_id(yaml: &str) -> String {
-    yaml.lines()
-        .filter(|l| !l.trim_start().starts_with("externalId:"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
-}
-
 fn ledger_allocations(state: &Value, org_id: &str) -> Vec<i64> {
     state["ledgers"][org_id]
         .as_array()
@@ -363,6 +355,7 @@ async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another()
         secret_key: "apiKey",
         secret: &secret,
         rotated_for: None,
+        replaces: &[],
     };
     let key_id = |name: &str| {
         let out = env.kubectl_ok(&["get", "secret", name, "-o", "json"]);
@@ -446,5 +439,64 @@ async fn a_claimed_key_secret_is_written_without_a_read_and_never_over_another()
     let theirs = secrets::write(&api, &corg, "theirs", payload("key_6"), Known::Missing).await;
     assert!(matches!(theirs, Err(SecretError::Foreign(_))), "{theirs:?}");
     assert_eq!(key_id("theirs"), None);
+    env.cleanup().await;
+}
+
+/// Issue 27, item 5: a Secret delete checked ownership, then deleted by name: a Secret
+/// replaced in between (another owner's, same name) went. The delete now carries the uid
+/// and resourceVersion it read as preconditions, on the real API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_replaced_after_it_was_read_is_not_deleted() {
+    use k8s_openapi::api::core::v1::Secret as KubeSecret;
+    use kube::api::{Api, DeleteParams, PostParams};
+    use orgops::reconcile::secrets;
+
+    let env = support::TestEnv::new("delsecret").await;
+    let api: Api<KubeSecret> = Api::namespaced(env.client().await, &env.ns);
+    let secret = |owner: &str| -> KubeSecret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "acme-crm", "annotations": {"owner": owner}},
+            "stringData": {"k": "v"},
+        }))
+        .expect("Secret")
+    };
+    let ours = api
+        .create(&PostParams::default(), &secret("orgops"))
+        .await
+        .expect("create ours");
+    // Replaced between the read and the delete.
+    api.delete("acme-crm", &DeleteParams::default())
+        .await
+        .expect("delete ours");
+    api.create(&PostParams::default(), &secret("someone else"))
+        .await
+        .expect("create theirs");
+    let deleted = secrets::delete_observed(&api, &ours)
+        .await
+        .expect("delete call");
+    assert!(!deleted, "a Secret replaced since the read was deleted");
+    let left = api.get("acme-crm").await.expect("theirs is still there");
+    assert_eq!(left.metadata.annotations.unwrap()["owner"], "someone else");
+    // Changed since the read (same uid, new version): left alone as well.
+    let read = api.get("acme-crm").await.expect("read");
+    let mut changed = read.clone();
+    changed
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("touched".into(), "yes".into());
+    api.replace("acme-crm", &PostParams::default(), &changed)
+        .await
+        .expect("change");
+    assert!(!secrets::delete_observed(&api, &read).await.expect("call"));
+    // Exactly as read: deleted.
+    let current = api.get("acme-crm").await.expect("read");
+    assert!(
+        secrets::delete_observed(&api, &current)
+            .await
+            .expect("call")
+    );
+    assert!(api.get_opt("acme-crm").await.expect("get").is_none());
     env.cleanup().await;
 }

@@ -1,8 +1,9 @@
 //! GitOps health on objects the operator really produced: the live CustomerOrg JSON from
 //! the apiserver goes through Argo CD's Lua health check (hack/health/health.lua, run by
-//! `lua5.4`) and through the real kstatus library (Flux, `target/tools/bin/kstatus-check`).
+//! `lua5.4`) and through the real kstatus library (Flux, `kstatus-check`).
 //!
-//! The tools come from `hack/tools/build`; this test fails (never skips) when they are absent.
+//! `kstatus-check` comes from `hack/tools/build` (which prints where it keeps the tools, and
+//! builds them if missing); this test fails (never skips) when a tool is absent.
 mod support;
 
 use serde_json::Value;
@@ -14,7 +15,16 @@ use support::{Operator, Sim, TestEnv, apply_yaml_ok, kubectl, wait_for_some, wor
 const CONVERGE: Duration = Duration::from_secs(60);
 
 fn kstatus_bin() -> PathBuf {
-    workspace_root().join("target/tools/bin/kstatus-check")
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(workspace_root().join("hack/tools/build"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/tools/build");
+        assert!(out.status.success(), "hack/tools/build failed");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kstatus-check")
+    })
+    .clone()
 }
 
 /// Fails with what to run when a verdict tool is missing.
@@ -22,7 +32,7 @@ fn require_tools() {
     let bin = kstatus_bin();
     assert!(
         bin.is_file(),
-        "{} is missing: run hack/tools/build first (hack/test must build the tools before cargo test)",
+        "{} is missing after hack/tools/build",
         bin.display()
     );
     let lua = Command::new("lua5.4").arg("-v").output();

@@ -28,6 +28,18 @@ spec:
     )
 }
 
+/// Sets the OrgProvider's `spec.offboarding.maxPerHour`.
+fn max_per_hour(w: &World, max: usize) {
+    kubectl_ok(&[
+        "patch",
+        "orgprovider",
+        &w.provider,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"offboarding":{{"maxPerHour":{max}}}}}}}"#),
+    ]);
+}
+
 /// The CustomerOrgs still present in the test namespace.
 fn corgs(w: &World) -> Vec<Value> {
     let out = w.env.kubectl(&["get", "customerorgs", "-o", "json"]);
@@ -140,14 +152,7 @@ async fn a_mass_deletion_offboards_at_most_max_per_hour() {
         &["--resync-interval", "20s"],
     )
     .await;
-    kubectl_ok(&[
-        "patch",
-        "orgprovider",
-        &w.provider,
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"spec":{{"offboarding":{{"maxPerHour":{MAX_PER_HOUR}}}}}}}"#),
-    ]);
+    max_per_hour(&w, MAX_PER_HOUR);
 
     // 30 customers in one apply.
     let names: Vec<String> = (0..ORGS).map(|i| format!("c{i:02}")).collect();
@@ -307,5 +312,41 @@ async fn a_stale_claim_is_refused_and_the_status_apply_keeps_the_window() {
     let p = provider(&w);
     assert_eq!(p["status"]["offboarding"][0]["uid"], "first", "{p}");
     assert_eq!(p["status"]["rateLimitTier"], "unlimited", "{p}");
+    w.cleanup().await;
+}
+
+/// Issue 27, item 5: `spec.state: archived` archives as surely as a deletion does, and a
+/// mass edit to it (a bad merge, a templating error) went around the guard. It takes a slot
+/// of the same window: past `maxPerHour` the object waits with `OffboardingPaused`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_by_spec_state_takes_a_slot_of_the_window() {
+    let w = World::new("offguard-state", "5s").await;
+    max_per_hour(&w, 1);
+    let names = ["a1", "a2", "a3"];
+    let yaml: Vec<String> = names.iter().map(|n| corg_yaml(&w, n)).collect();
+    apply_yaml_ok(&yaml.join("---\n"));
+    for n in names {
+        w.wait_ready(n).await;
+    }
+    let archive: Vec<String> = yaml
+        .iter()
+        .map(|y| format!("{y}  state: archived\n"))
+        .collect();
+    apply_yaml_ok(&archive.join("---\n"));
+    wait_for("one archived, two paused", WAIT, || async {
+        let all = corgs(&w);
+        let waiting = all
+            .iter()
+            .filter(|c| {
+                condition(c, "Ready").is_some_and(|r| r.0 == "False" && r.1 == "OffboardingPaused")
+            })
+            .count();
+        archived(&w).await == 1 && waiting == 2
+    })
+    .await;
+    // Still so a few resyncs later: the window holds, nothing else was archived.
+    w.resyncs(2).await;
+    assert_eq!(archived(&w).await, 1);
+    assert_eq!(archive_calls(&w).await, 1);
     w.cleanup().await;
 }

@@ -648,39 +648,44 @@ async fn removed_key_is_revoked_and_webhook_url_change_is_patched() {
 }
 
 /// Two replicas that find the Lease free at the same moment (a fresh install, a rollout)
-/// never both lead: each takes the Lease with a server-side apply of `holderIdentity`
-/// (kube-lease-manager) under its own field manager, so the second of two such applies
-/// conflicts. With one manager shared by every replica it did not, and both believed they
-/// held the Lease until the first one's next renewal, about 10 s of two writers (found by
-/// the Layers chaos suite: "an operator exited on its own", 1 run in 4; the race itself
-/// is a few milliseconds wide, so this checks the mechanism on the real API server).
+/// never both lead: each takes it with a compare-and-swap on the resourceVersion it read
+/// (`leader::try_acquire`, a replace), so the second swap on that version gets 409. (With
+/// server-side applies under one field manager both once believed they held it, ~10 s of
+/// two writers found by the Layers chaos suite; the race itself is a few milliseconds
+/// wide, so this checks the mechanism on the real API server.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_free_lease_taken_by_one_replica_is_not_taken_by_another() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use kube::api::{Api, Patch, PatchParams};
-    use orgops::runtime::leader;
+    use kube::api::{Api, PostParams};
+    use orgops::runtime::leader::{LeaseConfig, try_acquire};
     let env = support::TestEnv::new("lease").await;
     let leases: Api<Lease> = Api::namespaced(env.client().await, &env.ns);
-    let take = |who: &'static str| {
-        let leases = leases.clone();
-        async move {
-            let lease = serde_json::json!({
+    let free = leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": "orgops"},
-                "spec": {"holderIdentity": who, "leaseDurationSeconds": 15},
-            });
-            let params = PatchParams {
-                field_manager: Some(leader::field_manager(who)),
-                ..Default::default()
-            };
-            leases.patch("orgops", &params, &Patch::Apply(&lease)).await
-        }
+                "metadata": {"name": "orgops"}, "spec": {},
+            }))
+            .expect("Lease"),
+        )
+        .await
+        .expect("a free Lease");
+    let cfg = |who: &str| LeaseConfig {
+        namespace: env.ns.clone(),
+        name: "orgops".into(),
+        identity: who.into(),
+        duration: std::time::Duration::from_secs(15),
     };
-    take("replica-a").await.expect("the free Lease is taken");
-    let second = take("replica-b").await;
+    let first = try_acquire(&leases, &free, &cfg("replica-a")).await;
     assert!(
-        matches!(&second, Err(kube::Error::Api(e)) if e.code == 409),
-        "a second replica's apply must conflict, got {second:?}"
+        matches!(first, Ok(Some(_))),
+        "the free Lease is taken: {first:?}"
+    );
+    let second = try_acquire(&leases, &free, &cfg("replica-b")).await;
+    assert!(
+        matches!(second, Ok(None)),
+        "a second swap on the same version must conflict, got {second:?}"
     );
     let lease = leases.get("orgops").await.expect("Lease");
     assert_eq!(

@@ -9,41 +9,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use support::world::{World, count, secret_value};
-use support::{apply_yaml_ok, kubectl, kubectl_ok, wait_for, write_token_kubeconfig_for};
-
-const READ_ONLY_ROLE: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: orgops-plan-e2e}
-rules:
-- apiGroups: [orgops.dev]
-  resources: [customerorgs, orgproviders]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get, list, watch]
-"#;
-
-/// A ServiceAccount bound to a role with get/list/watch only; its kubeconfig.
-fn read_only_kubeconfig(ns: &str) -> std::path::PathBuf {
-    apply_yaml_ok(READ_ONLY_ROLE);
-    // Not the operator's ServiceAccount: this identity has the read-only role alone.
-    kubectl_ok(&["create", "serviceaccount", "plan-reader", "-n", ns]);
-    let binding = format!("orgops-plan-e2e-{ns}");
-    let _ = kubectl(&[
-        "delete",
-        "clusterrolebinding",
-        &binding,
-        "--ignore-not-found",
-    ]);
-    kubectl_ok(&[
-        "create",
-        "clusterrolebinding",
-        &binding,
-        "--clusterrole=orgops-plan-e2e",
-        &format!("--serviceaccount={ns}:plan-reader"),
-    ]);
-    write_token_kubeconfig_for(ns, "plan-reader")
-}
+use support::{apply_yaml_ok, kubectl, kubectl_ok, read_only_kubeconfig, wait_for};
 
 fn orgops_plan(kubeconfig: &Path, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_orgops"))
@@ -410,5 +376,229 @@ async fn bad_input_exits_1_naming_file_and_field_after_planning_the_rest() {
         "clusterrolebinding",
         &format!("orgops-plan-e2e-{ns}"),
     ]);
+    w.cleanup().await;
+}
+
+/// Issue 31: an OrgProvider and a ParentWebhook in the input are planned, not skipped: a
+/// changed provider field with its users and working credentials, a new provider whose
+/// credentials Secret is missing (an error: it would never be Ready), a new endpoint with
+/// the Secret its signing secret goes to. Nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_covers_org_providers_and_parent_webhooks() {
+    let w = World::new("planother", "30s").await;
+    let ns = w.env.ns.clone();
+    apply_yaml_ok(&w.corg_yaml("user", ""));
+    w.wait_ready("user").await;
+    let writes_before = w.writes().await;
+    let input = format!(
+        r#"apiVersion: orgops.dev/v1beta1
+kind: OrgProvider
+metadata: {{name: {provider}}}
+spec:
+  type: layers
+  baseUrl: {url}
+  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
+  rateLimit: {{tier: partner}}
+---
+apiVersion: orgops.dev/v1beta1
+kind: OrgProvider
+metadata: {{name: {provider}-new}}
+spec:
+  type: gennia
+  baseUrl: https://gennia.example.com
+  credentialsSecretRef: {{namespace: {ns}, name: no-such-secret, key: apiKey}}
+---
+apiVersion: orgops.dev/v1beta1
+kind: ParentWebhook
+metadata: {{name: firehose, namespace: {ns}}}
+spec:
+  providerRef: {{name: {provider}}}
+  url: https://hooks.example.com/firehose
+  events: ["post.published", "job.failed"]
+"#,
+        provider = w.provider,
+        url = w.sim.base_url(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("others.yaml");
+    std::fs::write(&file, input).expect("write");
+    let ro = read_only_kubeconfig(&ns);
+    let out = orgops_plan(&ro, &["-f", &file.to_string_lossy(), "-o", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the missing Secret is an error:\n{stderr}"
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("JSON plan");
+    let find = |kind: &str, name: &str| {
+        plan["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} not planned: {plan:#}"))
+            .clone()
+    };
+    let changed = find("OrgProvider", &w.provider);
+    assert_eq!(changed["change"], "update", "{changed:#}");
+    assert_eq!(
+        changed["actions"][0]["text"],
+        r#"spec.rateLimit: {"tier":"auto"} -> {"tier":"partner"}"#
+    );
+    let notes = changed["notes"].to_string();
+    assert!(notes.contains("1 CustomerOrg(s) use it"), "{notes}");
+    assert!(notes.contains("credentials authenticate"), "{notes}");
+    let new = find("OrgProvider", &format!("{}-new", w.provider));
+    assert_eq!(new["change"], "error");
+    assert!(
+        new["errors"]
+            .to_string()
+            .contains("no-such-secret does not exist"),
+        "{new:#}"
+    );
+    let hook = find("ParentWebhook", "firehose");
+    assert_eq!(hook["change"], "create");
+    let ops: Vec<&str> = hook["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["op"].as_str())
+        .collect();
+    assert_eq!(ops, ["create-endpoint", "write-secret"]);
+    assert!(stderr.contains("error: OrgProvider"), "{stderr}");
+    // Nothing was written: no provider change, no ParentWebhook created.
+    assert_eq!(w.writes().await, writes_before);
+    assert!(
+        !kubectl(&["get", "parentwebhook", "firehose", "-n", &ns])
+            .status
+            .success()
+    );
+    w.cleanup().await;
+}
+
+/// Issue 30: `orgops plan` knows money. The parent holds 3000 credits; the input asks for
+/// four top-ups under `guardrails.maxCreditsPerOrg: 2000`: one above the bound is marked
+/// HELD (with the approval that would send it), one above it but approved is not, and the
+/// rest exceed what the parent holds: the plan prints the shortfall. All three formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_shortfall_and_every_held_transfer() {
+    let w = World::with("planmoney", &["--parent-credits", "3000"], &[]).await;
+    let ns = w.env.ns.clone();
+    w.patch_provider(&serde_json::json!({"spec": {"guardrails": {"maxCreditsPerOrg": 2000}}}));
+    let corg = |name: &str, allocated: i64, approval: &str| {
+        format!(
+            r#"apiVersion: orgops.dev/v1beta1
+kind: CustomerOrg
+metadata:
+  name: {name}
+  namespace: {ns}
+  annotations: {{{approval}}}
+spec:
+  providerRef: {{name: {provider}}}
+  displayName: Customer {name}
+  credits: {{allocated: {allocated}}}
+"#,
+            provider = w.provider
+        )
+    };
+    let input = [
+        corg("a", 1500, ""),
+        corg("big", 2500, ""),
+        corg("c", 1800, ""),
+        corg("approved", 2100, r#"orgops.dev/confirm-credits: "1""#),
+    ]
+    .join("---\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("money.yaml");
+    std::fs::write(&file, input).expect("write");
+    let ro = read_only_kubeconfig(&ns);
+    let writes_before = w.writes().await;
+    let run = |format: &str| {
+        let out = orgops_plan(&ro, &["-f", &file.to_string_lossy(), "-o", format]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "changes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+
+    let plan: Value = serde_json::from_str(&run("json")).expect("JSON plan");
+    let funds = &plan["funds"][0];
+    assert_eq!(funds["provider"], w.provider.as_str(), "{plan:#}");
+    assert_eq!(funds["parentBalance"], 3000);
+    assert_eq!(funds["creditsMoved"], 1500 + 1800 + 2100);
+    assert_eq!(funds["creditsHeld"], 2500);
+    assert_eq!(funds["transfersHeld"], 1);
+    assert_eq!(funds["shortfall"], 1500 + 1800 + 2100 - 3000);
+    assert_eq!(plan["summary"]["transfersHeld"], 1);
+    assert_eq!(plan["summary"]["shortfall"], 2400);
+    let allocate = |name: &str| {
+        plan["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .find(|o| o["name"] == name)
+            .and_then(|o| {
+                o["actions"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["op"] == "allocate")
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("{name} has no allocate step: {plan:#}"))
+    };
+    let held = allocate("big");
+    assert_eq!(
+        held["held"]["guardrails"][0], "maxCreditsPerOrg",
+        "{held:#}"
+    );
+    assert_eq!(
+        held["held"]["approveWith"],
+        r#"orgops.dev/confirm-credits: "1""#
+    );
+    assert!(
+        held["held"]["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("2500") && r.contains("2000")),
+        "{held:#}"
+    );
+    for name in ["a", "c", "approved"] {
+        assert!(allocate(name)["held"].is_null(), "{name} is sent");
+    }
+    assert!(
+        allocate("approved")["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("cannot cover")),
+        "the top-up past the parent's balance says so: {plan:#}"
+    );
+
+    let text = run("text");
+    assert!(
+        text.contains("! move 2500 credits")
+            && text.contains("HELD by guardrails.maxCreditsPerOrg")
+            && text.contains(r#"approve with orgops.dev/confirm-credits: "1""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("the parent holds 3000 credits, this plan moves 5400: SHORT by 2400 credits")
+            && text.contains("1 top-up(s) of 2500 credits held by guardrails")
+            && text.contains("the parent is 2400 credits short"),
+        "{text}"
+    );
+
+    let md = run("markdown");
+    assert!(
+        md.contains(":warning: OrgProvider") && md.contains("SHORT by 2400 credits"),
+        "{md}"
+    );
+    assert!(
+        md.contains(":no_entry: ~~**move 2500 credits")
+            && md.contains("**HELD by guardrails.maxCreditsPerOrg"),
+        "{md}"
+    );
+    assert_eq!(w.writes().await, writes_before, "plan writes nothing");
     w.cleanup().await;
 }

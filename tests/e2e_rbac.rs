@@ -57,6 +57,10 @@ struct Seen {
     pwh_status_written: bool,
     /// Its signing Secret exists.
     pwh_secret: bool,
+    /// Once Ready, the CustomerOrg held a claim (a Lease in the operator's namespace).
+    claim_made: bool,
+    /// After the CustomerOrg was deleted (only tried once Ready), its claims went with it.
+    claim_released: bool,
     log: String,
 }
 
@@ -197,6 +201,12 @@ fn namespaced_cases() -> Vec<Case> {
         });
         out.push(c);
     }
+    for verb in ["list", "delete"] {
+        let mut c = full.clone();
+        c.name = format!("ns_leases_{verb}");
+        c.lease_rules = without_verb(&full.lease_rules, "leases", verb);
+        out.push(c);
+    }
     out
 }
 
@@ -244,6 +254,14 @@ fn cases() -> Vec<Case> {
             name: format!("{resource}_{verb}"),
             cluster_rules: without_verb(&cluster, resource, verb),
             lease_rules: lease.clone(),
+            namespaced: None,
+        });
+    }
+    for verb in ["list", "delete"] {
+        out.push(Case {
+            name: format!("leases_{verb}"),
+            cluster_rules: cluster.clone(),
+            lease_rules: without_verb(&lease, "leases", verb),
             namespaced: None,
         });
     }
@@ -504,6 +522,33 @@ async fn run_case(case: &Case) -> Seen {
         seen.removed_key_secret_deleted =
             poll(DELETE_WAIT, || !exists(&env, &["get", "secret", "acme-k2"])).await;
     }
+    if ready {
+        // Claims: made before the create (externalId), released with the object.
+        let uid = v["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let claims = || {
+            let out = kubectl(&[
+                "get",
+                "leases",
+                "-n",
+                &lease_ns,
+                "-l",
+                &format!("orgops.dev/claim-owner-uid={uid}"),
+                "-o",
+                "name",
+            ]);
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        seen.claim_made = !claims().is_empty();
+        let _ = env.kubectl(&["delete", "customerorg", "acme", "--wait=false"]);
+        let gone = poll(DELETE_WAIT, || {
+            !exists(&env, &["get", "customerorg", "acme"])
+        })
+        .await;
+        seen.claim_released = gone && claims().is_empty();
+    }
     seen.log = std::fs::read_to_string(&op.log_path).unwrap_or_default();
     drop(op);
     let _ = kubectl(&["delete", "orgprovider", &provider, "--ignore-not-found"]);
@@ -600,6 +645,10 @@ fn full_role_exercises_every_capability(name: &str) {
     assert!(s.org_created && s.finalizer && s.status_written && s.key_secret);
     assert!(s.events > 0, "Events recorded");
     assert!(s.removed_key_secret_deleted, "removed key's Secret deleted");
+    assert!(
+        s.claim_made && s.claim_released,
+        "a claim made before the create and released on deletion: {s:#?}"
+    );
     assert!(
         s.pwh_ready && s.pwh_endpoint && s.pwh_finalizer && s.pwh_status_written && s.pwh_secret,
         "ParentWebhook with the full role: {s:#?}"
@@ -724,6 +773,16 @@ fn events(name: &str) {
     assert_refused(s, "events");
     assert!(s.ready, "converges without Events");
     assert_eq!(s.events, 0, "Events recorded without events create");
+}
+
+/// Without `list` or `delete` on Leases, a deleted object's claims stay behind (the
+/// object still goes: a claim whose owner is gone is taken over by the next claimant).
+fn leases_verb(name: &str) {
+    let s = case(name);
+    assert_refused(s, "leases");
+    assert!(s.ready, "converges without releasing claims: {s:#?}");
+    assert!(s.claim_made, "the claim was made: {s:#?}");
+    assert!(!s.claim_released, "claims released without the verb");
 }
 
 fn leases(name: &str) {
@@ -898,6 +957,26 @@ fn rbac_ns_events() {
 #[test]
 fn rbac_leases() {
     leases("leases");
+}
+
+#[test]
+fn rbac_leases_list() {
+    leases_verb("leases_list");
+}
+
+#[test]
+fn rbac_leases_delete() {
+    leases_verb("leases_delete");
+}
+
+#[test]
+fn rbac_ns_leases_list() {
+    leases_verb("ns_leases_list");
+}
+
+#[test]
+fn rbac_ns_leases_delete() {
+    leases_verb("ns_leases_delete");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use sim_kit::KitConfig;
 async fn sim() -> Started {
     gennia_sim::spawn(gennia_sim::GenniaConfig {
         kit: KitConfig::default(),
-        api_key: None,
+        ..Default::default()
     })
     .await
     .expect("spawn gennia-sim")

@@ -147,8 +147,16 @@ async fn service_account_gets_exactly_the_deployed_rbac() {
         ("delete", "orgops.dev", "customerorgs", Some(ns)),
         ("update", "orgops.dev", "orgproviders", None),
         ("delete", "orgops.dev", "orgproviders", None),
+        // Claims are released one by one, with preconditions (delete); never all at once.
         (
-            "delete",
+            "deletecollection",
+            "coordination.k8s.io",
+            "leases",
+            Some("orgops-system"),
+        ),
+        // Every Lease change is a merge patch pinned to a resourceVersion, never a replace.
+        (
+            "update",
             "coordination.k8s.io",
             "leases",
             Some("orgops-system"),

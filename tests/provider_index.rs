@@ -14,7 +14,7 @@ use provider_support::*;
 fn new_org(i: usize) -> NewOrg {
     NewOrg {
         name: format!("Customer {i}"),
-        metadata: meta(&[("externalId", &format!("cust-{i}"))]),
+        metadata: marked(&[("externalId", &format!("cust-{i}"))]),
         billing_email: None,
         extras: Default::default(),
     }
@@ -98,12 +98,13 @@ async fn own_writes_are_visible_at_once() {
         1
     );
 
-    p.suspend_org(&org.id).await.unwrap();
+    let owned = proof(&p, &org.id).await;
+    p.suspend_org(&owned).await.unwrap();
     assert_eq!(
         p.find_orgs_by_external_id("cust-1b").await.unwrap().len(),
         1
     );
-    p.archive_org(&org.id).await.unwrap();
+    p.archive_org(&owned).await.unwrap();
     assert!(
         p.find_orgs_by_external_id("cust-1b")
             .await
@@ -144,7 +145,10 @@ async fn others_writes_appear_after_the_bound() {
     assert_eq!(found.iter().map(|o| &o.id).collect::<Vec<_>>(), [&org.id]);
 
     // Archived by someone else: gone after the next refresh too.
-    other.archive_org(&org.id).await.unwrap();
+    other
+        .archive_org(&proof(&other, &org.id).await)
+        .await
+        .unwrap();
     tokio::time::sleep(bound + Duration::from_millis(50)).await;
     assert!(
         p.find_orgs_by_external_id("cust-7")
@@ -174,8 +178,8 @@ async fn a_metadata_lookup_reads_every_page_and_skips_archived_children() {
                 .id,
         );
     }
-    p.suspend_org(&ids[201]).await.unwrap();
-    p.archive_org(&ids[202]).await.unwrap();
+    p.suspend_org(&proof(&p, &ids[201]).await).await.unwrap();
+    p.archive_org(&proof(&p, &ids[202]).await).await.unwrap();
     let before = list_gets(&sim).await;
     let mut found: Vec<String> = p
         .find_orgs_by_metadata("tenant", "last")

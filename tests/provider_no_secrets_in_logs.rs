@@ -1,11 +1,14 @@
 //! No secret in logs: a full sequence (including faults, retries and error paths) with
 //! every TRACE event captured; none of the parent key, minted key secrets or webhook
-//! signing secrets may appear.
+//! signing secrets may appear. The calls go through the change log's wrapper as the
+//! operator's do, so its records (every write's) are checked too.
 
 mod provider_support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+use orgops::changelog::{self, Logged, ObjectRef, Subject};
 
 use layers_sim::Tier;
 use orgops::provider::layers::{LayersProvider, RateTier};
@@ -48,7 +51,18 @@ async fn trace_logs_never_contain_secrets() {
         .expect("first subscriber in this test binary");
 
     let sim = sim(Tier::Unlimited, 100_000).await;
-    let p = provider(&sim, RateTier::Unlimited);
+    let subject = Subject {
+        provider: "layers".into(),
+        object: ObjectRef {
+            kind: "CustomerOrg".into(),
+            namespace: "ns".into(),
+            name: "acme".into(),
+            uid: "u-1".into(),
+            generation: 1,
+        },
+        ..Default::default()
+    };
+    let p = Logged::new(Arc::new(provider(&sim, RateTier::Unlimited)), subject);
     let mut secrets: Vec<String> = vec![sim.parent_key.clone()];
     // Retries and error logging must not leak either.
     set_faults(&sim, json!({ "error5xx": 0.2, "loseResponse": 0.2 })).await;
@@ -58,7 +72,7 @@ async fn trace_logs_never_contain_secrets() {
         .create_org(
             &NewOrg {
                 name: "Acme".into(),
-                metadata: meta(&[("externalId", "acme")]),
+                metadata: marked(&[("externalId", "acme")]),
                 billing_email: None,
                 extras: Default::default(),
             },
@@ -112,7 +126,8 @@ async fn trace_logs_never_contain_secrets() {
         .unwrap();
     secrets.push(new_signing.expose().to_string());
     p.list_webhooks(&org.id).await.unwrap();
-    p.delete_webhook(&org.id, &hook.endpoint.id).await.unwrap();
+    let owned = proof(&p, &org.id).await;
+    p.delete_webhook(&owned, &hook.endpoint.id).await.unwrap();
 
     set_faults(&sim, json!({})).await;
     // Error paths: a child key after suspension (503), a wrong key (401).
@@ -122,11 +137,11 @@ async fn trace_logs_never_contain_secrets() {
         RateTier::Unlimited,
     ))
     .unwrap();
-    p.suspend_org(&org.id).await.unwrap();
+    p.suspend_org(&owned).await.unwrap();
     let err = child.whoami().await.unwrap_err();
     tracing::error!(error = %err, debug = ?err, "as the controller would log it");
-    p.revoke_key(&org.id, &rotated.key.id).await.unwrap();
-    p.archive_org(&org.id).await.unwrap();
+    p.revoke_key(&owned, &rotated.key.id).await.unwrap();
+    p.archive_org(&owned).await.unwrap();
     let wrong = LayersProvider::new(fast_config(
         &sim.base_url(),
         &format!("{}x", sim.parent_key),
@@ -153,6 +168,33 @@ async fn trace_logs_never_contain_secrets() {
         assert!(s.len() > 10);
         assert!(!logs.contains(s.as_str()), "a secret appeared in the logs");
     }
+    // Every write left its change-log record, and none holds a secret (checked above, on
+    // the same lines; again here on the records alone).
+    let records: Vec<changelog::Record> = logs.lines().filter_map(changelog::parse_line).collect();
+    let calls: std::collections::BTreeSet<&str> = records.iter().map(|r| r.call.as_str()).collect();
+    for call in [
+        "create",
+        "transfer",
+        "credit-config",
+        "mint",
+        "rotate",
+        "webhook-create",
+        "webhook-rotate-secret",
+        "webhook-delete",
+        "suspend",
+        "revoke",
+        "archive",
+    ] {
+        assert!(calls.contains(call), "no {call} record: {calls:?}");
+    }
+    let encoded = serde_json::to_string(&records).unwrap();
+    for s in &secrets {
+        assert!(
+            !encoded.contains(s.as_str()),
+            "a secret in a change-log record"
+        );
+    }
+    assert!(!encoded.contains("whsec_"));
     assert!(
         !logs.contains("whsec_"),
         "a signing secret appeared in the logs"

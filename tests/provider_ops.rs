@@ -16,7 +16,7 @@ use serde_json::json;
 fn new_org(name: &str, external_id: &str) -> NewOrg {
     NewOrg {
         name: name.into(),
-        metadata: meta(&[("externalId", external_id), ("plan", "growth")]),
+        metadata: marked(&[("externalId", external_id), ("plan", "growth")]),
         billing_email: Some("ops@acme.example".into()),
         extras: Default::default(),
     }
@@ -107,7 +107,7 @@ async fn org_lifecycle_and_errors() {
     assert_eq!(patched.name, "Acme Coffee");
     assert_eq!(
         patched.metadata,
-        meta(&[("externalId", "acme"), ("tier", "gold")])
+        marked(&[("externalId", "acme"), ("tier", "gold")])
     );
     assert_eq!(patched.billing_email, None);
 
@@ -119,12 +119,13 @@ async fn org_lifecycle_and_errors() {
     assert_eq!(found.iter().map(|o| &o.id).collect::<Vec<_>>(), [&org.id]);
 
     // suspend / resume are idempotent by state.
+    let owned = proof(&p, &org.id).await;
     assert_eq!(
-        p.suspend_org(&org.id).await.unwrap().status,
+        p.suspend_org(&owned).await.unwrap().status,
         OrgStatus::Suspended
     );
     assert_eq!(
-        p.suspend_org(&org.id).await.unwrap().status,
+        p.suspend_org(&owned).await.unwrap().status,
         OrgStatus::Suspended
     );
     assert_eq!(p.find_orgs_by_external_id("acme").await.unwrap().len(), 1);
@@ -141,21 +142,50 @@ async fn org_lifecycle_and_errors() {
     p.allocate_credits(&org.id, 300, &meta(&[]), &key("alloc-a"))
         .await
         .unwrap();
-    let archived = p.archive_org(&org.id).await.unwrap();
+    let archived = p.archive_org(&owned).await.unwrap();
     assert_eq!(archived.reclaimed_credits, 300);
-    assert_eq!(p.archive_org(&org.id).await.unwrap().reclaimed_credits, 0);
+    assert_eq!(p.archive_org(&owned).await.unwrap().reclaimed_credits, 0);
     let err = p.resume_org(&org.id).await.unwrap_err();
     assert!(matches!(err, ProviderError::Conflict(_)), "{err}");
     assert!(err.needs_human());
     assert!(p.find_orgs_by_external_id("acme").await.unwrap().is_empty());
 
-    // Not a child → 404; malformed → 422 from the API; unsafe → refused locally.
-    let err = p.suspend_org(missing).await.unwrap_err();
-    assert!(err.is_not_found() && !err.needs_human(), "{err}");
-    let err = p.suspend_org("org_not-a-uuid").await.unwrap_err();
-    assert!(matches!(err, ProviderError::Validation(_)), "{err}");
-    let err = p.suspend_org("../whoami").await.unwrap_err();
-    assert!(matches!(err, ProviderError::Invalid(_)), "{err}");
+    // Nothing destructive without a proof, and no proof for a missing org (404), a
+    // malformed id (422 from the API) or an unsafe one (refused locally).
+    use orgops::provider::owned::{Unproven, prove};
+    let owner = test_owner();
+    let err = prove(&p, None, missing, &owner).await.unwrap_err();
+    assert!(matches!(err, Unproven::Gone(_)), "{err}");
+    let err = prove(&p, None, "org_not-a-uuid", &owner).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Unproven::Provider {
+                source: ProviderError::Validation(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = prove(&p, None, "../whoami", &owner).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Unproven::Provider {
+                source: ProviderError::Invalid(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let beta = p.find_orgs_by_external_id("beta").await.unwrap();
+    let mut other = test_owner();
+    other.uid = "uid-2".into();
+    let err = prove(&p, None, &beta[0].id, &other).await.unwrap_err();
+    assert!(
+        matches!(err, Unproven::NotOurs { .. }),
+        "another object's org: {err}"
+    );
     sim.shutdown().await;
 }
 
@@ -221,11 +251,13 @@ async fn credits_config_allocations_and_pagination() {
     let ledger = p.list_allocations(&org.id).await.unwrap();
     assert_eq!(ledger.len(), 151);
     assert_eq!(ledger.iter().map(|a| a.credits).sum::<i64>(), 400);
-    assert!(
-        ledger
-            .iter()
-            .all(|a| a.metadata.get("orgops.dev/uid").map(String::as_str) == Some("u1"))
-    );
+    assert!(ledger.iter().all(|a| {
+        a.metadata
+            .as_ref()
+            .and_then(|m| m.get("orgops.dev/uid"))
+            .map(String::as_str)
+            == Some("u1")
+    }));
     assert_eq!(
         state(&sim).await["parent"]["balance"].as_i64(),
         Some(10_000 - 400)
@@ -295,13 +327,14 @@ async fn child_keys_mint_list_rotate_revoke() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::Conflict(_)), "{err}");
 
-    p.revoke_key(&org.id, &rotated.key.id).await.unwrap();
-    p.revoke_key(&org.id, &rotated.key.id).await.unwrap();
+    let owned = proof(&p, &org.id).await;
+    p.revoke_key(&owned, &rotated.key.id).await.unwrap();
+    p.revoke_key(&owned, &rotated.key.id).await.unwrap();
     let keys = p.list_keys(&org.id).await.unwrap();
     let new = keys.iter().find(|k| k.id == rotated.key.id).unwrap();
     assert_eq!(new.status, KeyStatus::Revoked);
     let err = p
-        .revoke_key(&org.id, "key_00000000-0000-4000-8000-000000000000")
+        .revoke_key(&owned, "key_00000000-0000-4000-8000-000000000000")
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err}");
@@ -311,7 +344,7 @@ async fn child_keys_mint_list_rotate_revoke() {
         .mint_key(&org.id, &content_key("second"), &key("mint-2"))
         .await
         .unwrap();
-    p.suspend_org(&org.id).await.unwrap();
+    p.suspend_org(&owned).await.unwrap();
     let child = LayersProvider::new(fast_config(
         &sim.base_url(),
         live.secret.expose(),
@@ -399,11 +432,12 @@ async fn webhooks_inside_the_child() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::Validation(_)), "{err}");
 
-    p.delete_webhook(&org.id, &created.endpoint.id)
+    let owned = proof(&p, &org.id).await;
+    p.delete_webhook(&owned, &created.endpoint.id)
         .await
         .unwrap();
     // Gone already: still done.
-    p.delete_webhook(&org.id, &created.endpoint.id)
+    p.delete_webhook(&owned, &created.endpoint.id)
         .await
         .unwrap();
     assert!(p.list_webhooks(&org.id).await.unwrap().is_empty());

@@ -95,9 +95,18 @@ async fn parent_endpoint_lifecycle() {
         "{err}"
     );
 
-    p.delete_parent_endpoint(&ep.id).await.unwrap();
+    // Deleting takes a proof: a fresh listing showing the endpoint with the marker.
+    use orgops::provider::owned::OwnedEndpoint;
+    let listing = p.list_parent_endpoints().await.unwrap();
+    assert!(
+        OwnedEndpoint::from_listing(&listing, "orgops.dev/parent-webhook", "ns/b").is_empty(),
+        "another object's marker proves nothing"
+    );
+    let owned = OwnedEndpoint::from_listing(&listing, "orgops.dev/parent-webhook", "ns/a");
+    assert_eq!(owned.len(), 1);
+    p.delete_parent_endpoint(&owned[0]).await.unwrap();
     assert!(p.get_parent_endpoint(&ep.id).await.unwrap().is_none());
-    p.delete_parent_endpoint(&ep.id).await.unwrap();
+    p.delete_parent_endpoint(&owned[0]).await.unwrap();
     sim.shutdown().await;
 }
 

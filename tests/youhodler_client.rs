@@ -547,6 +547,53 @@ async fn revoked_credentials_are_unauthenticated_without_a_token_storm() {
     s.sim.shutdown().await;
 }
 
+/// Issue 27, item 5: after a 412 the retry re-sent the body computed from the stale read.
+/// orgops sends the whole metadata map (its merge of the read with the spec's keys), so a
+/// key the console removed between the read and the PATCH came back. The retry is built
+/// from the fresh read.
+#[tokio::test]
+async fn a_patch_retried_after_412_is_built_from_the_fresh_read() {
+    use orgops::provider::{OrgPatch, Provider};
+    let s = Arc::new(sim().await);
+    let c = client(&s)
+        .create_client(&new_client("Acme", None), &key("c-stale"))
+        .await
+        .unwrap();
+    touch(&s, &c.id, |c| {
+        c.metadata.insert("console".into(), "temporary".into());
+    });
+    // Right before the PATCH lands, someone removes the console's key.
+    let id = c.id.clone();
+    let (via, _p) = meddling_client(
+        &s,
+        Method::PATCH,
+        format!("/clients/{}", c.id),
+        1,
+        move |s, _| {
+            touch(s, &id, |c| {
+                c.metadata.remove("console");
+            })
+        },
+    )
+    .await;
+    let provider = YouhodlerProvider::new(via);
+    let patch = OrgPatch {
+        metadata: Some(BTreeMap::from([("plan".to_string(), "growth".to_string())])),
+        ..Default::default()
+    };
+    let org = provider.update_org(&c.id, &patch).await.unwrap();
+    assert_eq!(org.metadata.get("plan").map(String::as_str), Some("growth"));
+    assert!(
+        !org.metadata.contains_key("console"),
+        "the retry re-sent the stale metadata: {:?}",
+        org.metadata
+    );
+    assert_eq!(
+        counts(&s, "PATCH", "/clients/:client_id"),
+        BTreeMap::from([(200, 1), (412, 1)])
+    );
+}
+
 #[tokio::test]
 async fn patch_converges_when_the_client_changes_between_read_and_write() {
     let s = Arc::new(sim().await);

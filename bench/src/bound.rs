@@ -29,14 +29,15 @@ pub const WRITES_NAMED: &str =
 
 /// Creates `n` CustomerOrgs in a scratch namespace (not timed, no operator watches it),
 /// then times `n` × [`WRITES_PER_ORG`] writes, `concurrency` orgs at a time. Returns the
-/// time and the CPU line of the timed part (`meter` starts when the clock does).
+/// time and the CPU line of the timed part (`meter` starts when the clock does), and the
+/// objects Ready over time (seconds, count).
 pub async fn measure(
     client: &kube::Client,
     n: usize,
     concurrency: usize,
     apply_parallel: usize,
     meter: impl FnOnce() -> crate::machine::CpuMeter,
-) -> Result<(Duration, String)> {
+) -> Result<(Duration, String, Vec<(f64, f64)>)> {
     let ns = format!(
         "bench-bound-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..6]
@@ -55,15 +56,27 @@ pub async fn measure(
     let requests_before = cluster::apiserver_requests(client).await;
     let meter = meter();
     let started = Instant::now();
-    let result = stream::iter(0..n)
+    let writes = stream::iter(0..n)
         .map(|i| {
             let (corgs, secrets, events, ns) = (&corgs, &secrets, &events, ns.as_str());
             async move { one_org(corgs, secrets, events, ns, i).await }
         })
         .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await;
+        .try_collect::<Vec<()>>();
+    // Objects Ready over time, as the converge's chart counts them (the same watch).
+    let mut progress = vec![(0.0, 0.0)];
+    let mut ready = watch.ready.clone();
+    tokio::pin!(writes);
+    let result = loop {
+        tokio::select! {
+            r = &mut writes => break r,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                progress.push((started.elapsed().as_secs_f64(), *ready.borrow_and_update() as f64));
+            }
+        }
+    };
     let took = started.elapsed();
+    progress.push((took.as_secs_f64(), *ready.borrow_and_update() as f64));
     let cpu_line = meter.report("the bound");
     println!(
         "changes the bound's watches had seen when the clock stopped: {}",
@@ -74,7 +87,7 @@ pub async fn measure(
     crate::scenarios::print_requests("the bound", &requests, n);
     cluster::delete_namespace(client, &ns).await?;
     result?;
-    Ok((took, cpu_line))
+    Ok((took, cpu_line, progress))
 }
 
 async fn one_org(
@@ -100,7 +113,7 @@ async fn one_org(
     secrets.create(&create, &claim).await?;
     let status = || {
         json!({
-            "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+            "apiVersion": "orgops.dev/v1beta1", "kind": "CustomerOrg",
             "status": {
                 "observedGeneration": 1,
                 "orgId": format!("org_{i:032}"),
@@ -150,7 +163,7 @@ async fn one_org(
         "reason": "Created",
         "type": "Normal",
         "note": "created org, allocated 10 credits, minted key integration, created webhook crm",
-        "regarding": {"apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        "regarding": {"apiVersion": "orgops.dev/v1beta1", "kind": "CustomerOrg",
                       "name": name, "namespace": ns},
     }))
     .map_err(|e| failed(format!("bound: an Event: {e}")))?;

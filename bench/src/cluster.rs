@@ -20,14 +20,14 @@ const MANAGER: &str = "orgops-bench";
 
 pub fn customer_org() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "CustomerOrg"),
+        &GroupVersionKind::gvk("orgops.dev", "v1beta1", "CustomerOrg"),
         "customerorgs",
     )
 }
 
 pub fn org_provider() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("orgops.dev", "v1alpha1", "OrgProvider"),
+        &GroupVersionKind::gvk("orgops.dev", "v1beta1", "OrgProvider"),
         "orgproviders",
     )
 }
@@ -89,7 +89,7 @@ pub fn install_crds(kubeconfig: &Path, root: &Path) -> Result<()> {
 /// in `default` comes back with the finalizer): right after the CRD appears, creates the
 /// policy matches are refused for a while (deploy/finalizer-policy.yaml).
 fn wait_policy(kubeconfig: &Path) -> Result<()> {
-    let probe = r#"{"apiVersion":"orgops.dev/v1alpha1","kind":"CustomerOrg","metadata":{"name":"orgops-bench-probe","namespace":"default"},"spec":{"displayName":"Probe","providerRef":{"name":"none"}}}"#;
+    let probe = r#"{"apiVersion":"orgops.dev/v1beta1","kind":"CustomerOrg","metadata":{"name":"orgops-bench-probe","namespace":"default"},"spec":{"displayName":"Probe","providerRef":{"name":"none"}}}"#;
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let mut child = Command::new("kubectl")
@@ -199,7 +199,7 @@ pub async fn create_provider(
         .await?;
     let providers: Api<DynamicObject> = Api::all_with(client.clone(), &org_provider());
     let obj = json!({
-        "apiVersion": "orgops.dev/v1alpha1", "kind": "OrgProvider",
+        "apiVersion": "orgops.dev/v1beta1", "kind": "OrgProvider",
         "metadata": {"name": provider},
         "spec": {
             "type": "layers",
@@ -227,7 +227,7 @@ pub async fn delete_provider(client: &kube::Client, provider: &str) -> Result<()
 /// One benchmark customer: a key, a webhook, credits and a cap (the issue's shape).
 pub fn bench_org(ns: &str, provider: &str, run: &str, i: usize) -> Value {
     json!({
-        "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        "apiVersion": "orgops.dev/v1beta1", "kind": "CustomerOrg",
         "metadata": {"name": format!("c-{i:05}"), "namespace": ns},
         "spec": {
             "providerRef": {"name": provider},
@@ -334,7 +334,7 @@ pub async fn wait_all_ready(
 /// (`bound.rs`): what the benchmark observes costs both phases the same.
 pub struct WriteWatch {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
-    ready: tokio::sync::watch::Receiver<usize>,
+    pub ready: tokio::sync::watch::Receiver<usize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -593,8 +593,8 @@ mod tests {
     fn reads_the_api_servers_requests_by_verb_resource_and_code() {
         let text = concat!(
             "apiserver_request_total{code=\"404\",component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"secrets\",scope=\"resource\",subresource=\"\",verb=\"GET\",version=\"v1\"} 7\n",
-            "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"status\",verb=\"APPLY\",version=\"v1alpha1\"} 3\n",
-            "apiserver_request_total{code=\"201\",component=\"apiserver\",dry_run=\"All\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1alpha1\"} 1\n",
+            "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"status\",verb=\"APPLY\",version=\"v1beta1\"} 3\n",
+            "apiserver_request_total{code=\"201\",component=\"apiserver\",dry_run=\"All\",group=\"orgops.dev\",resource=\"customerorgs\",scope=\"resource\",subresource=\"\",verb=\"POST\",version=\"v1beta1\"} 1\n",
             "apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"coordination.k8s.io\",resource=\"leases\",scope=\"resource\",subresource=\"\",verb=\"PUT\",version=\"v1\"} 9\n",
         );
         let r = parse_apiserver_requests(text);

@@ -43,6 +43,12 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// Resident set size now (VmRSS) in MiB.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    field_kib(&status, "VmRSS:").map(|kib| kib as f64 / 1024.0)
+}
+
 /// Peak resident set size (VmHWM) in MiB.
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

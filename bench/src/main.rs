@@ -1,8 +1,11 @@
 //! `orgops-bench`: measures orgops against the simulator on the local control plane.
 //! Figures are printed for docs/benchmarks.md; nothing here asserts on time.
 mod bound;
+mod chart;
 mod cluster;
+mod edits;
 mod error;
+mod import;
 mod machine;
 mod naive;
 mod procs;
@@ -20,7 +23,7 @@ struct Cli {
     /// Admin kubeconfig of the control plane (default target/control-plane/kubeconfig).
     #[arg(long, global = true)]
     kubeconfig: Option<PathBuf>,
-    /// `orgops run --concurrency`.
+    /// `orgops run --concurrency` (and `orgops import --concurrency` for `import`).
     #[arg(long, global = true, default_value_t = 16)]
     concurrency: u16,
     /// CustomerOrgs created in parallel (server-side apply).
@@ -64,6 +67,9 @@ enum Cmd {
         /// Latency (ms) the simulator adds to every request, for the operator and the naive run.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// Write SVG charts of the run here (Ready over time against the bound; memory).
+        #[arg(long)]
+        svg_dir: Option<PathBuf>,
     },
     /// Only the API server's own bound: the writes of N new orgs, without the operator.
     Bound {
@@ -78,6 +84,24 @@ enum Cmd {
         /// `standard` or `partner`.
         #[arg(long, default_value = "standard")]
         tier: String,
+    },
+    /// `orgops import` of N Layers orgs made out of band: time, requests (0 writes), CPU,
+    /// memory, and the time the same reads need at each tier's read budget.
+    Import {
+        #[arg(long, default_value_t = 10_000)]
+        orgs: usize,
+        #[arg(long, default_value = "unlimited")]
+        tier: String,
+    },
+    /// Edits first: `warm` customers converge, then a backlog of `backlog` new ones is
+    /// applied and `edits` warm ones are edited meanwhile; prints edit -> Ready p50/p99.
+    Edits {
+        #[arg(long, default_value_t = 500)]
+        warm: usize,
+        #[arg(long, default_value_t = 10_000)]
+        backlog: usize,
+        #[arg(long, default_value_t = 50)]
+        edits: usize,
     },
     /// Only the naive six-call sequence against a fresh simulator.
     Naive {
@@ -112,6 +136,7 @@ async fn main() -> std::process::ExitCode {
             resync_secs,
             steady_periods,
             latency_ms,
+            svg_dir,
         } => {
             let opts = scenarios::ConvergeOpts {
                 orgs,
@@ -123,11 +148,18 @@ async fn main() -> std::process::ExitCode {
                 resync: Duration::from_secs(resync_secs.max(1)),
                 steady_periods: steady_periods.max(1),
                 latency_ms,
+                svg_dir,
             };
             scenarios::converge(&common, &opts).await
         }
         Cmd::Standard { orgs, tier } => scenarios::standard(&common, orgs, &tier).await,
         Cmd::Bound { orgs } => scenarios::bound_only(&common, orgs).await,
+        Cmd::Import { orgs, tier } => import::run(&common, orgs, &tier).await,
+        Cmd::Edits {
+            warm,
+            backlog,
+            edits,
+        } => edits::run(&common, warm, backlog, edits).await,
         Cmd::Naive { orgs, latency_ms } => scenarios::naive_only(orgs, latency_ms).await,
     };
     match result {

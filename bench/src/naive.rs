@@ -69,7 +69,9 @@ pub async fn run(base_url: &str, parent_key: &str, n: usize) -> Result<NaiveResu
     })
 }
 
-async fn send(req: reqwest::RequestBuilder, key: &str, body: Option<Value>) -> Result<Value> {
+/// Sends `req` with the parent key (and, with a body, a fresh idempotency key); the JSON
+/// answer, or the status and body as an error.
+pub async fn send(req: reqwest::RequestBuilder, key: &str, body: Option<Value>) -> Result<Value> {
     let mut req = req.bearer_auth(key);
     if let Some(body) = body {
         req = req

@@ -23,7 +23,7 @@ pub fn log_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn bin(env: &str, default: &str) -> PathBuf {
+pub fn bin(env: &str, default: &str) -> PathBuf {
     std::env::var_os(env)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(default))

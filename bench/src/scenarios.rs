@@ -35,6 +35,8 @@ pub struct ConvergeOpts {
     pub steady_periods: u32,
     /// Latency the simulator adds to every request (a stand-in for the network).
     pub latency_ms: u64,
+    /// Where to write the run's SVG charts (none when unset).
+    pub svg_dir: Option<PathBuf>,
 }
 
 /// Simulator flags that add a fixed latency to every request.
@@ -154,8 +156,15 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     ]);
     let mut last_print = Instant::now();
     let started = Instant::now();
+    // For the charts: objects Ready over time, and the operator's memory against them.
+    let mut ready_over_time = vec![(0.0, 0.0)];
+    let mut memory = Vec::new();
     let waited = cluster::wait_all_ready(&run.watch, n, common.timeout, |ready| {
         op.check_alive()?;
+        ready_over_time.push((started.elapsed().as_secs_f64(), ready as f64));
+        if let Some(rss) = pid.and_then(machine::rss_mib) {
+            memory.push((ready as f64, rss));
+        }
         if last_print.elapsed() >= Duration::from_secs(15) {
             println!(
                 "  ... {ready}/{n} Ready after {:.0}s",
@@ -177,6 +186,11 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     };
     let cpu = pid.and_then(machine::cpu_seconds);
     let rss = pid.and_then(machine::peak_rss_mib);
+    let ready_now = *run.watch.ready.borrow() as f64;
+    ready_over_time.push((wall.as_secs_f64(), ready_now));
+    if let Some(now) = pid.and_then(machine::rss_mib) {
+        memory.push((ready_now, now));
+    }
     let cpu_line = meter.report("converge");
     let requests = cluster::diff(
         &requests_before,
@@ -206,12 +220,23 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     print_calls(&calls, n);
     print_writes(&writes, n);
     print_requests("converge", &requests, n);
+    let mut bound_over_time = None;
     if opts.bound && converged {
-        let bound = print_bound(common, &run.client, n).await?;
+        let (bound, progress) = print_bound(common, &run.client, n).await?;
         println!(
             "converge / API server bound: {:.2}x (goal <= 1.5x)",
             wall.as_secs_f64() / bound.as_secs_f64()
         );
+        bound_over_time = Some(progress);
+    }
+    if let Some(dir) = &opts.svg_dir {
+        write_charts(
+            dir,
+            n,
+            &ready_over_time,
+            bound_over_time.as_deref(),
+            &memory,
+        )?;
     }
     if let Some(naive) = naive_wall {
         println!(
@@ -229,8 +254,71 @@ pub async fn converge(common: &Common, opts: &ConvergeOpts) -> Result<()> {
     Ok(())
 }
 
-/// Measures and prints the API server's own bound for `n` new orgs.
-async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result<Duration> {
+/// The run's charts: `converge-ready-N.svg` (objects Ready over time, the operator against
+/// the API server's bound for the same writes) and `converge-memory-N.svg` (the operator's
+/// resident memory against the objects Ready).
+fn write_charts(
+    dir: &std::path::Path,
+    n: usize,
+    ready: &[(f64, f64)],
+    bound: Option<&[(f64, f64)]>,
+    memory: &[(f64, f64)],
+) -> Result<()> {
+    use crate::chart::{Chart, Series};
+    std::fs::create_dir_all(dir).map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+    let mut series = vec![Series {
+        label: "orgops (operator + simulator)",
+        color: "#1f77b4",
+        points: ready,
+    }];
+    if let Some(b) = bound {
+        series.push(Series {
+            label: "API server bound (same writes, no operator)",
+            color: "#ff7f0e",
+            points: b,
+        });
+    }
+    let charts = [
+        (
+            format!("converge-ready-{n}.svg"),
+            Chart {
+                title: &format!("{n} new CustomerOrgs: Ready over time"),
+                x_label: "seconds since each run started (the operator; the bound's first write)",
+                y_label: "CustomerOrgs Ready",
+                series: &series,
+            }
+            .svg(),
+        ),
+        (
+            format!("converge-memory-{n}.svg"),
+            Chart {
+                title: &format!("Operator memory while {n} CustomerOrgs converge"),
+                x_label: "CustomerOrgs Ready",
+                y_label: "resident memory (MiB)",
+                series: &[Series {
+                    label: "orgops RSS (VmRSS)",
+                    color: "#2ca02c",
+                    points: memory,
+                }],
+            }
+            .svg(),
+        ),
+    ];
+    for (name, svg) in charts {
+        let path = dir.join(name);
+        std::fs::write(&path, svg).map_err(|e| failed(format!("write {}: {e}", path.display())))?;
+        println!("chart: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Measures and prints the API server's own bound for `n` new orgs; returns its time and
+/// the objects Ready over time.
+async fn print_bound(
+    common: &Common,
+    client: &kube::Client,
+    n: usize,
+) -> Result<(Duration, Vec<(f64, f64)>)> {
     let procs = [
         (
             "kube-apiserver",
@@ -242,7 +330,7 @@ async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result
         ),
         ("bench", Some(std::process::id())),
     ];
-    let (bound, cpu_line) = bound::measure(
+    let (bound, cpu_line, progress) = bound::measure(
         client,
         n,
         usize::from(common.concurrency),
@@ -261,7 +349,7 @@ async fn print_bound(common: &Common, client: &kube::Client, n: usize) -> Result
         n as f64 / bound.as_secs_f64()
     );
     println!("{cpu_line}");
-    Ok(bound)
+    Ok((bound, progress))
 }
 
 /// `orgops-bench bound`: the API server's bound alone.

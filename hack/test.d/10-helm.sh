@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Helm chart: lint, strict schema validation of the rendered objects, server-side dry-run.
+# Run once, by 15-after-demo-install.sh (with the demo's install present); not executable, so
+# hack/test does not run it a second time on its own. By hand: bash hack/test.d/10-helm.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,6 +26,17 @@ grep -q '^kind: ClusterRole$' "$out/default.yaml"
 grep -q '^  name: orgops-leader-election$' "$out/default.yaml"
 grep -q 'value: "customers,team-b"' "$out/full.yaml"
 grep -q 'cidr: 203.0.113.0/24' "$out/full.yaml"
+# shards: N renders N Deployments, each with its own Lease, selector and 1/N of the budget.
+helm template orgops "$chart" -n orgops-system --set shards=2 > "$out/shards.yaml"
+[ "$(grep -c '^kind: Deployment$' "$out/shards.yaml")" = 2 ]
+[ "$(grep -c '^kind: Deployment$' "$out/default.yaml")" = 1 ]
+grep -q 'value: "orgops.dev/shard notin (1)"' "$out/shards.yaml"
+grep -q 'value: "orgops.dev/shard=1"' "$out/shards.yaml"
+grep -q 'value: "orgops-leader-shard-1"' "$out/shards.yaml"
+[ "$(grep -A1 'name: ORGOPS_RATE_SHARES' "$out/shards.yaml" | grep -c 'value: "2"')" = 2 ]
+if grep -q 'ORGOPS_SHARD_SELECTOR' "$out/default.yaml"; then
+  echo "10-helm: one shard renders a shard selector" >&2; exit 1
+fi
 grep -q '^kind: OrgProvider$' "$out/full.yaml"
 grep -q '^kind: ServiceMonitor$' "$out/sm.yaml"
 # The finalizer policy: rendered where the cluster serves the API, left out where it does not.

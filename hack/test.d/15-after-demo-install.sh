@@ -4,6 +4,7 @@
 # the test control plane, then runs the suites that once collided with it (10-helm: the
 # dry-run hit the demo's Deployment "orgops", whose selector is immutable; 40-kustomize), then
 # deletes exactly the objects it created. CRDs and namespaces stay: other suites use them.
+# Those two suites run only here (they are not executable), so hack/test runs each once.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -30,6 +31,6 @@ kubectl apply --server-side --force-conflicts -k deploy/ >/dev/null
 objects | grep -vE '^(CustomResourceDefinition|Namespace)'$'\t' | comm -23 - "$out/before" >"$out/created" || true
 kubectl -n orgops-system get deployment orgops >/dev/null   # the object the old dry-run collided with
 
-hack/test.d/10-helm.sh
-hack/test.d/40-kustomize.sh
+bash hack/test.d/10-helm.sh
+bash hack/test.d/40-kustomize.sh
 echo "15-after-demo-install: PASS (10-helm and 40-kustomize with the demo's install present; removed $(wc -l <"$out/created") objects it created)"

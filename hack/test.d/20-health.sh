@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# tier: fast
 # Argo CD Lua health check, run by a real Lua 5.4 interpreter against the fixtures.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

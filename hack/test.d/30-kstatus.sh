@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 # No provider exists by this name, so an operator that happens to run never makes it Ready.
 kubectl -n "$ns" create -f - >/dev/null <<YAML
-apiVersion: orgops.dev/v1alpha1
+apiVersion: orgops.dev/v1beta1
 kind: CustomerOrg
 metadata: {name: $name}
 spec:
@@ -44,7 +44,7 @@ if ! kubectl -n "$ns" get customerorg "$name" -o json | "$bin/kstatus-check" -ex
 fi
 kubectl wait --for=condition=Established --timeout=60s crd/parentwebhooks.orgops.dev >/dev/null
 kubectl -n "$ns" create -f - >/dev/null <<YAML
-apiVersion: orgops.dev/v1alpha1
+apiVersion: orgops.dev/v1beta1
 kind: ParentWebhook
 metadata: {name: $name}
 spec:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Kustomize base (cluster-wide), namespaced overlay, add-on and samples: build, strict schema validation, server-side dry-run.
+# Run once, by 15-after-demo-install.sh (with the demo's install present); not executable, so
+# hack/test does not run it a second time on its own. By hand: bash hack/test.d/40-kustomize.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"

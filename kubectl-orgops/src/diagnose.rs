@@ -71,10 +71,11 @@ fn find_cause(view: &CustomerView) -> Diagnosis {
         let message = p.message.clone().unwrap_or_default();
         return make(&reason, provider_src, message);
     }
-    if let Some(err) = view.live.as_ref().and_then(|l| l.error.as_deref())
-        && (err.contains("UNAUTHENTICATED")
-            || err.contains("FORBIDDEN")
-            || err.contains("KILL_SWITCH"))
+    if let Some(err) = view
+        .live
+        .as_ref()
+        .filter(|l| l.refused)
+        .and_then(|l| l.error.as_deref())
     {
         return make(
             "LiveReadFailed",
@@ -255,6 +256,17 @@ fn next_step(view: &CustomerView, d: &Diagnosis) -> String {
             Some(at) => format!("nothing: the operator retries at {at}"),
             None => "nothing: the operator retries when the provider's window opens".into(),
         },
+        "SuspendedOrgReadOnly" => format!(
+            "the provider refuses changes to a suspended org: they are applied when the \
+             customer is active again (set spec.state: active); or undo the edit: kubectl edit \
+             corg {name} -n {ns}"
+        ),
+        "NotSuspendable" => "nothing, or onboard the workspace: the provider suspends only an \
+             active org; the operator suspends it once it is active (checked every resync)"
+            .into(),
+        "TransitionPending" => "nothing: the provider accepted the change and applies it later; \
+             the operator reads it again and does not ask twice"
+            .into(),
         "OffboardingPaused" => format!(
             "wait for the offboarding window, or confirm: kubectl annotate corg {name} -n {ns} \
              orgops.dev/confirm-offboard=true"

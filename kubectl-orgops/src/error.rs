@@ -15,8 +15,6 @@ pub enum CliError {
     #[error("--live: {0}")]
     Live(String),
     #[error("{0}")]
-    Unsupported(String),
-    #[error("{0}")]
     Refused(String),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),

@@ -12,9 +12,12 @@ use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
 
 use orgops::api::conditions::{READY, find};
-use orgops::api::{CustomerOrg, OrgProvider, PAUSED_ANNOTATION, ProviderType};
+use orgops::api::{CustomerOrg, OrgProvider, OrgProviderSpec, PAUSED_ANNOTATION, ProviderType};
+use orgops::provider::build::{Credentials, credentials};
 use orgops::provider::error::ProviderError;
+use orgops::provider::gennia::{GenniaClient, GenniaConfig, GenniaProvider};
 use orgops::provider::layers::{LayersConfig, LayersProvider};
+use orgops::provider::youhodler::{YouhodlerClient, YouhodlerConfig, YouhodlerProvider};
 use orgops::provider::{KeyStatus, Provider, Secret};
 use orgops::reconcile::plan::{ALLOCATION_MARKER, key_secret_name, webhook_secret_name};
 use orgops::reconcile::secrets::{KEY_ID_ANNOTATION, WEBHOOK_ID_ANNOTATION};
@@ -59,6 +62,7 @@ pub fn provider_view(name: &str, provider: Option<&OrgProvider>) -> ProviderView
         organization_id: status.organization_id,
         rate_limit_tier: status.rate_limit_tier,
         base_url: Some(p.spec.base_url.clone()),
+        verified: None,
     }
 }
 
@@ -296,21 +300,12 @@ pub async fn events(
     Ok(rows.into_iter().skip(skip).map(|(_, e)| e).collect())
 }
 
-/// A read-only client for the OrgProvider's partner API, with its credentials.
+/// A read-only client for the OrgProvider's partner API (any of its types), with its
+/// credentials.
 pub async fn live_provider(
     client: &Client,
     provider: &OrgProvider,
-) -> Result<Arc<LayersProvider>, CliError> {
-    #[allow(unreachable_patterns)]
-    match provider.spec.provider_type {
-        ProviderType::Layers => {}
-        _ => {
-            return Err(CliError::Unsupported(format!(
-                "--live reads only layers providers; OrgProvider {} is another type",
-                provider.name_any()
-            )));
-        }
-    }
+) -> Result<Arc<dyn Provider>, CliError> {
     let r = &provider.spec.credentials_secret_ref;
     let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), &r.namespace);
     let secret = secrets
@@ -323,26 +318,68 @@ pub async fn live_provider(
                 r.namespace, r.name
             ))
         })?;
-    let key = secret_data(&secret, &r.key).ok_or_else(|| {
-        CliError::Live(format!(
-            "Secret {}/{} has no non-empty key {:?}",
-            r.namespace, r.name, r.key
-        ))
-    })?;
-    layers(&provider.spec.base_url, key).map(Arc::new)
+    let creds = credentials(&provider.spec, &secret).map_err(CliError::Live)?;
+    interactive_client(&provider.spec, creds)
+}
+
+/// An interactive tool fails fast rather than retrying for a minute: two attempts, 10 s of
+/// retries, 15 s per request, whatever the provider type.
+const ATTEMPTS: u32 = 2;
+const RETRY_TIME: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn interactive_client(
+    spec: &OrgProviderSpec,
+    creds: Credentials,
+) -> Result<Arc<dyn Provider>, CliError> {
+    let cannot = |e: ProviderError| CliError::Live(format!("cannot build a client: {e}"));
+    Ok(match (spec.provider_type, creds) {
+        (ProviderType::Layers, Credentials::ApiKey(key)) => {
+            Arc::new(layers(&spec.base_url, key)?) as Arc<dyn Provider>
+        }
+        (ProviderType::Gennia, Credentials::ApiKey(key)) => {
+            let mut cfg = GenniaConfig::new(spec.base_url.clone(), key);
+            cfg.max_attempts = ATTEMPTS;
+            cfg.max_retry_time = RETRY_TIME;
+            cfg.request_timeout = REQUEST_TIMEOUT;
+            Arc::new(GenniaProvider::new(GenniaClient::new(cfg).map_err(cannot)?))
+        }
+        (ProviderType::Youhodler, Credentials::Client { id, secret }) => {
+            let mut cfg = YouhodlerConfig::new(spec.base_url.clone(), id, secret);
+            cfg.enterprise_id = spec
+                .youhodler
+                .as_ref()
+                .and_then(|y| y.enterprise_id.clone());
+            cfg.max_attempts = ATTEMPTS;
+            cfg.max_retry_time = RETRY_TIME;
+            cfg.request_timeout = REQUEST_TIMEOUT;
+            Arc::new(YouhodlerProvider::new(
+                YouhodlerClient::new(cfg).map_err(cannot)?,
+            ))
+        }
+        (t, _) => {
+            return Err(CliError::Live(format!(
+                "the credentials do not fit an OrgProvider of type {t:?}"
+            )));
+        }
+    })
 }
 
 fn layers(base_url: &str, key: Secret) -> Result<LayersProvider, CliError> {
     let mut cfg = LayersConfig::new(base_url.to_string(), key);
-    // An interactive tool: fail fast rather than retry for a minute.
-    cfg.max_attempts = 2;
-    cfg.max_retry_time = Duration::from_secs(10);
-    cfg.request_timeout = Duration::from_secs(15);
+    cfg.max_attempts = ATTEMPTS;
+    cfg.max_retry_time = RETRY_TIME;
+    cfg.request_timeout = REQUEST_TIMEOUT;
     LayersProvider::new(cfg).map_err(|e| CliError::Live(format!("cannot build a client: {e}")))
 }
 
 fn secret_data(secret: &KubeSecret, key: &str) -> Option<Secret> {
     orgops::provider::build::secret_value(secret, key).map(Secret::new)
+}
+
+/// The partner API refused the credentials (any provider's wording): not a transient failure.
+fn refused(e: &ProviderError) -> bool {
+    e.is_auth() || matches!(e, ProviderError::KillSwitch(_))
 }
 
 fn describe(e: &ProviderError) -> String {
@@ -352,9 +389,11 @@ fn describe(e: &ProviderError) -> String {
     }
 }
 
-/// GETs the org, its ledger of allocations and its keys.
+/// GETs the org and, where the provider has them, its ledger of allocations and its keys.
 pub async fn live(provider: &dyn Provider, org_id: &str) -> LiveView {
     let mut live = LiveView::default();
+    let can = provider.capabilities();
+    live.no_ledger = !can.allocation_ledger;
     match provider.get_org(org_id).await {
         Ok(Some(org)) => {
             live.state = Some(orgops::reconcile::status::org_state(org.status).to_string());
@@ -371,19 +410,28 @@ pub async fn live(provider: &dyn Provider, org_id: &str) -> LiveView {
             return live;
         }
         Err(e) => {
+            live.refused = refused(&e);
             live.error = Some(format!("GET org {org_id}: {}", describe(&e)));
             return live;
         }
     }
-    match provider.list_allocations(org_id).await {
+    let ledger = if can.allocation_ledger {
+        provider.list_allocations(org_id).await
+    } else {
+        Ok(Vec::new())
+    };
+    match ledger {
         Ok(rows) => {
             live.ledger = rows
                 .into_iter()
-                .map(|r| LedgerRow {
-                    marked: r.metadata.get(ALLOCATION_MARKER).map(String::as_str) == Some("true"),
-                    transfer_id: r.metadata.get("transferId").cloned(),
-                    event_id: r.event_id,
-                    credits: r.credits,
+                .map(|r| {
+                    let meta = r.metadata.unwrap_or_default();
+                    LedgerRow {
+                        marked: meta.get(ALLOCATION_MARKER).map(String::as_str) == Some("true"),
+                        transfer_id: meta.get("transferId").cloned(),
+                        event_id: r.event_id,
+                        credits: r.credits,
+                    }
                 })
                 .collect();
             live.marked_sum = live
@@ -394,11 +442,17 @@ pub async fn live(provider: &dyn Provider, org_id: &str) -> LiveView {
                 .sum();
         }
         Err(e) => {
+            live.refused = refused(&e);
             live.error = Some(format!("GET ledger: {}", describe(&e)));
             return live;
         }
     }
-    match provider.list_keys(org_id).await {
+    let keys = if can.child_api_keys {
+        provider.list_keys(org_id).await
+    } else {
+        Ok(Vec::new())
+    };
+    match keys {
         Ok(keys) => {
             live.keys = keys
                 .into_iter()
@@ -414,9 +468,34 @@ pub async fn live(provider: &dyn Provider, org_id: &str) -> LiveView {
                 })
                 .collect();
         }
-        Err(e) => live.error = Some(format!("GET keys: {}", describe(&e))),
+        Err(e) => {
+            live.refused = refused(&e);
+            live.error = Some(format!("GET keys: {}", describe(&e)));
+        }
     }
     live
+}
+
+/// `--verify` where the provider has no per-customer keys (Gennia, YouHodler): whoami with
+/// the OrgProvider's own credentials, the ones the operator uses for this customer. A refusal
+/// is a live read failure (the diagnosis names it); a success is shown on the provider line.
+pub async fn verify_provider(provider: &dyn Provider, view: &mut CustomerView) {
+    match provider.whoami().await {
+        Ok(who) => {
+            view.provider.verified = Some(format!(
+                "whoami ok as {} in {}",
+                who.api_key_id, who.organization_id
+            ));
+        }
+        Err(e) => {
+            let live = view.live.get_or_insert_with(LiveView::default);
+            if live.error.is_none() {
+                live.error = Some(format!("whoami: {}", describe(&e)));
+            }
+            live.refused |= refused(&e);
+            view.provider.verified = Some(format!("whoami refused: {}", describe(&e)));
+        }
+    }
 }
 
 /// `--verify`: whoami with each key Secret's key. The value goes from the Secret straight

@@ -1,10 +1,12 @@
-//! `kubectl orgops`: why a CustomerOrg is not Ready, and the few writes a platform engineer
-//! needs (pause, resume, rotate-keys). Never prints a secret value.
+//! `kubectl orgops`: why a CustomerOrg is not Ready, the few writes a platform engineer
+//! needs (pause, resume, rotate-keys), and `import` (orgops's own import code, read-only).
+//! Never prints a secret value.
 
 mod annotate;
 mod diagnose;
 mod error;
 mod gather;
+mod history;
 mod plan;
 mod render;
 mod view;
@@ -21,7 +23,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Client, Config, ResourceExt};
 
-use orgops::api::{CustomerOrg, OrgProvider};
+use orgops::api::{CustomerOrg, OrgProvider, ProviderType};
 
 use error::CliError;
 use gather::Depth;
@@ -60,6 +62,14 @@ enum Command {
     Resume(WriteArgs),
     /// Set orgops.dev/rotate-keys to a new value: every key is rotated once.
     RotateKeys(WriteArgs),
+    /// Write one CustomerOrg per existing org of an OrgProvider (not yet owned by one), a
+    /// kustomization.yaml and IMPORT-REPORT.md: `orgops import`'s code, reading only. The
+    /// objects go to -n's namespace.
+    Import(orgops::import::ImportOptions),
+    /// One CustomerOrg's changes from the records this command can reach: change-log
+    /// records (operator pod logs, --changelog files), Events, its status and, with --live,
+    /// the provider's ledger (docs/changelog.md says what each can and cannot see).
+    History(history::HistoryArgs),
     /// Run `orgops plan` with these arguments (read-only preview of what applying would do).
     Plan {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -168,6 +178,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::RotateKeys(a) => {
             annotate::run(&client, &ns, &a.name, annotate::Op::RotateKeys, a.yes).await
+        }
+        Command::Import(options) => Ok(ExitCode::from(orgops::import::print_outcome(
+            orgops::import::import(&client, &ns, options).await,
+        ))),
+        Command::History(args) => {
+            write_out(&history::run(&client, &ns, args).await?)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plan { .. } => Ok(ExitCode::SUCCESS),
     }
@@ -314,7 +331,15 @@ async fn one(
     if depth.verify
         && let Some(provider) = provider
     {
-        gather::verify_keys(client, &mut view, &provider.spec.base_url).await?;
+        if provider.spec.provider_type == ProviderType::Layers {
+            gather::verify_keys(client, &mut view, &provider.spec.base_url).await?;
+        } else {
+            // No per-customer keys: the credentials to check are the OrgProvider's.
+            match gather::live_provider(client, provider).await {
+                Ok(p) => gather::verify_provider(p.as_ref(), &mut view).await,
+                Err(e) => view.provider.verified = Some(format!("could not check: {e}")),
+            }
+        }
     }
     view.diagnosis = diagnose::diagnose(&view);
     view.ready = view.diagnosis.cause == diagnose::READY_CAUSE;

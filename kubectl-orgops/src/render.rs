@@ -231,6 +231,9 @@ pub fn customer(v: &CustomerView, s: &Style) -> String {
         text
     };
     field(&mut out, s, "PROVIDER", &provider);
+    if let Some(v) = &p.verified {
+        wrap(&mut out, LABEL, &format!("verify: {v}"));
+    }
 
     let c = &v.credits;
     let spec = match &c.spec {
@@ -385,6 +388,15 @@ fn live_credits(out: &mut String, s: &Style, v: &CustomerView, live: &crate::vie
         let mut lines = String::new();
         wrap(&mut lines, LABEL, &format!("live read failed: {err}"));
         out.push_str(&s.yellow(&lines));
+        return;
+    }
+    if live.no_ledger {
+        field(
+            out,
+            s,
+            "",
+            "ledger: this provider keeps no allocation ledger",
+        );
         return;
     }
     let spec = v.credits.spec.as_ref().map_or(0, |c| c.allocated);

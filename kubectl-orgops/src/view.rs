@@ -67,6 +67,9 @@ pub struct ProviderView {
     pub organization_id: Option<String>,
     pub rate_limit_tier: Option<String>,
     pub base_url: Option<String>,
+    /// `--verify` on a provider without per-customer keys: whoami with its credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -170,6 +173,12 @@ pub struct LiveView {
     /// Sum of the rows marked `orgops.dev/allocation=true` (what orgops moved).
     pub marked_sum: i64,
     pub keys: Vec<LiveKey>,
+    /// The provider has no allocation ledger (Gennia, YouHodler): `ledger` is empty by nature.
+    #[serde(skip)]
+    pub no_ledger: bool,
+    /// `error` is the partner API refusing the credentials (not a network or server error).
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

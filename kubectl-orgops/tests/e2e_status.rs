@@ -5,37 +5,19 @@
 //! Secret, a revoked parent key, and every sample of deploy/samples/. Each view must name
 //! the right cause, fit in 100 columns, parse as JSON, and never contain a secret.
 
+mod plugin;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use plugin::plugin;
 use serde_json::Value;
 use support::world::World;
 use support::{ControlPlane, apply_yaml_ok, kubectl, wait_for_some};
 
 const CONVERGE: Duration = Duration::from_secs(90);
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn plugin(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-orgops"))
-        .env("KUBECONFIG", &ControlPlane::ensure().kubeconfig)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kubectl-orgops");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// Every output seen, for the secret scan at the end.
 #[derive(Default)]
@@ -461,4 +443,102 @@ fn plan_without_an_orgops_binary_says_so() {
         stderr.contains("plan:") || stderr.contains("deploy/samples: cannot read"),
         "{stderr}"
     );
+}
+
+/// `status NAME --live --verify -o json` of a Ready customer: the live read worked, the org
+/// is active at the provider and the OrgProvider's credentials passed whoami.
+fn assert_live_and_verified(ns: &str, name: &str) {
+    let run = plugin(&["status", "-n", ns, name, "--live", "--verify", "-o", "json"]);
+    assert!(
+        run.ok,
+        "kubectl orgops status --live --verify failed: {}",
+        run.stderr
+    );
+    let v: Value = serde_json::from_str(&run.stdout).expect("JSON view");
+    assert!(v["live"]["error"].is_null(), "{v:#}");
+    assert_eq!(v["live"]["state"], "active", "{v:#}");
+    let verified = v["provider"]["verified"].as_str().unwrap_or_default();
+    assert!(verified.starts_with("whoami ok"), "{v:#}");
+}
+
+/// Issue 31: `--live` and `--verify` read Gennia as well as Layers. Gennia has no ledger and
+/// no per-customer keys: `--live` shows the client's state at the provider and `--verify`
+/// checks the OrgProvider's own credentials with whoami; with the workspace key revoked,
+/// the refusal is the diagnosis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_and_verify_read_gennia() {
+    use support::corgs::CorgWaits;
+    let w = support::gennia::GenniaWorld::new("status-gennia", "30s").await;
+    let ns = w.env.ns.clone();
+    let spec = format!(
+        "  gennia:\n    planId: {}\n    users:\n    - {{email: ada@live.example, name: Ada, role: admin}}\n",
+        w.plan_id
+    );
+    apply_yaml_ok(&w.corg_yaml("live", "Live Co", &spec));
+    w.wait_ready("live").await;
+    assert_live_and_verified(&ns, "live");
+    let text = plugin(&["status", "-n", &ns, "live", "--live", "--verify"]);
+    assert!(
+        text.ok
+            && text.stdout.contains("verify: whoami ok")
+            && text.stdout.contains("no allocation ledger"),
+        "{}",
+        text.stdout
+    );
+    // The workspace key stops working: the live read names the refusal.
+    support::kubectl_ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "secret",
+        &format!("{}-key", w.provider),
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"apiKey":"gsk_revoked_0000000000"}}"#,
+    ]);
+    let refused = plugin(&[
+        "status", "-n", &ns, "live", "--live", "--verify", "-o", "json",
+    ]);
+    assert!(refused.ok, "{}", refused.stderr);
+    let v: Value = serde_json::from_str(&refused.stdout).expect("JSON view");
+    assert!(
+        v["provider"]["verified"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whoami refused")),
+        "{v:#}"
+    );
+    for key in [w.sim.api_key(), "gsk_revoked_0000000000"] {
+        assert!(
+            !refused.stdout.contains(key),
+            "a key value was printed:\n{}",
+            refused.stdout
+        );
+    }
+    w.cleanup().await;
+}
+
+/// Issue 31: the same for YouHodler (OAuth client credentials): the client's state at the
+/// provider, whoami with the OrgProvider's credentials, and a revoked client secret named
+/// as the refusal, no secret printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_and_verify_read_youhodler() {
+    use support::corgs::CorgWaits;
+    let w = support::youhodler::YouhodlerWorld::new("status-yh", "30s", &[]).await;
+    let ns = w.env.ns.clone();
+    apply_yaml_ok(&w.corg_yaml("live", "Live Trading", "  externalId: yh-live-1\n"));
+    w.wait_ready("live").await;
+    assert_live_and_verified(&ns, "live");
+    w.sim.revoke_secret(true).await;
+    let refused = plugin(&[
+        "status", "-n", &ns, "live", "--live", "--verify", "-o", "json",
+    ]);
+    assert!(refused.ok, "{}", refused.stderr);
+    let v: Value = serde_json::from_str(&refused.stdout).expect("JSON view");
+    assert!(v["live"]["error"].is_string(), "{v:#}");
+    assert_eq!(v["diagnosis"]["cause"], "LiveReadFailed", "{v:#}");
+    assert!(
+        !refused.stdout.contains(&w.sim.client_secret),
+        "the client secret was printed"
+    );
+    w.cleanup().await;
 }

@@ -59,21 +59,31 @@ pub fn parse_control_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Control
 enum Builtin {
     State,
     Counters,
+    Writes,
     FaultsGet,
     FaultsPut,
     Reset,
     ClockGet,
     ClockAdvance,
+    AssumptionsGet,
+    AssumptionsPatch,
 }
 
 static BUILTINS: &[Route<Builtin>] = &[
     ("/_sim/state", Method::GET, Builtin::State),
     ("/_sim/counters", Method::GET, Builtin::Counters),
+    ("/_sim/writes", Method::GET, Builtin::Writes),
     ("/_sim/faults", Method::GET, Builtin::FaultsGet),
     ("/_sim/faults", Method::PUT, Builtin::FaultsPut),
     ("/_sim/reset", Method::POST, Builtin::Reset),
     ("/_sim/clock", Method::GET, Builtin::ClockGet),
     ("/_sim/clock", Method::POST, Builtin::ClockAdvance),
+    ("/_sim/assumptions", Method::GET, Builtin::AssumptionsGet),
+    (
+        "/_sim/assumptions",
+        Method::PATCH,
+        Builtin::AssumptionsPatch,
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -166,6 +176,7 @@ fn builtin_value<A: App>(sim: &Sim<A>, op: Builtin, body: &[u8]) -> Result<Value
     match op {
         Builtin::State => Ok(Value::Null),
         Builtin::Counters => Ok(sim.counters.json()),
+        Builtin::Writes => Ok(sim.counters.writes_json()),
         Builtin::FaultsGet => Ok(serde_json::to_value(sim.faults()).unwrap_or(Value::Null)),
         Builtin::FaultsPut => {
             let cfg: FaultConfig = parse_control_body(body)?;
@@ -180,6 +191,8 @@ fn builtin_value<A: App>(sim: &Sim<A>, op: Builtin, body: &[u8]) -> Result<Value
             Ok(json!({ "reset": true }))
         }
         Builtin::ClockGet => Ok(clock_json(sim)),
+        Builtin::AssumptionsGet => Ok(sim.app.assumptions()),
+        Builtin::AssumptionsPatch => sim.app.set_assumptions(body),
         Builtin::ClockAdvance => {
             let a: Advance = parse_control_body(body)?;
             if a.advance_seconds > 10 * 365 * 86_400 {

@@ -226,6 +226,7 @@ pub(crate) async fn handle<A: App>(
         r
     };
 
+    sim.counters.arrived(&method, template, req.headers());
     // Faults are decided before anything runs; /_sim/ routes never get them.
     let plan = sim.faults().plan(Class::of(&method));
     if let Some(d) = plan.latency {

@@ -13,6 +13,7 @@ mod http;
 pub mod idempotency;
 pub mod router;
 pub mod store;
+pub mod switches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub use faults::{Class, FaultConfig, FaultRates, LoseMode};
 pub use http::{ApiRequest, Dropped, MAX_BODY, Rejection, Reply, finish, header, read_body};
 pub use idempotency::{IdemStore, Lookup, fingerprint};
 pub use router::{Matched, Miss, Route};
+pub use switches::Switches;
 
 /// Errors of the simulator process itself (not of API requests).
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,18 @@ pub trait App: Send + Sync + Sized + 'static {
     fn state_view(&self, st: &Self::State, now_us: i64) -> Vec<u8>;
     /// Adds headers to every API response, faults included (e.g. rate-limit class).
     fn decorate(&self, _op: Option<Self::Op>, _reply: &mut Reply) {}
+
+    /// `GET /_sim/assumptions`: the switches selecting the simulator's answers where the
+    /// vendor's docs are silent (see [`Switches`]).
+    fn assumptions(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    /// `PATCH /_sim/assumptions`: changes the switches sent (see [`Switches::patch`]).
+    fn set_assumptions(&self, _body: &[u8]) -> Result<serde_json::Value, ControlError> {
+        Err(ControlError::validation(
+            "this simulator has no assumption switches",
+        ))
+    }
 }
 
 /// Everything a connection needs; reachable from in-process tests through [`RunningSim::sim`].

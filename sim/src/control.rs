@@ -47,6 +47,7 @@ fn run(
 ) -> Result<Value, ApiError> {
     match matched.op {
         Op::SimCounters => Ok(counters(shared)),
+        Op::SimWrites => Ok(shared.counters.writes_json()),
         Op::SimReset => {
             {
                 let mut st = lock(&shared.state);
@@ -132,6 +133,11 @@ fn run(
             r
         }
         Op::SimSwitchesGet => Ok(switches_json(&lock(&shared.state))),
+        Op::SimAssumptionsGet => Ok(shared.switches.view()),
+        Op::SimAssumptionsPatch => shared
+            .switches
+            .patch(body)
+            .map_err(|e| ApiError::new(e.status, e.code, e.message)),
         Op::SimSwitchesPatch => {
             let map = object(body, &["killSwitch", "parentKeyRevoked"], false)?;
             let flag = |name: &str| -> Result<Option<bool>, ApiError> {
@@ -259,6 +265,7 @@ const FAULT_FIELDS: &[&str] = &[
     "loseResponseMode",
     "slowCommit",
     "slowCommitMs",
+    "lateCommit",
     "read",
     "write",
 ];

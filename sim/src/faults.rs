@@ -24,6 +24,10 @@ pub struct FaultConfig {
     /// (duplicates with the same `Idempotency-Key` see it as in flight).
     pub slow_commit: f64,
     pub slow_commit_ms: u64,
+    /// Probability that a write's connection is closed at once, with no answer (what a
+    /// client sees after its own timeout), while the request goes on: held in flight for
+    /// `slowCommitMs`, then executed and committed. A retry meanwhile meets it in flight.
+    pub late_commit: f64,
     pub read: Option<FaultRates>,
     pub write: Option<FaultRates>,
 }
@@ -34,6 +38,8 @@ pub struct Plan {
     pub action: Action,
     /// Hold the request in flight this long before it executes (writes only).
     pub slow_commit: Option<Duration>,
+    /// Close the connection at once and commit the request later (`slow_commit` long).
+    pub late_commit: bool,
 }
 
 impl FaultConfig {
@@ -65,6 +71,9 @@ impl FaultConfig {
         if !(0.0..=1.0).contains(&self.slow_commit) {
             return Err("slowCommit must be a probability between 0 and 1".into());
         }
+        if !(0.0..=1.0).contains(&self.late_commit) {
+            return Err("lateCommit must be a probability between 0 and 1".into());
+        }
         if self.latency_ms > 60_000 {
             return Err("latencyMs must be at most 60000".into());
         }
@@ -75,18 +84,29 @@ impl FaultConfig {
     }
 
     /// Rolls the dice for one request (sim-kit's order: reset, 5xx, 429, lose-response;
-    /// latency independent), then, for a write, the slow commit.
+    /// latency independent), then, for a write that proceeds, the late commit and the slow
+    /// commit.
     pub fn plan(&self, class: Class) -> Plan {
         let base = self.kit().plan(class);
-        let slow_commit = (class == Class::Write
-            && self.slow_commit > 0.0
-            && self.slow_commit_ms > 0
-            && rand::rng().random_bool(self.slow_commit.clamp(0.0, 1.0)))
-        .then(|| Duration::from_millis(self.slow_commit_ms));
+        let write = class == Class::Write;
+        let late_commit = write
+            && base.action == Action::Proceed
+            && self.late_commit > 0.0
+            && rand::rng().random_bool(self.late_commit.clamp(0.0, 1.0));
+        let slow_commit = if late_commit {
+            Some(Duration::from_millis(self.slow_commit_ms))
+        } else {
+            (write
+                && self.slow_commit > 0.0
+                && self.slow_commit_ms > 0
+                && rand::rng().random_bool(self.slow_commit.clamp(0.0, 1.0)))
+            .then(|| Duration::from_millis(self.slow_commit_ms))
+        };
         Plan {
             latency: base.latency,
             action: base.action,
             slow_commit,
+            late_commit,
         }
     }
 }

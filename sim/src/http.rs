@@ -18,6 +18,7 @@ use crate::{Shared, api, control, ids};
 pub use sim_kit::Reply;
 
 /// The request headers the simulator reads, decoded leniently (bad bytes fail validation later).
+#[derive(Clone)]
 pub struct ReqHeaders {
     pub bearer: Option<String>,
     pub idempotency_key: Option<String>,
@@ -127,6 +128,9 @@ pub async fn handle(
     let template = matched.template;
     let counters = &shared.counters;
 
+    if !control {
+        counters.arrived(&method, template, req.headers());
+    }
     // Faults are decided before anything runs; /_sim/ routes never get them.
     let plan = (!control).then(|| {
         shared
@@ -185,17 +189,25 @@ pub async fn handle(
         Err(err) => err.reply(&rid),
         Ok(body) if control => control::handle(&shared, &matched, query.as_deref(), &body, &rid),
         Ok(body) => {
-            api::handle(
-                &shared,
-                &matched,
-                &method,
-                &path,
-                query.as_deref(),
-                &headers,
-                &body,
-                &rid,
+            let call = ApiCall {
+                shared: shared.clone(),
+                matched: matched.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                headers,
+                body,
+                rid: rid.clone(),
+            };
+            if plan.is_some_and(|p| p.late_commit) {
+                call.late_commit(slow_commit).await;
+                counters.count(&method, template, 0);
+                return Err(Dropped);
+            }
+            call.run(api::Hold {
                 slow_commit,
-            )
+                claimed: None,
+            })
             .await
         }
     };
@@ -212,4 +224,54 @@ pub async fn handle(
         ));
     }
     Ok(finish(&shared, &method, template, class_hdr, reply, &rid))
+}
+
+/// One API request, owned, so the late-commit fault can run it in a task of its own.
+struct ApiCall {
+    shared: Arc<Shared>,
+    matched: router::Matched,
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: ReqHeaders,
+    body: Bytes,
+    rid: String,
+}
+
+impl ApiCall {
+    async fn run(&self, hold: api::Hold) -> Reply {
+        api::handle(
+            &self.shared,
+            &self.matched,
+            &self.method,
+            &self.path,
+            self.query.as_deref(),
+            &self.headers,
+            &self.body,
+            &self.rid,
+            hold,
+        )
+        .await
+    }
+
+    /// The late-commit fault: the request runs on in its own task (held in flight for
+    /// `slow_commit`, then executed and committed) while the caller's connection is closed.
+    /// Returns once the request holds its in-flight claim (or has finished), so a retry that
+    /// follows the closed connection always finds it in flight or done.
+    async fn late_commit(self, slow_commit: Option<std::time::Duration>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let reply = self
+                .run(api::Hold {
+                    slow_commit,
+                    claimed: Some(tx),
+                })
+                .await;
+            tracing::debug!(
+                status = reply.status,
+                "late commit done (the caller was gone)"
+            );
+        });
+        let _ = rx.await;
+    }
 }

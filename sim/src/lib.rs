@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use sim_kit::{Counters, Persisted, Tasks};
+use serde::{Deserialize, Serialize};
+use sim_kit::{Counters, Persisted, Switches, Tasks};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,13 +34,102 @@ pub use scopes::{
 };
 
 /// What a duplicate request gets while the original (same `Idempotency-Key`) is still running.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum InFlightMode {
     /// Wait for the original to finish, then replay its stored outcome.
     #[default]
     Wait,
     /// Answer `409 IDEMPOTENCY_CONFLICT` with `details.inFlight: true` and `Retry-After: 1`.
     Conflict,
+}
+
+/// What `GET …/credits/events` shows of an allocation's `description` and `metadata`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CreditEvents {
+    /// The request's `description` and `metadata` (system keys winning) on both ledger
+    /// events: "merged onto the ledger event" (row 11), field names assumed.
+    #[default]
+    WithMetadata,
+    /// Only the fields §2.6 shows (`eventId`, `projectId`, `credits`, `eventType`,
+    /// `balanceAfterPrepaid`, `createdAt`, …): no `description`, no `metadata`.
+    Documented,
+}
+
+/// Whether the parent may change a suspended child (seed 000: "can still read and manage").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuspendedWrites {
+    /// Every parent write works on a suspended child (decision 8).
+    #[default]
+    Allow,
+    /// Only resume, archive and reads: any other write to a suspended child (PATCH,
+    /// allocate, credit config, keys, webhooks through `X-Layers-Organization`) is
+    /// `409 CONFLICT` ("that's how you resume or archive it").
+    Refuse,
+}
+
+/// Whose requests share a per-minute bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitScope {
+    /// One bucket per API key and class: everything the parent key does, inside any
+    /// child too, counts on the parent key.
+    #[default]
+    ParentKey,
+    /// One bucket per organization and class: a request about a child (its path, or
+    /// `X-Layers-Organization`) and the child's own keys share the child's bucket; the
+    /// parent's other requests use the parent's. The daily cap stays per key.
+    ChildOrg,
+}
+
+/// What an unknown field in a request body gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownFields {
+    /// `422 VALIDATION` naming the field (decision 17).
+    #[default]
+    Reject,
+    /// Ignored, as many APIs do (Layers' own MCP client sends `tagline`, `brandVoice` and
+    /// `targetGender` on `POST /v1/projects`).
+    Ignore,
+}
+
+/// Where the Layers docs are silent, one plausible answer per switch (README "Assumption
+/// switches"); flags set them at start, `PATCH /_sim/assumptions` at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assumptions {
+    pub credit_events: CreditEvents,
+    pub suspended_writes: SuspendedWrites,
+    pub idempotency_in_flight: InFlightMode,
+    /// Store and replay 4xx outcomes under their `Idempotency-Key` (2xx are always
+    /// stored, 5xx never).
+    pub idempotency_store_4xx: bool,
+    /// Archive deletes the child's webhook endpoints (default: they are kept).
+    pub archive_deletes_webhooks: bool,
+    /// Capacity of a per-minute token bucket; `None` = the per-minute limit itself. The
+    /// refill stays limit/60 per second.
+    pub rate_limit_burst: Option<u32>,
+    pub rate_limit_scope: RateLimitScope,
+    pub unknown_fields: UnknownFields,
+}
+
+/// The answers the simulator gives by default (README "Decisions").
+impl Default for Assumptions {
+    fn default() -> Assumptions {
+        Assumptions {
+            credit_events: CreditEvents::default(),
+            suspended_writes: SuspendedWrites::default(),
+            idempotency_in_flight: InFlightMode::default(),
+            idempotency_store_4xx: true,
+            archive_deletes_webhooks: false,
+            rate_limit_burst: None,
+            rate_limit_scope: RateLimitScope::default(),
+            unknown_fields: UnknownFields::default(),
+        }
+    }
 }
 
 /// How to run the simulator.
@@ -61,12 +151,8 @@ pub struct SimConfig {
     /// Replaces the tier's documented daily write-light cap (assumed knob, for tests that
     /// cannot send 10,000 writes); `None` = the documented figure.
     pub daily_write_cap: Option<u32>,
-    pub idempotency_in_flight: InFlightMode,
-    /// Store and replay 4xx outcomes under their `Idempotency-Key` (2xx are always stored,
-    /// 5xx never).
-    pub idempotency_store_4xx: bool,
-    /// Archive deletes the child's webhook endpoints (default: they are kept).
-    pub archive_deletes_webhooks: bool,
+    /// The assumption switches at start.
+    pub assumptions: Assumptions,
 }
 
 impl Default for SimConfig {
@@ -83,9 +169,7 @@ impl Default for SimConfig {
             parent_scopes: scopes::default_parent(),
             rate_limit_algorithm: RateLimitAlgorithm::default(),
             daily_write_cap: None,
-            idempotency_in_flight: InFlightMode::default(),
-            idempotency_store_4xx: true,
-            archive_deletes_webhooks: false,
+            assumptions: Assumptions::default(),
         }
     }
 }
@@ -102,9 +186,7 @@ pub(crate) struct Shared {
     pub parent_credits: i64,
     pub parent_scopes: Vec<String>,
     pub rate_limit_algorithm: RateLimitAlgorithm,
-    pub in_flight_mode: InFlightMode,
-    pub store_4xx: bool,
-    pub archive_deletes_webhooks: bool,
+    pub switches: Switches<Assumptions>,
     pub dirty: Notify,
     /// Woken whenever an in-flight idempotent request finishes.
     pub idem_done: Notify,
@@ -200,9 +282,7 @@ pub async fn spawn(cfg: SimConfig) -> Result<RunningSim, SimError> {
         parent_credits: credits,
         parent_scopes,
         rate_limit_algorithm: cfg.rate_limit_algorithm,
-        in_flight_mode: cfg.idempotency_in_flight,
-        store_4xx: cfg.idempotency_store_4xx,
-        archive_deletes_webhooks: cfg.archive_deletes_webhooks,
+        switches: Switches::new(cfg.assumptions.clone()),
         dirty: Notify::new(),
         idem_done: Notify::new(),
     });

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use layers_sim::{FaultConfig, InFlightMode, LoseMode, RateLimitAlgorithm, SimConfig, Tier};
+use layers_sim::{
+    Assumptions, CreditEvents, FaultConfig, InFlightMode, LoseMode, RateLimitAlgorithm,
+    RateLimitScope, SimConfig, SuspendedWrites, Tier, UnknownFields,
+};
 use sim_kit::cli::parse_duration;
 
 /// A faithful, stateful, fault-injecting simulator of the Layers Partner API.
@@ -49,6 +52,42 @@ struct Args {
         default_value = "wait"
     )]
     idempotency_in_flight: InFlightMode,
+    /// What GET …/credits/events shows of an allocation's description and metadata
+    /// (assumed: with-metadata; documented = only the fields the reference shows).
+    #[arg(
+        long,
+        env = "LAYERS_SIM_CREDIT_EVENTS",
+        value_enum,
+        default_value = "with-metadata"
+    )]
+    credit_events: CreditEvents,
+    /// Whether the parent may change a suspended child (refuse: only resume, archive, reads).
+    #[arg(
+        long,
+        env = "LAYERS_SIM_SUSPENDED_WRITES",
+        value_enum,
+        default_value = "allow"
+    )]
+    suspended_writes: SuspendedWrites,
+    /// Per-minute token-bucket capacity (default: the per-minute limit); refill unchanged.
+    #[arg(long, env = "LAYERS_SIM_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_burst: Option<u32>,
+    /// Whose requests share a bucket: the API key, or the organization a request is about.
+    #[arg(
+        long,
+        env = "LAYERS_SIM_RATE_LIMIT_SCOPE",
+        value_enum,
+        default_value = "parent-key"
+    )]
+    rate_limit_scope: RateLimitScope,
+    /// What an unknown request-body field gets: a 422, or nothing (ignored).
+    #[arg(
+        long,
+        env = "LAYERS_SIM_UNKNOWN_FIELDS",
+        value_enum,
+        default_value = "reject"
+    )]
+    unknown_fields: UnknownFields,
     /// Whether 4xx outcomes are stored and replayed under their Idempotency-Key.
     #[arg(long = "idempotency-4xx", env = "LAYERS_SIM_IDEMPOTENCY_4XX", default_value = "store", value_parser = ["store", "skip"])]
     idempotency_4xx: String,
@@ -99,6 +138,10 @@ struct Args {
     /// How long a slow commit holds the request in flight, in milliseconds.
     #[arg(long, env = "LAYERS_SIM_FAULT_SLOW_COMMIT_MS", default_value_t = 0)]
     fault_slow_commit_ms: u64,
+    /// Probability that a write's connection is closed at once and the write commits
+    /// --fault-slow-commit-ms later anyway (a commit that survives the client giving up).
+    #[arg(long, env = "LAYERS_SIM_FAULT_LATE_COMMIT", default_value_t = 0.0)]
+    fault_late_commit: f64,
     /// Log as JSON lines.
     #[arg(long, env = "LAYERS_SIM_LOG_JSON")]
     log_json: bool,
@@ -132,9 +175,16 @@ async fn main() -> std::process::ExitCode {
         parent_scopes,
         rate_limit_algorithm: args.rate_limit_algorithm,
         daily_write_cap: args.daily_write_cap,
-        idempotency_in_flight: args.idempotency_in_flight,
-        idempotency_store_4xx: args.idempotency_4xx == "store",
-        archive_deletes_webhooks: args.archive_webhooks == "delete",
+        assumptions: Assumptions {
+            credit_events: args.credit_events,
+            suspended_writes: args.suspended_writes,
+            idempotency_in_flight: args.idempotency_in_flight,
+            idempotency_store_4xx: args.idempotency_4xx == "store",
+            archive_deletes_webhooks: args.archive_webhooks == "delete",
+            rate_limit_burst: args.rate_limit_burst,
+            rate_limit_scope: args.rate_limit_scope,
+            unknown_fields: args.unknown_fields,
+        },
         listen: args.listen,
         parent_key: args.parent_key,
         parent_credits: args.parent_credits,
@@ -152,6 +202,7 @@ async fn main() -> std::process::ExitCode {
             latency_ms: args.fault_latency_ms,
             slow_commit: args.fault_slow_commit,
             slow_commit_ms: args.fault_slow_commit_ms,
+            late_commit: args.fault_late_commit,
             read: None,
             write: None,
         },

@@ -62,13 +62,20 @@ pub struct CreditEvent {
 
 impl CreditEvent {
     pub fn json(&self) -> Value {
+        let mut v = self.documented_json();
+        v["description"] = json!(self.description);
+        v["metadata"] = json!(self.metadata);
+        v
+    }
+
+    /// Only the fields §2.6 shows (`--credit-events documented`): no description, no
+    /// metadata, so nothing says which transfer an event belongs to.
+    pub fn documented_json(&self) -> Value {
         json!({
             "eventId": self.id,
             "projectId": null,
             "credits": self.credits,
             "eventType": self.event_type,
-            "description": self.description,
-            "metadata": self.metadata,
             "balanceAfterPrepaid": self.balance_after,
             "createdAt": fmt_z(self.created_us),
         })

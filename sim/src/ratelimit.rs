@@ -143,6 +143,30 @@ struct DayCount {
     used: u32,
 }
 
+/// One request to count: the key (daily cap), the bucket it draws on (the key itself, or an
+/// organization with `--rate-limit-scope child-org`), its class, and the token-bucket
+/// capacity when `--rate-limit-burst` replaces the per-minute limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Take {
+    pub key: Uuid,
+    pub bucket: Uuid,
+    pub class: Class,
+    pub burst: Option<u32>,
+}
+
+#[cfg(test)]
+impl Take {
+    /// A request counted on its own key's bucket with the documented capacity.
+    pub fn on_key(key: Uuid, class: Class) -> Take {
+        Take {
+            key,
+            bucket: key,
+            class,
+            burst: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Limiter {
     algorithm: Algorithm,
@@ -151,6 +175,14 @@ pub struct Limiter {
     buckets: HashMap<(Uuid, Class), Bucket>,
     windows: HashMap<(Uuid, Class), FixedWin>,
     days: HashMap<Uuid, DayCount>,
+}
+
+/// A token bucket's capacity (the burst, else the per-minute limit) and refill per second.
+fn bucket_shape(limit: u32, burst: Option<u32>) -> (f64, f64) {
+    (
+        f64::from(burst.unwrap_or(limit).max(1)),
+        f64::from(limit) / 60.0,
+    )
 }
 
 fn ceil_secs(us: i64) -> u64 {
@@ -169,7 +201,8 @@ impl Limiter {
     /// Counts one request of (key, class) at simulator time `now_us`. The daily cap is checked
     /// first (a refused request does not use a per-minute slot); a request refused by the
     /// per-minute limit does not count against the day. Days are UTC calendar days.
-    pub fn take(&mut self, tier: Tier, key: Uuid, class: Class, now_us: i64) -> Option<Verdict> {
+    pub fn take(&mut self, tier: Tier, t: Take, now_us: i64) -> Option<Verdict> {
+        let (key, class) = (t.key, t.class);
         let limit = tier.per_minute(class)?;
         let day = now_us.div_euclid(DAY_US);
         let day_reset = ceil_secs((day + 1) * DAY_US - now_us);
@@ -186,7 +219,7 @@ impl Limiter {
         if let Some((cap, used)) = daily_used
             && used >= cap
         {
-            let (remaining, reset_secs) = self.peek_minute(limit, key, class, now_us);
+            let (remaining, reset_secs) = self.peek_minute(limit, &t, now_us);
             return Some(Verdict {
                 limit,
                 remaining,
@@ -200,7 +233,7 @@ impl Limiter {
                 refused_by: Some(Window::Day),
             });
         }
-        let (remaining, reset_secs, retry_after) = self.take_minute(limit, key, class, now_us);
+        let (remaining, reset_secs, retry_after) = self.take_minute(limit, &t, now_us);
         let daily = daily_used.map(|(cap, used)| {
             let used = if retry_after.is_none() {
                 if let Some(d) = self.days.get_mut(&key) {
@@ -227,11 +260,11 @@ impl Limiter {
     }
 
     /// (remaining, reset) of the per-minute limit without taking anything.
-    fn peek_minute(&mut self, limit: u32, key: Uuid, class: Class, now_us: i64) -> (u32, u64) {
+    fn peek_minute(&mut self, limit: u32, t: &Take, now_us: i64) -> (u32, u64) {
+        let (burst, key, class) = (t.burst, t.bucket, t.class);
         match self.algorithm {
             Algorithm::TokenBucket => {
-                let cap = f64::from(limit);
-                let rate = cap / 60.0;
+                let (cap, rate) = bucket_shape(limit, burst);
                 let tokens = self.buckets.get(&(key, class)).map_or(cap, |b| {
                     let elapsed = (now_us - b.last_us).max(0) as f64 / 1e6;
                     (b.tokens + elapsed * rate).min(cap)
@@ -256,17 +289,11 @@ impl Limiter {
     }
 
     /// Takes one slot: (remaining, reset seconds, retry-after when refused).
-    fn take_minute(
-        &mut self,
-        limit: u32,
-        key: Uuid,
-        class: Class,
-        now_us: i64,
-    ) -> (u32, u64, Option<u64>) {
+    fn take_minute(&mut self, limit: u32, t: &Take, now_us: i64) -> (u32, u64, Option<u64>) {
+        let (burst, key, class) = (t.burst, t.bucket, t.class);
         match self.algorithm {
             Algorithm::TokenBucket => {
-                let cap = f64::from(limit);
-                let rate = cap / 60.0;
+                let (cap, rate) = bucket_shape(limit, burst);
                 let b = self.buckets.entry((key, class)).or_insert(Bucket {
                     tokens: cap,
                     last_us: now_us,
@@ -325,24 +352,66 @@ mod tests {
         let mut l = Limiter::default();
         let k = Uuid::new_v4();
         for i in 0..60 {
-            let v = l.take(Tier::Standard, k, Class::Write, T0).unwrap();
+            let v = l
+                .take(Tier::Standard, Take::on_key(k, Class::Write), T0)
+                .unwrap();
             assert!(v.retry_after.is_none(), "request {i} refused");
         }
-        let v = l.take(Tier::Standard, k, Class::Write, T0).unwrap();
+        let v = l
+            .take(Tier::Standard, Take::on_key(k, Class::Write), T0)
+            .unwrap();
         assert_eq!(v.retry_after, Some(1));
         assert_eq!(v.refused_by, Some(Window::Minute));
         assert_eq!(v.remaining, 0);
         assert_eq!(v.daily.unwrap().remaining, 10_000 - 60);
         // reads have their own bucket and no daily cap
-        let r = l.take(Tier::Standard, k, Class::Read, T0).unwrap();
+        let r = l
+            .take(Tier::Standard, Take::on_key(k, Class::Read), T0)
+            .unwrap();
         assert!(r.retry_after.is_none() && r.daily.is_none());
         assert!(
-            l.take(Tier::Standard, k, Class::Write, T0 + 1_000_000)
-                .unwrap()
-                .retry_after
+            l.take(
+                Tier::Standard,
+                Take::on_key(k, Class::Write),
+                T0 + 1_000_000
+            )
+            .unwrap()
+            .retry_after
+            .is_none()
+        );
+        assert!(
+            l.take(Tier::Unlimited, Take::on_key(k, Class::Write), T0)
                 .is_none()
         );
-        assert!(l.take(Tier::Unlimited, k, Class::Write, T0).is_none());
+    }
+
+    #[test]
+    fn a_small_burst_refills_at_the_documented_rate_and_buckets_can_be_per_org() {
+        let mut l = Limiter::default();
+        let (k, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let take = |l: &mut Limiter, bucket, t| {
+            l.take(
+                Tier::Standard,
+                Take {
+                    key: k,
+                    bucket,
+                    class: Class::Write,
+                    burst: Some(3),
+                },
+                t,
+            )
+            .unwrap()
+        };
+        for _ in 0..3 {
+            assert!(take(&mut l, a, T0).retry_after.is_none());
+        }
+        assert_eq!(take(&mut l, a, T0).retry_after, Some(1), "burst of 3");
+        // Another org's bucket is untouched; the daily count is the key's.
+        let v = take(&mut l, b, T0);
+        assert!(v.retry_after.is_none());
+        assert_eq!(v.daily.unwrap().remaining, 10_000 - 4);
+        // 60/min refills one token a second.
+        assert!(take(&mut l, a, T0 + 1_000_000).retry_after.is_none());
     }
 
     #[test]
@@ -352,16 +421,20 @@ mod tests {
         let start = T0 - T0.rem_euclid(MINUTE_US) + 15_000_000; // :15 into a minute
         for _ in 0..60 {
             assert!(
-                l.take(Tier::Standard, k, Class::Write, start)
+                l.take(Tier::Standard, Take::on_key(k, Class::Write), start)
                     .unwrap()
                     .retry_after
                     .is_none()
             );
         }
-        let v = l.take(Tier::Standard, k, Class::Write, start).unwrap();
+        let v = l
+            .take(Tier::Standard, Take::on_key(k, Class::Write), start)
+            .unwrap();
         assert_eq!(v.retry_after, Some(45));
         let next = start + 45_000_000;
-        let v = l.take(Tier::Standard, k, Class::Write, next).unwrap();
+        let v = l
+            .take(Tier::Standard, Take::on_key(k, Class::Write), next)
+            .unwrap();
         assert!(v.retry_after.is_none());
         assert_eq!(v.remaining, 59);
     }
@@ -373,18 +446,22 @@ mod tests {
         let mut t = T0;
         for _ in 0..10_000 {
             assert!(
-                l.take(Tier::Standard, k, Class::Write, t)
+                l.take(Tier::Standard, Take::on_key(k, Class::Write), t)
                     .unwrap()
                     .retry_after
                     .is_none()
             );
             t += 1_000_000; // 1/s stays within the minute limit
         }
-        let v = l.take(Tier::Standard, k, Class::Write, t).unwrap();
+        let v = l
+            .take(Tier::Standard, Take::on_key(k, Class::Write), t)
+            .unwrap();
         assert_eq!(v.refused_by, Some(Window::Day));
         let midnight = (t.div_euclid(DAY_US) + 1) * DAY_US;
         assert_eq!(v.retry_after, Some(ceil_secs(midnight - t)));
-        let v = l.take(Tier::Standard, k, Class::Write, midnight).unwrap();
+        let v = l
+            .take(Tier::Standard, Take::on_key(k, Class::Write), midnight)
+            .unwrap();
         assert!(v.retry_after.is_none());
         assert_eq!(v.daily.unwrap().remaining, 9_999);
     }

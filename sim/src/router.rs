@@ -11,6 +11,7 @@ pub type Matched = sim_kit::Matched<Op>;
 pub enum Op {
     Whoami,
     OwnCredits,
+    OwnEvents,
     OrgList,
     OrgCreate,
     Migrate,
@@ -39,6 +40,7 @@ pub enum Op {
     ProjectGet,
     SimState,
     SimCounters,
+    SimWrites,
     SimReset,
     SimFaultsGet,
     SimFaultsPut,
@@ -48,6 +50,8 @@ pub enum Op {
     SimSpend,
     SimSwitchesGet,
     SimSwitchesPatch,
+    SimAssumptionsGet,
+    SimAssumptionsPatch,
     SimProjectInFlight,
     SimWebhookRecipients,
 }
@@ -58,6 +62,7 @@ impl Op {
             self,
             Op::SimState
                 | Op::SimCounters
+                | Op::SimWrites
                 | Op::SimReset
                 | Op::SimFaultsGet
                 | Op::SimFaultsPut
@@ -67,6 +72,8 @@ impl Op {
                 | Op::SimSpend
                 | Op::SimSwitchesGet
                 | Op::SimSwitchesPatch
+                | Op::SimAssumptionsGet
+                | Op::SimAssumptionsPatch
                 | Op::SimProjectInFlight
                 | Op::SimWebhookRecipients
         )
@@ -78,6 +85,7 @@ const ORG: &str = "/v1/organizations/:orgId";
 static TABLE: &[Route<Op>] = &[
     ("/v1/whoami", Method::GET, Op::Whoami),
     ("/v1/credits", Method::GET, Op::OwnCredits),
+    ("/v1/credits/events", Method::GET, Op::OwnEvents),
     ("/v1/organizations", Method::GET, Op::OrgList),
     ("/v1/organizations", Method::POST, Op::OrgCreate),
     ("/v1/organizations/migrate", Method::POST, Op::Migrate),
@@ -158,6 +166,7 @@ static TABLE: &[Route<Op>] = &[
     ("/v1/projects/:projectId", Method::GET, Op::ProjectGet),
     ("/_sim/state", Method::GET, Op::SimState),
     ("/_sim/counters", Method::GET, Op::SimCounters),
+    ("/_sim/writes", Method::GET, Op::SimWrites),
     ("/_sim/reset", Method::POST, Op::SimReset),
     ("/_sim/faults", Method::GET, Op::SimFaultsGet),
     ("/_sim/faults", Method::PUT, Op::SimFaultsPut),
@@ -167,6 +176,8 @@ static TABLE: &[Route<Op>] = &[
     ("/_sim/spend", Method::POST, Op::SimSpend),
     ("/_sim/switches", Method::GET, Op::SimSwitchesGet),
     ("/_sim/switches", Method::PATCH, Op::SimSwitchesPatch),
+    ("/_sim/assumptions", Method::GET, Op::SimAssumptionsGet),
+    ("/_sim/assumptions", Method::PATCH, Op::SimAssumptionsPatch),
     (
         "/_sim/projects/:projectId/in-flight",
         Method::PUT,

@@ -17,6 +17,17 @@ pub fn object(
     allowed: &[&str],
     empty_ok: bool,
 ) -> Result<Map<String, Value>, ApiError> {
+    object_with(body, allowed, empty_ok, false)
+}
+
+/// [`object`], dropping unknown fields instead of refusing them when `ignore_unknown`
+/// (`--unknown-fields ignore`).
+pub fn object_with(
+    body: &[u8],
+    allowed: &[&str],
+    empty_ok: bool,
+    ignore_unknown: bool,
+) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return if empty_ok {
             Ok(Map::new())
@@ -28,9 +39,12 @@ pub fn object(
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::validation(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(map) = v else {
+    let Value::Object(mut map) = v else {
         return Err(ApiError::validation("request body must be a JSON object"));
     };
+    if ignore_unknown {
+        map.retain(|k, _| allowed.contains(&k.as_str()));
+    }
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::validation(format!("unknown field {k:?}"))
             .with_details(serde_json::json!({ "field": k })));

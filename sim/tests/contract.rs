@@ -830,7 +830,10 @@ async fn bad_input_gets_an_envelope() {
 #[tokio::test]
 async fn archive_deletes_webhooks_only_when_configured() {
     let s = Sim::with(layers_sim::SimConfig {
-        archive_deletes_webhooks: true,
+        assumptions: layers_sim::Assumptions {
+            archive_deletes_webhooks: true,
+            ..Default::default()
+        },
         ..common::cfg()
     })
     .await;

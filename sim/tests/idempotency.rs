@@ -171,7 +171,10 @@ async fn window_expiry_allows_reexecution() {
 /// A sim whose every write is held in flight for `ms` before it executes.
 async fn slow_sim(mode: layers_sim::InFlightMode, ms: u64) -> Sim {
     Sim::with(layers_sim::SimConfig {
-        idempotency_in_flight: mode,
+        assumptions: layers_sim::Assumptions {
+            idempotency_in_flight: mode,
+            ..Default::default()
+        },
         faults: layers_sim::FaultConfig {
             slow_commit: 1.0,
             slow_commit_ms: ms,

@@ -216,7 +216,10 @@ async fn allocate_402_is_replayed_under_its_key_unless_4xx_are_not_stored() {
     for store_4xx in [true, false] {
         let s = Sim::with(SimConfig {
             parent_credits: 100,
-            idempotency_store_4xx: store_4xx,
+            assumptions: layers_sim::Assumptions {
+                idempotency_store_4xx: store_4xx,
+                ..Default::default()
+            },
             ..common::cfg()
         })
         .await;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "orgops.dev",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "CustomerOrg",
     namespaced,
     shortname = "corg",
@@ -452,6 +452,9 @@ pub struct CustomerOrgStatus {
     /// Value of the orgops.dev/rotate-keys annotation whose rotation has been applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_rotated_for: Option<String>,
+    /// A top-up held by the OrgProvider's guardrails (nothing was sent), while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_credits: Option<HeldCredits>,
     /// Ready, Reconciling and Stalled (kstatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -472,6 +475,20 @@ pub struct CreditsStatus {
     /// stored is not replayed for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<RefusedAllocation>,
+}
+
+/// A top-up a guardrail holds: `orgops.dev/confirm-credits: "<generation>"` approves it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldCredits {
+    /// Credits the top-up would move.
+    pub credits: i64,
+    /// The total it tops up to (spec.credits.allocated).
+    pub target: i64,
+    /// The metadata.generation it is held at.
+    pub generation: i64,
+    /// The guardrails it would cross: maxCreditsPerOrg, maxCreditsPerHour, minParentBalance.
+    pub guardrails: Vec<String>,
 }
 
 /// Top-up attempts the provider refused at one ledger sum.

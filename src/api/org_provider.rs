@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "orgops.dev",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "OrgProvider",
     doc = "How orgops reaches one partner API: its URL, parent key and rate limit.",
     status = "OrgProviderStatus",
@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.youhodler) || self.type == 'youhodler'",
     "message": "spec.youhodler applies only to type: youhodler"
+}, {
+    "rule": "!has(self.guardrails) || self.type == 'layers'",
+    "message": "spec.guardrails applies only to type: layers (the only provider whose credits move from the parent's wallet)"
 }]))]
 pub struct OrgProviderSpec {
     /// Partner API type: layers, gennia or youhodler.
@@ -47,6 +50,34 @@ pub struct OrgProviderSpec {
     /// YouHodler only: which enterprise the clients belong to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub youhodler: Option<YouhodlerProviderSpec>,
+    /// Money guardrails (layers only): a transfer that would cross one is held (Ready=False,
+    /// reason CreditsHeld) until a person approves it on its CustomerOrg with
+    /// orgops.dev/confirm-credits: "<metadata.generation>".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<GuardrailsSpec>,
+}
+
+/// Bounds on the credits orgops moves from the parent's wallet. Each is optional; unset
+/// means no bound.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardrailsSpec {
+    /// The most credits one CustomerOrg may have allocated in total
+    /// (spec.credits.allocated). A spec above it is refused, not capped: its top-up is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000i64))]
+    pub max_credits_per_org: Option<i64>,
+    /// The most credits orgops moves from the parent into all its customers in any rolling
+    /// hour (auto-refills the provider makes itself are not orgops' transfers and do not
+    /// count). 0: every transfer needs an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000i64))]
+    pub max_credits_per_hour: Option<i64>,
+    /// Never allocate below this floor: a transfer that would leave the parent's prepaid
+    /// balance under it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000_000_000i64))]
+    pub min_parent_balance: Option<i64>,
 }
 
 /// YouHodler Business settings.
@@ -172,6 +203,24 @@ pub struct OrgProviderStatus {
     /// orgops-offboarding), with a resourceVersion precondition, before each offboarding.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offboarding: Vec<OffboardingEntry>,
+    /// Credits orgops moved through this provider per minute over the last hour: the
+    /// durable window of spec.guardrails.maxCreditsPerHour (kept only while it is set).
+    /// Written only by the CustomerOrg controller (field manager orgops-credits), with a
+    /// resourceVersion precondition, before each transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credit_window: Vec<CreditWindowEntry>,
+}
+
+/// Credits moved in one minute, recorded in `status.creditWindow`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditWindowEntry {
+    /// The minute (its first second) the transfers were claimed in.
+    pub minute: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Credits claimed for transfers in that minute (approved ones included).
+    pub credits: i64,
+    /// How many transfers.
+    pub transfers: u32,
 }
 
 /// One offboarding recorded in `status.offboarding`.

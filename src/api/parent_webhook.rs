@@ -20,7 +20,7 @@ pub const PARENT_WEBHOOK_MARKER: &str = "orgops.dev/parent-webhook";
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "orgops.dev",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "ParentWebhook",
     namespaced,
     shortname = "pwh",

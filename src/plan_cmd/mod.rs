@@ -1,3 +1,4 @@
+// Over 600 lines: the command's whole flow (read manifests, classify, check, plan each object, cluster-only and prune previews).
 //! `orgops plan`: what applying these manifests would do, without doing it.
 //!
 //! The operator's own pipeline (`reconcile::pipeline::preview`: gate, observe, plan) runs
@@ -9,7 +10,8 @@
 //! preview -> steps -> render. Exit status: 0 no changes, 2 changes, 1 an error.
 
 mod input;
-mod read_only;
+mod money;
+mod others;
 mod render;
 mod steps;
 mod validate;
@@ -26,6 +28,7 @@ use serde_json::Value;
 
 use crate::api::{CustomerOrg, DeletionPolicy, ManagementPolicy, OrgProvider};
 use crate::provider::Provider;
+use crate::provider::read_only::ReadOnly;
 use crate::reconcile::pipeline::{self, Preview};
 use crate::reconcile::plan::{Gate, OwnedSecret};
 use crate::reconcile::{Context, OwnedSecretIndex, secrets};
@@ -69,18 +72,7 @@ pub enum Format {
 
 /// Runs the command; the exit status is 0 (no changes), 2 (changes) or 1 (an error).
 pub fn run(args: PlanArgs) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    let code = runtime.block_on(plan(args));
-    std::process::ExitCode::from(code)
+    crate::cli::block_on(plan(args))
 }
 
 /// An input CustomerOrg, checked.
@@ -127,6 +119,12 @@ async fn plan(args: PlanArgs) -> u8 {
                 Ok(w) => wanted.push(w),
                 Err(p) => plans.push(*p),
             },
+            Kind::OrgProvider => {
+                plans.push(others::plan_provider(&client, &doc, args.cluster_only).await)
+            }
+            Kind::ParentWebhook => {
+                plans.push(others::plan_parent_webhook(&client, &doc, &default_ns).await)
+            }
             Kind::Skip(why) => skipped.push(why),
             Kind::Bad(why) => errors.push(why),
         }
@@ -149,6 +147,11 @@ async fn plan(args: PlanArgs) -> u8 {
     for w in &wanted {
         plans.push(plan_one(&client, &args, &mut providers, &owned, w).await);
     }
+    let funds = if args.cluster_only {
+        Vec::new()
+    } else {
+        money::check(&client, &mut providers, &mut plans).await
+    };
     if args.prune {
         let names: BTreeSet<(String, String)> = wanted
             .iter()
@@ -175,9 +178,9 @@ async fn plan(args: PlanArgs) -> u8 {
         plans.extend(pruned.into_iter().map(|(_, p)| p));
     }
     let out = match args.output {
-        Format::Text => render::text(&plans, &skipped),
-        Format::Json => render::json(&plans, &skipped),
-        Format::Markdown => render::markdown(&plans, &skipped),
+        Format::Text => render::text(&plans, &skipped, &funds),
+        Format::Json => render::json(&plans, &skipped, &funds),
+        Format::Markdown => render::markdown(&plans, &skipped, &funds),
     };
     print!("{out}");
     for e in &errors {
@@ -185,7 +188,7 @@ async fn plan(args: PlanArgs) -> u8 {
     }
     for p in plans.iter().filter(|p| p.change == Change::Error) {
         for e in &p.errors {
-            eprintln!("error: CustomerOrg {}/{}: {e}", p.namespace, p.name);
+            eprintln!("error: {} {}: {e}", p.kind, render::object_name(p));
         }
     }
     if !errors.is_empty() || plans.iter().any(|p| p.change == Change::Error) {
@@ -199,6 +202,8 @@ async fn plan(args: PlanArgs) -> u8 {
 
 enum Kind {
     CustomerOrg,
+    OrgProvider,
+    ParentWebhook,
     Skip(String),
     Bad(String),
 }
@@ -217,19 +222,21 @@ fn classify(doc: &input::Doc, default_ns: &str) -> Kind {
         .as_str()
         .unwrap_or(default_ns);
     match (api_version.split('/').next(), kind) {
-        (Some("orgops.dev"), "CustomerOrg") if api_version == "orgops.dev/v1alpha1" => {
-            Kind::CustomerOrg
+        (Some("orgops.dev"), kind)
+            if api_version == crate::api::API_VERSION || api_version == "orgops.dev/v1alpha1" =>
+        {
+            match kind {
+                "CustomerOrg" => Kind::CustomerOrg,
+                "OrgProvider" => Kind::OrgProvider,
+                "ParentWebhook" => Kind::ParentWebhook,
+                _ => Kind::Bad(format!(
+                    "{}: unknown kind {api_version} {kind} (orgops.dev/v1beta1 and v1alpha1 have CustomerOrg, OrgProvider and ParentWebhook)",
+                    doc.source
+                )),
+            }
         }
-        (Some("orgops.dev"), "OrgProvider") => Kind::Skip(format!(
-            "{}: OrgProvider {name}: orgops plan covers CustomerOrgs",
-            doc.source
-        )),
-        (Some("orgops.dev"), "ParentWebhook") => Kind::Skip(format!(
-            "{}: ParentWebhook {ns}/{name}: orgops plan covers CustomerOrgs",
-            doc.source
-        )),
         (Some("orgops.dev"), _) => Kind::Bad(format!(
-            "{}: unknown kind {api_version} {kind} (orgops.dev/v1alpha1 has CustomerOrg, OrgProvider and ParentWebhook)",
+            "{}: unknown kind {api_version} {kind} (orgops.dev/v1beta1 and v1alpha1 have CustomerOrg, OrgProvider and ParentWebhook)",
             doc.source
         )),
         (_, "Kustomization") => Kind::Skip(format!("{}: a kustomization file", doc.source)),
@@ -328,29 +335,8 @@ impl Providers {
 }
 
 async fn build_provider(client: &Client, name: &str) -> Result<Arc<dyn Provider>, String> {
-    let api: Api<OrgProvider> = Api::all(client.clone());
-    let op = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading OrgProvider {name}: {e}"))?
-        .ok_or_else(|| format!("OrgProvider {name:?} does not exist"))?;
-    let r = &op.spec.credentials_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
-    let secret = secrets
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| {
-            format!(
-                "reading OrgProvider {name}'s credentials Secret {}/{}: {e}",
-                r.namespace, r.name
-            )
-        })?
-        .ok_or_else(|| format!("Secret {}/{} does not exist", r.namespace, r.name))?;
-    let creds = crate::provider::build::credentials(&op.spec, &secret)?;
-    let provider = crate::provider::build::build(&op.spec, &creds, None)
-        .map_err(|e| format!("OrgProvider {name}: cannot build a client: {}", e.message()))?
-        .provider();
-    Ok(Arc::new(read_only::ReadOnly(provider)))
+    let (_, built) = crate::provider::build::from_cluster(client, name).await?;
+    Ok(Arc::new(ReadOnly(built.provider())))
 }
 
 /// The Secrets each object controls, listed once per namespace (metadata only).
@@ -394,7 +380,13 @@ fn context(
         provider,
         provider_name: name.to_string(),
         owned,
-        may_write: Arc::new(|| false),
+        // Never writes: a fence that never opens.
+        fence: crate::fence::Fence::closed("orgops-plan"),
+        claims: crate::reconcile::claims::Claims::new(
+            client.clone(),
+            &crate::reconcile::claims::default_namespace(),
+            name,
+        ),
         deep: false,
     }
 }
@@ -410,6 +402,9 @@ async fn plan_one(
     let ns = corg.namespace().unwrap_or_default();
     let name = corg.name_any();
     let mut p = ObjectPlan::new(&ns, &name, Some(w.source.clone()));
+    p.provider = Some(corg.spec.provider_ref.name.clone());
+    p.generation = corg.metadata.generation.unwrap_or(1);
+    p.approved = crate::reconcile::credit_guard::approved(corg);
     let is_new = corg.metadata.uid.is_none();
     p.org_id = corg.status.as_ref().and_then(|s| s.org_id.clone());
     if corg.spec.management_policy == ManagementPolicy::Observe {
@@ -470,6 +465,9 @@ async fn plan_one(
             }
             if let Some((reason, message)) = &plan.stalled {
                 p.notes.push(format!("would be Stalled {reason}: {message}"));
+            }
+            if let Some((reason, message)) = &plan.waiting {
+                p.notes.push(format!("would wait ({reason}): {message}"));
             }
             p.notes.extend(plan.notes.iter().cloned());
         }
@@ -652,11 +650,9 @@ async fn prune_one(
         text.push_str(&format!(", reclaims {c} credits"));
     }
     text.push(')');
-    p.actions.push(steps::Step {
-        op: "archive",
-        text,
-        credits: reclaim,
-    });
+    let mut step = steps::Step::new("archive", text);
+    step.credits = reclaim;
+    p.actions.push(step);
     if !p.errors.is_empty() {
         p.change = Change::Error;
     }

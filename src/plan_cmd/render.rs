@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::money::{ProviderFunds, held_text, lines};
 use super::steps::Step;
 
 /// What happens to one object.
@@ -19,6 +20,11 @@ pub enum Change {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectPlan {
+    /// CustomerOrg (left out of the JSON, as before other kinds were planned), OrgProvider
+    /// or ParentWebhook.
+    #[serde(skip_serializing_if = "is_customer_org")]
+    pub kind: &'static str,
+    /// Empty for the cluster-scoped OrgProvider.
     pub namespace: String,
     pub name: String,
     /// The input document (`file#n`); absent for objects only in the cluster (--prune).
@@ -35,11 +41,33 @@ pub struct ObjectPlan {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// CustomerOrgs: the OrgProvider its credits come from.
+    #[serde(skip)]
+    pub provider: Option<String>,
+    /// The generation it has once applied, and whether orgops.dev/confirm-credits names it.
+    #[serde(skip)]
+    pub generation: i64,
+    #[serde(skip)]
+    pub approved: bool,
+}
+
+fn is_customer_org(kind: &&'static str) -> bool {
+    *kind == "CustomerOrg"
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+pub fn object_name(p: &ObjectPlan) -> String {
+    if p.namespace.is_empty() {
+        p.name.clone()
+    } else {
+        format!("{}/{}", p.namespace, p.name)
+    }
 }
 
 impl ObjectPlan {
     pub fn new(namespace: &str, name: &str, source: Option<String>) -> ObjectPlan {
         ObjectPlan {
+            kind: "CustomerOrg",
             namespace: namespace.to_string(),
             name: name.to_string(),
             source,
@@ -49,6 +77,9 @@ impl ObjectPlan {
             actions: Vec::new(),
             notes: Vec::new(),
             errors: Vec::new(),
+            provider: None,
+            generation: 0,
+            approved: false,
         }
     }
 }
@@ -64,20 +95,30 @@ pub struct Summary {
     pub orgs_offboarded: usize,
     pub lifecycle_changes: usize,
     pub credits_moved: i64,
+    /// Credits of the top-ups a guardrail would hold (not in credits_moved).
+    pub credits_held: i64,
+    pub transfers_held: usize,
+    /// What the parents lack for the credits moved (summed over OrgProviders).
+    pub shortfall: i64,
     pub credits_reclaimed: i64,
     pub keys_minted: usize,
     pub keys_rotated: usize,
     pub keys_revoked: usize,
     pub webhooks_created: usize,
     pub webhooks_deleted: usize,
+    /// Some object is an OrgProvider or a ParentWebhook (the headline then says "object").
+    #[serde(skip)]
+    pub other_kinds: bool,
 }
 
-pub fn summarize(plans: &[ObjectPlan]) -> Summary {
+pub fn summarize(plans: &[ObjectPlan], funds: &[ProviderFunds]) -> Summary {
     let mut s = Summary {
         objects: plans.len(),
+        shortfall: funds.iter().map(|f| f.shortfall).sum(),
         ..Default::default()
     };
     for p in plans {
+        s.other_kinds |= p.kind != "CustomerOrg";
         if p.change == Change::Error {
             s.errors += 1;
         } else if p.change != Change::Unchanged {
@@ -92,6 +133,10 @@ pub fn summarize(plans: &[ObjectPlan]) -> Summary {
                     s.lifecycle_changes += 1;
                     s.orgs_offboarded += usize::from(p.change == Change::Delete);
                     s.credits_reclaimed += a.credits.unwrap_or(0);
+                }
+                "allocate" if a.held.is_some() => {
+                    s.transfers_held += 1;
+                    s.credits_held += a.credits.unwrap_or(0);
                 }
                 "allocate" => s.credits_moved += a.credits.unwrap_or(0),
                 "mint-key" => s.keys_minted += 1,
@@ -109,8 +154,14 @@ pub fn summarize(plans: &[ObjectPlan]) -> Summary {
 /// The one-line summary.
 pub fn headline(s: &Summary) -> String {
     let mut parts = vec![format!(
-        "{} of {} CustomerOrg(s) change",
-        s.changing, s.objects
+        "{} of {} {} change",
+        s.changing,
+        s.objects,
+        if s.other_kinds {
+            "object(s)"
+        } else {
+            "CustomerOrg(s)"
+        }
     )];
     let counts = [
         (s.orgs_created, "org(s) created"),
@@ -130,6 +181,15 @@ pub fn headline(s: &Summary) -> String {
     }
     if s.credits_moved > 0 {
         parts.push(format!("{} credits moved from the parent", s.credits_moved));
+    }
+    if s.transfers_held > 0 {
+        parts.push(format!(
+            "{} top-up(s) of {} credits held by guardrails",
+            s.transfers_held, s.credits_held
+        ));
+    }
+    if s.shortfall > 0 {
+        parts.push(format!("the parent is {} credits short", s.shortfall));
     }
     if s.credits_reclaimed > 0 {
         parts.push(format!("{} credits reclaimed", s.credits_reclaimed));
@@ -153,10 +213,23 @@ fn title(p: &ObjectPlan) -> String {
         Change::Delete => " - deleted (not in the input)",
         Change::Error => " - ERROR",
     };
-    format!("CustomerOrg {}/{}{org}{what}", p.namespace, p.name)
+    let org = if p.kind == "ParentWebhook" {
+        org.replace(" (", " (endpoint ")
+    } else {
+        org
+    };
+    format!("{} {}{org}{what}", p.kind, object_name(p))
 }
 
-pub fn text(plans: &[ObjectPlan], skipped: &[String]) -> String {
+/// A step's line (its held marker appended).
+fn step_text(a: &Step) -> String {
+    match &a.held {
+        Some(h) => format!("{} [{}]", a.text, held_text(h)),
+        None => a.text.clone(),
+    }
+}
+
+pub fn text(plans: &[ObjectPlan], skipped: &[String], funds: &[ProviderFunds]) -> String {
     let mut out = String::new();
     for p in plans {
         out.push_str(&title(p));
@@ -171,7 +244,8 @@ pub fn text(plans: &[ObjectPlan], skipped: &[String]) -> String {
             out.push_str(&format!("  > adopts an existing org: {how}\n"));
         }
         for a in &p.actions {
-            out.push_str(&format!("  {} {}\n", a.sign(), a.text));
+            let sign = if a.held.is_some() { '!' } else { a.sign() };
+            out.push_str(&format!("  {sign} {}\n", step_text(a)));
         }
         for n in &p.notes {
             out.push_str(&format!("  # {n}\n"));
@@ -180,15 +254,25 @@ pub fn text(plans: &[ObjectPlan], skipped: &[String]) -> String {
     for s in skipped {
         out.push_str(&format!("skipped: {s}\n"));
     }
-    out.push_str(&format!("\nPlan: {}.\n", headline(&summarize(plans))));
+    if !funds.is_empty() {
+        out.push_str("\nFunds:\n");
+        for line in lines(funds) {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\nPlan: {}.\n",
+        headline(&summarize(plans, funds))
+    ));
     out
 }
 
-pub fn json(plans: &[ObjectPlan], skipped: &[String]) -> String {
+pub fn json(plans: &[ObjectPlan], skipped: &[String], funds: &[ProviderFunds]) -> String {
     let doc = serde_json::json!({
         "objects": plans,
         "skipped": skipped,
-        "summary": summarize(plans),
+        "funds": funds,
+        "summary": summarize(plans, funds),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
@@ -200,11 +284,23 @@ fn md_escape(s: &str) -> String {
 }
 
 /// Fits a pull-request comment: the headline, a table, then the actions per object.
-pub fn markdown(plans: &[ObjectPlan], skipped: &[String]) -> String {
+pub fn markdown(plans: &[ObjectPlan], skipped: &[String], funds: &[ProviderFunds]) -> String {
     let mut out = format!(
-        "### orgops plan\n\n**{}**\n\n| CustomerOrg | Org | Change | Actions |\n|---|---|---|---|\n",
-        md_escape(&headline(&summarize(plans)))
+        "### orgops plan\n\n**{}**\n\n",
+        md_escape(&headline(&summarize(plans, funds)))
     );
+    for line in lines(funds) {
+        let mark = if line.contains("SHORT") || line.contains("HELD") {
+            ":warning: "
+        } else {
+            ""
+        };
+        out.push_str(&format!("- {mark}{}\n", md_escape(&line)));
+    }
+    if !funds.is_empty() {
+        out.push('\n');
+    }
+    out.push_str("| CustomerOrg | Org | Change | Actions |\n|---|---|---|---|\n");
     for p in plans {
         let change = match p.change {
             Change::Create => "create",
@@ -236,7 +332,13 @@ pub fn markdown(plans: &[ObjectPlan], skipped: &[String]) -> String {
             } else {
                 text
             };
-            out.push_str(&format!("- `{}` {text}\n", a.sign()));
+            match &a.held {
+                Some(h) => out.push_str(&format!(
+                    "- :no_entry: ~~{text}~~ **{}**\n",
+                    md_escape(&held_text(h))
+                )),
+                None => out.push_str(&format!("- `{}` {text}\n", a.sign())),
+            }
         }
         for n in &p.notes {
             out.push_str(&format!("- _{}_\n", md_escape(n)));

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::provider::{KeyEnv, Org};
+use crate::provider::{KeyEnv, Org, OrgPatch};
 use crate::reconcile::plan::{Action, OWNER_KEY};
 
 /// One action, rendered.
@@ -10,27 +10,37 @@ use crate::reconcile::plan::{Action, OWNER_KEY};
 pub struct Step {
     /// Machine name: create-org, claim-org, update-org, suspend, resume, archive,
     /// set-credit-config, allocate, mint-key, rotate-key, revoke-key, create-webhook,
-    /// update-webhook, delete-webhook, rotate-webhook-secret, delete-secret.
+    /// update-webhook, delete-webhook, rotate-webhook-secret, delete-secret; for the other
+    /// kinds create-provider, update-provider, create-endpoint, update-endpoint, write-secret.
     pub op: &'static str,
     pub text: String,
     /// Credits moved into the org (allocate) or reclaimed by the parent (archive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credits: Option<i64>,
+    /// allocate: the total it tops up to.
+    #[serde(skip)]
+    pub target: Option<i64>,
+    /// allocate: a guardrail of the OrgProvider would hold it (nothing would be sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<super::money::Held>,
 }
 
 impl Step {
-    fn new(op: &'static str, text: String) -> Step {
+    pub fn new(op: &'static str, text: String) -> Step {
         Step {
             op,
             text,
             credits: None,
+            target: None,
+            held: None,
         }
     }
 
     /// `+` adds, `~` changes, `-` removes (as in a diff).
     pub fn sign(&self) -> char {
         match self.op {
-            "create-org" | "migrate-projects" | "allocate" | "mint-key" | "create-webhook" => '+',
+            "create-org" | "migrate-projects" | "allocate" | "mint-key" | "create-webhook"
+            | "create-provider" | "create-endpoint" | "write-secret" => '+',
             "archive" | "revoke-key" | "delete-webhook" | "delete-secret" | "remove-user" => '-',
             _ => '~',
         }
@@ -54,6 +64,7 @@ pub fn steps(actions: &[Action], org: Option<&Org>) -> Vec<Step> {
         .collect()
 }
 
+/// One action, rendered: dispatched to one short function per resource.
 fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
     Some(match action {
         Action::CreateOrg { new, .. } => {
@@ -72,62 +83,115 @@ fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
                 projects.join(", ")
             ),
         ),
-        Action::UpdateOrg { patch } => {
-            let only_claim = patch.name.is_none()
-                && patch.billing_email.is_none()
-                && patch
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.keys().all(|k| k == OWNER_KEY));
-            if only_claim {
-                return Some(Step::new(
-                    "claim-org",
-                    format!("claim {org_name} (write this object's owner marker)"),
-                ));
-            }
-            let mut parts = Vec::new();
-            if let Some(name) = &patch.name {
-                let from = org.map(|o| o.name.as_str()).unwrap_or_default();
-                parts.push(format!("name {from:?} -> {name:?}"));
-            }
-            if let Some(email) = &patch.billing_email {
-                parts.push(format!(
-                    "billingEmail -> {}",
-                    email.as_deref().unwrap_or("(none)")
-                ));
-            }
-            for (k, v) in patch.metadata.iter().flatten() {
-                if k == OWNER_KEY {
-                    continue;
-                }
-                if v.is_empty() {
-                    parts.push(format!("metadata.{k} removed"));
-                } else {
-                    parts.push(format!("metadata.{k} -> {v:?}"));
-                }
-            }
-            Step::new(
-                "update-org",
-                format!("update {org_name}: {}", parts.join(", ")),
-            )
-        }
+        Action::UpdateOrg { patch } => update_org(patch, org, org_name),
         Action::Resume => Step::new("resume", format!("resume {org_name}")),
         Action::Suspend => Step::new(
             "suspend",
             format!("suspend {org_name} (its keys stop working until it is resumed)"),
         ),
-        Action::Archive => {
-            let balance = org.and_then(|o| o.summary.as_ref()).map(|s| s.balance);
-            let mut s = Step::new(
-                "archive",
-                format!(
-                    "archive {org_name} (terminal: keys revoked{})",
-                    balance.map_or(String::new(), |b| format!(", {b} credits reclaimed"))
-                ),
-            );
-            s.credits = balance;
-            s
+        Action::Archive => archive(org, org_name),
+        Action::SetCreditConfig { .. } | Action::Allocate { .. } => credits(action, org_name)?,
+        Action::MintKey { .. } | Action::RotateKey { .. } | Action::RevokeKey { .. } => {
+            key(action)?
         }
+        Action::CreateWebhook { .. }
+        | Action::UpdateWebhook { .. }
+        | Action::DeleteWebhook { .. }
+        | Action::RotateWebhookSecret { .. } => webhook(action)?,
+        Action::UpdateUser {
+            email, role, name, ..
+        } => Step::new(
+            "update-user",
+            format!(
+                "set user {email}'s role to {role}{}",
+                name.as_deref()
+                    .map(|n| format!(" and name to {n:?}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Action::RemoveUser { email, .. } => Step::new(
+            "remove-user",
+            format!("remove user {email} from {org_name}"),
+        ),
+        Action::DeleteSecret { name } => {
+            Step::new("delete-secret", format!("delete Secret {name}"))
+        }
+        Action::MarkRotated { .. } => return None,
+    })
+}
+
+/// An org PATCH: a claim (only the owner marker), the suspended-writes check (the org's
+/// own name again), or the fields it changes.
+fn update_org(patch: &OrgPatch, org: Option<&Org>, org_name: &str) -> Step {
+    let only_claim = patch.name.is_none()
+        && patch.billing_email.is_none()
+        && patch
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.keys().all(|k| k == OWNER_KEY));
+    if only_claim {
+        return Step::new(
+            "claim-org",
+            format!("claim {org_name} (write this object's owner marker)"),
+        );
+    }
+    let same_name = patch.billing_email.is_none()
+        && patch.metadata.is_none()
+        && patch
+            .name
+            .as_deref()
+            .is_some_and(|n| org.is_some_and(|o| o.name == n));
+    if same_name {
+        return Step::new(
+            "check-suspended-writes",
+            format!(
+                "send {org_name}'s own name again (it is suspended: a provider that refuses changes to a suspended org says so before any keyed write)"
+            ),
+        );
+    }
+    let mut parts = Vec::new();
+    if let Some(name) = &patch.name {
+        let from = org.map(|o| o.name.as_str()).unwrap_or_default();
+        parts.push(format!("name {from:?} -> {name:?}"));
+    }
+    if let Some(email) = &patch.billing_email {
+        parts.push(format!(
+            "billingEmail -> {}",
+            email.as_deref().unwrap_or("(none)")
+        ));
+    }
+    for (k, v) in patch.metadata.iter().flatten() {
+        if k == OWNER_KEY {
+            continue;
+        }
+        if v.is_empty() {
+            parts.push(format!("metadata.{k} removed"));
+        } else {
+            parts.push(format!("metadata.{k} -> {v:?}"));
+        }
+    }
+    Step::new(
+        "update-org",
+        format!("update {org_name}: {}", parts.join(", ")),
+    )
+}
+
+fn archive(org: Option<&Org>, org_name: &str) -> Step {
+    let balance = org.and_then(|o| o.summary.as_ref()).map(|s| s.balance);
+    let mut s = Step::new(
+        "archive",
+        format!(
+            "archive {org_name} (terminal: keys revoked{})",
+            balance.map_or(String::new(), |b| format!(", {b} credits reclaimed"))
+        ),
+    );
+    s.credits = balance;
+    s
+}
+
+/// The allocation's actions: the credit config, a top-up.
+fn credits(action: &Action, org_name: &str) -> Option<Step> {
+    Some(match action {
         Action::SetCreditConfig { config } => {
             let cap = config
                 .monthly_cap
@@ -156,8 +220,16 @@ fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
                 ),
             );
             s.credits = i64::try_from(*credits).ok();
+            s.target = Some(*target);
             s
         }
+        _ => return None,
+    })
+}
+
+/// The key's actions: mint, rotate, revoke.
+fn key(action: &Action) -> Option<Step> {
+    Some(match action {
         Action::MintKey {
             name,
             new,
@@ -195,6 +267,13 @@ fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
             "revoke-key",
             format!("revoke key {name} ({key_id}): it stops working at once"),
         ),
+        _ => return None,
+    })
+}
+
+/// The webhook's actions: create, update, delete, rotate its signing secret.
+fn webhook(action: &Action) -> Option<Step> {
+    Some(match action {
         Action::CreateWebhook { name, new, .. } => Step::new(
             "create-webhook",
             format!(
@@ -228,24 +307,6 @@ fn step(action: &Action, org: Option<&Org>, org_name: &str) -> Option<Step> {
             "rotate-webhook-secret",
             format!("rotate webhook {name}'s signing secret into Secret {secret_name}"),
         ),
-        Action::UpdateUser {
-            email, role, name, ..
-        } => Step::new(
-            "update-user",
-            format!(
-                "set user {email}'s role to {role}{}",
-                name.as_deref()
-                    .map(|n| format!(" and name to {n:?}"))
-                    .unwrap_or_default()
-            ),
-        ),
-        Action::RemoveUser { email, .. } => Step::new(
-            "remove-user",
-            format!("remove user {email} from {org_name}"),
-        ),
-        Action::DeleteSecret { name } => {
-            Step::new("delete-secret", format!("delete Secret {name}"))
-        }
-        Action::MarkRotated { .. } => return None,
+        _ => return None,
     })
 }

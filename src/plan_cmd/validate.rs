@@ -12,7 +12,13 @@ use crate::api::{CustomerOrg, DesiredState};
 
 /// The CustomerOrg schema (openAPIV3Schema) as JSON.
 pub fn customer_org_schema() -> Value {
-    let crd = CustomerOrg::crd();
+    schema_of(CustomerOrg::crd())
+}
+
+/// The openAPIV3Schema of a CRD (its first version; all versions share it) as JSON.
+pub fn schema_of(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
     crd.spec
         .versions
         .first()
@@ -305,7 +311,7 @@ mod tests {
     fn schema_errors_name_the_field() {
         let schema = customer_org_schema();
         let doc = serde_json::json!({
-            "apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+            "apiVersion": crate::api::API_VERSION, "kind": "CustomerOrg",
             "metadata": {"name": "a"},
             "spec": {"displayName": "", "credits": {"allocated": -1, "monthlyCapp": 3},
                      "state": "gone",
@@ -323,7 +329,7 @@ mod tests {
         ] {
             assert!(all.contains(want), "{want} missing in:\n{all}");
         }
-        let good = serde_json::json!({"apiVersion": "orgops.dev/v1alpha1", "kind": "CustomerOrg",
+        let good = serde_json::json!({"apiVersion": crate::api::API_VERSION, "kind": "CustomerOrg",
             "metadata": {"name": "a"}, "spec": {"displayName": "A"}});
         let mut out = Vec::new();
         schema_errors(&schema, &good, "", &mut out);

@@ -111,12 +111,25 @@ pub fn fixed_tier(spec: RateTierSpec) -> Option<RateTier> {
     }
 }
 
+/// What the operator gives every client it builds.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// The replica's leader fence, checked before every write the client sends.
+    pub fence: Option<crate::fence::Fence>,
+    /// Each request's timeout (`--provider-request-timeout`); `None`: the client's default.
+    pub request_timeout: Option<std::time::Duration>,
+    /// Shards sharing each parent key's rate budget (`--rate-shares`): each uses 1/N.
+    pub rate_shares: u32,
+}
+
 /// Builds the client for `spec` with its credentials.
 pub fn build(
     spec: &OrgProviderSpec,
     creds: &Credentials,
     metrics: Option<ProviderMetrics>,
+    opts: &ClientOptions,
 ) -> Result<Built, ProviderError> {
+    let fence = opts.fence.clone();
     let mismatch = || {
         ProviderError::Invalid(format!(
             "the credentials do not fit an OrgProvider of type {:?}",
@@ -127,12 +140,17 @@ pub fn build(
         (ProviderType::Layers, Credentials::ApiKey(key)) => {
             let mut cfg = LayersConfig::new(spec.base_url.clone(), key.clone());
             cfg.metrics = metrics;
+            cfg.fence = fence;
+            cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
             cfg.tier = fixed_tier(spec.rate_limit.tier);
+            cfg.rate_shares = opts.rate_shares;
             Built::Layers(Arc::new(LayersProvider::new(cfg)?))
         }
         (ProviderType::Gennia, Credentials::ApiKey(key)) => {
             let mut cfg = GenniaConfig::new(spec.base_url.clone(), key.clone());
             cfg.metrics = metrics;
+            cfg.fence = fence;
+            cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
             Built::Gennia(Arc::new(GenniaProvider::new(GenniaClient::new(cfg)?)))
         }
         (ProviderType::Youhodler, Credentials::Client { id, secret }) => {
@@ -142,8 +160,42 @@ pub fn build(
                 .as_ref()
                 .and_then(|y| y.enterprise_id.clone());
             cfg.metrics = metrics;
+            cfg.fence = fence;
+            cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
             Built::Youhodler(Arc::new(YouhodlerProvider::new(YouhodlerClient::new(cfg)?)))
         }
         _ => return Err(mismatch()),
     })
+}
+
+/// Reads OrgProvider `name` and its credentials Secret from the cluster and builds its
+/// client, as `orgops plan` and `orgops import` do (GETs only); the error says which read
+/// failed or what is missing (never a value).
+pub async fn from_cluster(
+    client: &kube::Client,
+    name: &str,
+) -> Result<(crate::api::OrgProvider, Built), String> {
+    let api: kube::Api<crate::api::OrgProvider> = kube::Api::all(client.clone());
+    let op = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading OrgProvider {name}: {e}"))?
+        .ok_or_else(|| format!("OrgProvider {name:?} does not exist"))?;
+    let r = &op.spec.credentials_secret_ref;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &r.namespace);
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| {
+            format!(
+                "reading OrgProvider {name}'s credentials Secret {}/{}: {e}",
+                r.namespace, r.name
+            )
+        })?
+        .ok_or_else(|| format!("Secret {}/{} does not exist", r.namespace, r.name))?;
+    let creds = credentials(&op.spec, &secret)?;
+    let built = build(&op.spec, &creds, None, &ClientOptions::default())
+        .map_err(|e| format!("OrgProvider {name}: cannot build a client: {}", e.message()))?;
+    Ok((op, built))
 }

@@ -46,6 +46,10 @@ pub enum ProviderError {
     /// 409: the idempotency key was already used with a different body.
     #[error("idempotency conflict: {0}")]
     IdempotencyConflict(ApiFailure),
+    /// 409 whose details say the original request with this key is still executing: the
+    /// same request may be re-sent (after `Retry-After`) and is then replayed.
+    #[error("original request still in flight: {0}")]
+    InFlight(ApiFailure),
     /// 400: the route requires an idempotency key.
     #[error("idempotency key required: {0}")]
     IdempotencyRequired(ApiFailure),
@@ -76,6 +80,13 @@ pub enum ProviderError {
     /// Rejected locally before sending (bad configuration or an unsafe id).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Not sent: this replica's leader fence is closed (`crate::fence`).
+    #[error("not sent: {0}")]
+    Fenced(#[from] crate::fence::Fenced),
+    /// The provider accepted a change and applies it later (YouHodler may answer a suspend
+    /// 201 with the old status): nothing to send meanwhile, only to look again.
+    #[error("accepted, not applied yet: {0}")]
+    Pending(String),
 }
 
 impl ProviderError {
@@ -105,6 +116,7 @@ impl ProviderError {
             | ProviderError::Validation(f)
             | ProviderError::Conflict(f)
             | ProviderError::IdempotencyConflict(f)
+            | ProviderError::InFlight(f)
             | ProviderError::IdempotencyRequired(f)
             | ProviderError::RateLimited(f)
             | ProviderError::KillSwitch(f)
@@ -124,6 +136,7 @@ impl ProviderError {
                 | ProviderError::Timeout
                 | ProviderError::Server(_)
                 | ProviderError::RateLimited(_)
+                | ProviderError::InFlight(_)
         )
     }
 
@@ -167,6 +180,8 @@ impl ProviderError {
             ProviderError::Timeout => "TIMEOUT",
             ProviderError::Decode { .. } => "DECODE",
             ProviderError::Invalid(_) => "INVALID_REQUEST",
+            ProviderError::Fenced(_) => "FENCED",
+            ProviderError::Pending(_) => "PENDING",
             other => other
                 .api_failure()
                 .map(|f| f.code.as_str())
@@ -177,8 +192,11 @@ impl ProviderError {
     /// Human-readable message, safe to show in conditions and Events.
     pub fn message(&self) -> &str {
         match self {
-            ProviderError::Transport(m) | ProviderError::Invalid(m) => m,
+            ProviderError::Transport(m) | ProviderError::Invalid(m) | ProviderError::Pending(m) => {
+                m
+            }
             ProviderError::Timeout => "request timed out",
+            ProviderError::Fenced(_) => "this replica's leader fence is closed",
             ProviderError::Decode { detail, .. } => detail,
             other => other
                 .api_failure()

@@ -16,10 +16,15 @@ pub type ProviderResult<T> = Result<T, crate::provider::error::ProviderError>;
 pub mod build;
 pub mod error;
 pub mod gennia;
+pub(crate) mod http;
 pub mod layers;
 pub mod metrics;
 pub mod org_index;
+pub mod owned;
+pub mod read_only;
 pub mod youhodler;
+
+pub use owned::Owned;
 
 fn unsupported(what: &str, on: &str) -> crate::provider::error::ProviderError {
     crate::provider::error::ProviderError::Invalid(format!(
@@ -50,6 +55,12 @@ pub trait Provider: Send + Sync {
     /// provider (no cache): for rare paths that must not miss an org, such as offboarding
     /// an object whose org id was never recorded.
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>>;
+    /// Every live (not archived) direct child, all pages, read fresh (`orgops import`). The
+    /// rows are what the listing returns: a caller that needs an org's summary or users
+    /// reads it with [`Provider::get_org`].
+    async fn list_orgs(&self) -> ProviderResult<Vec<Org>> {
+        Err(unsupported("list_orgs", "every org"))
+    }
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org>;
     /// Creates one child named `name` from the parent's flat `projects` (moved into it),
     /// all or nothing.
@@ -66,11 +77,12 @@ pub trait Provider: Send + Sync {
     /// applying it once, and a key would turn a second identical correction of the same
     /// out-of-band change into a replay of the first (nothing changed, yet "success").
     async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org>;
-    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org>;
+    // Destructive calls take a proof that the caller owns the org (`owned::prove`).
+    async fn suspend_org(&self, org: &Owned) -> ProviderResult<Org>;
     /// Suspends with a reason, where the API takes one (Gennia); others ignore it.
-    async fn suspend_org_with(&self, org_id: &str, why: &SuspendReason) -> ProviderResult<Org> {
+    async fn suspend_org_with(&self, org: &Owned, why: &SuspendReason) -> ProviderResult<Org> {
         let _ = why;
-        self.suspend_org(org_id).await
+        self.suspend_org(org).await
     }
     /// Live orgs named `name`, for providers whose names identify orgs
     /// (`Capabilities::find_by_name`).
@@ -89,14 +101,14 @@ pub trait Provider: Send + Sync {
         Err(unsupported("update_user", org_id))
     }
     /// Removes a user (`Capabilities::users`).
-    async fn remove_user(&self, org_id: &str, user_id: &str) -> ProviderResult<Org> {
+    async fn remove_user(&self, org: &Owned, user_id: &str) -> ProviderResult<Org> {
         let _ = user_id;
-        Err(unsupported("remove_user", org_id))
+        Err(unsupported("remove_user", org.org_id()))
     }
     async fn resume_org(&self, org_id: &str) -> ProviderResult<Org>;
     /// Archives (terminal) where `Capabilities::archive`; elsewhere offboarding suspends.
-    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
-        Err(unsupported("archive_org", org_id))
+    async fn archive_org(&self, org: &Owned) -> ProviderResult<ArchiveResult> {
+        Err(unsupported("archive_org", org.org_id()))
     }
 
     // Credits, keys and webhooks: only where `Capabilities` says so (Layers); the defaults
@@ -122,6 +134,11 @@ pub trait Provider: Send + Sync {
     ) -> ProviderResult<Transfer> {
         let _ = (credits, metadata, key);
         Err(unsupported("allocate_credits", org_id))
+    }
+    /// The parent's own prepaid balance: the wallet `allocate_credits` draws from (where
+    /// `Capabilities::allocation_ledger`). A read.
+    async fn parent_balance(&self) -> ProviderResult<i64> {
+        Err(unsupported("parent_balance", "the parent's wallet"))
     }
     /// Every allocation event in the child's ledger (all pages).
     async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>> {
@@ -150,9 +167,9 @@ pub trait Provider: Send + Sync {
         let _ = (key_id, key);
         Err(unsupported("rotate_key", org_id))
     }
-    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()> {
+    async fn revoke_key(&self, org: &Owned, key_id: &str) -> ProviderResult<()> {
         let _ = key_id;
-        Err(unsupported("revoke_key", org_id))
+        Err(unsupported("revoke_key", org.org_id()))
     }
 
     /// Webhook endpoints inside the child (Layers: parent key + `X-Layers-Organization`).
@@ -177,9 +194,9 @@ pub trait Provider: Send + Sync {
         let _ = (endpoint_id, patch);
         Err(unsupported("update_webhook", org_id))
     }
-    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()> {
+    async fn delete_webhook(&self, org: &Owned, endpoint_id: &str) -> ProviderResult<()> {
         let _ = endpoint_id;
-        Err(unsupported("delete_webhook", org_id))
+        Err(unsupported("delete_webhook", org.org_id()))
     }
     async fn rotate_webhook_secret(
         &self,

@@ -23,7 +23,7 @@ const INDEXED: [&str; 2] = [EXTERNAL_ID, OWNER];
 /// An own write to apply to the index.
 #[derive(Clone, Debug)]
 enum Change {
-    Upsert(Org),
+    Upsert(Box<Org>),
     Remove(String),
 }
 
@@ -60,6 +60,7 @@ impl Row {
             summary: None,
             users: Vec::new(),
             billing_note: None,
+            suspend_blocked: None,
         }
     }
 }
@@ -223,7 +224,7 @@ impl OrgIndex {
 
     /// Records an org this client just created, updated or moved between live states.
     pub fn upsert(&self, org: &Org) {
-        self.record(Change::Upsert(org.clone()));
+        self.record(Change::Upsert(Box::new(org.clone())));
     }
 
     /// Records an org this client just archived.
@@ -257,6 +258,7 @@ mod tests {
             summary: None,
             users: Vec::new(),
             billing_note: None,
+            suspend_blocked: None,
         }
     }
 

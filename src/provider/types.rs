@@ -78,6 +78,9 @@ pub struct Org {
     pub users: Vec<OrgUser>,
     /// Worth saying about the org without blocking readiness (e.g. Gennia's `past_due`).
     pub billing_note: Option<String>,
+    /// Why the provider cannot suspend the org in its present state, when it cannot
+    /// (Gennia suspends only an `active` workspace): a suspend waits instead of being sent.
+    pub suspend_blocked: Option<String>,
 }
 
 /// A user of an org (Gennia: a workspace member, or a pending invitation).
@@ -176,7 +179,11 @@ pub struct Transfer {
 pub struct LedgerAllocation {
     pub event_id: String,
     pub credits: i64,
-    pub metadata: BTreeMap<String, String>,
+    /// The transfer's metadata on the event; `None` when the event carries none at all
+    /// (a provider that does not echo it: nothing says whose transfer it was).
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// When the provider booked it (RFC 3339), when the listing says.
+    pub created: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,17 +7,21 @@ use crate::api::{CustomerOrg, CustomerOrgStatus};
 use crate::provider::Provider;
 
 pub mod apply;
+pub mod claims;
+pub mod credit_guard;
+pub mod engine;
+pub mod guardrails;
 pub mod idempotency;
 pub mod offboard;
 pub mod offboard_guard;
 pub mod offboard_window;
 pub mod owners;
+pub mod parent_webhook;
 pub mod pipeline;
 pub mod plan;
 pub mod secrets;
 pub mod status;
 
-pub use apply::MayWrite;
 pub use offboard::offboard;
 
 /// The Secrets each CustomerOrg controls, as durable markers (a cache in the operator).
@@ -49,8 +53,10 @@ pub struct Context {
     pub provider_name: String,
     /// Durable markers in the cluster: the Secrets each object controls.
     pub owned: Arc<dyn OwnedSecretIndex>,
-    /// Checked before every write: only the leader writes.
-    pub may_write: Arc<MayWrite>,
+    /// The leader fence, checked right before every write (provider and Kubernetes).
+    pub fence: crate::fence::Fence,
+    /// The claims of this object's OrgProvider (`claims.rs`).
+    pub claims: claims::Claims,
     /// Read everything this pass (keys, webhooks, ledger), not only what status suggests.
     pub deep: bool,
 }
@@ -98,6 +104,8 @@ pub struct Offboard {
     pub retry: Retry,
     /// Held by the offboarding guard: the status to write (Stalled, OffboardingPaused).
     pub paused: Option<CustomerOrgStatus>,
+    /// Waiting for the provider's state (an org it cannot suspend yet): the status to write.
+    pub waiting: Option<CustomerOrgStatus>,
 }
 
 /// Only Kubernetes API failures; provider failures become conditions in the Outcome.
@@ -107,6 +115,10 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Guard(#[from] offboard_guard::GuardError),
+    #[error(transparent)]
+    Claim(#[from] claims::ClaimError),
+    #[error(transparent)]
+    Credits(#[from] credit_guard::CreditGuardError),
 }
 
 /// Converges one CustomerOrg.

@@ -1,20 +1,29 @@
 //! Offboarding on deletion (finalizer `orgops.dev/offboard`): `Orphan` leaves the org,
 //! `Archive` archives it (keys revoked, credits reclaimed). The org is the one in status,
 //! or, when its id never reached status, the ones carrying this object's owner marker
-//! (with its uid, so an earlier object of the same name is never confused with this one).
+//! (with its uid, so an earlier object of the same name is never confused with this one)
+//! or named by its claims. Whatever found it, the org is archived only once a fresh read
+//! proves it this object's (`provider::owned`).
 
 use crate::api::{CustomerOrg, DeletionPolicy, ManagementPolicy, PAUSED_ANNOTATION};
 
+use super::apply::Prover;
+use super::claims::{self, Identity};
 use super::offboard_guard::{self, Admission};
 use super::offboard_window::{self, Pause};
 use super::plan::{self, Gate, OWNER_KEY};
 use super::{Context, Offboard, OrgEvent, ReconcileError, Retry, failure_retry, status};
 use crate::api::CONFIRM_OFFBOARD_ANNOTATION;
 use crate::api::conditions::STALLED;
+use crate::provider::error::ProviderError;
+use crate::provider::owned::Unproven;
 
 /// Reason of the Stalled condition and of the Event while the offboarding guard holds an
 /// object.
 pub const OFFBOARDING_PAUSED: &str = "OffboardingPaused";
+/// Reason (Ready, Stalled, Event) while a deletion waits because this object cannot prove
+/// the org is its own.
+pub const OWNERSHIP_UNPROVEN: &str = "OwnershipUnproven";
 
 fn event(warning: bool, reason: &str, note: String) -> OrgEvent {
     OrgEvent {
@@ -31,56 +40,93 @@ fn not_done(events: Vec<OrgEvent>, retry: Retry) -> Offboard {
         events,
         retry,
         paused: None,
+        waiting: None,
     }
 }
 
-/// Held by the offboarding guard: Stalled OffboardingPaused, one Warning Event per episode
-/// (when the status does not say so yet), and a look again when the next slot frees.
-fn guard_paused(ctx: &Context, corg: &CustomerOrg, pause: &Pause) -> Offboard {
+/// What the offboarding guard's pause says, and when to look again (the next slot).
+pub(super) fn pause_message(ctx: &Context, pause: &Pause) -> (String, Retry) {
     let message = offboard_window::message(pause, &ctx.provider_name, CONFIRM_OFFBOARD_ANNOTATION);
-    let already = corg
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == STALLED))
-        .is_some_and(|c| c.status == "True" && c.reason == OFFBOARDING_PAUSED);
-    let events = if already {
-        Vec::new()
-    } else {
-        vec![event(true, OFFBOARDING_PAUSED, message.clone())]
-    };
     let retry = match offboard_window::wait(pause, crate::api::conditions::now().0) {
         Some(wait) => Retry::Stalled(wait),
         None => Retry::Slow,
+    };
+    (message, retry)
+}
+
+/// Whether the object already shows Stalled with `reason` (its Warning was published).
+fn stalled_with(corg: &CustomerOrg, reason: &str) -> bool {
+    corg.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == STALLED))
+        .is_some_and(|c| c.status == "True" && c.reason == reason)
+}
+
+/// Not done, Stalled `reason`: one Warning Event per episode (when the status does not say
+/// so yet), the status to write, and when to look again.
+fn held(corg: &CustomerOrg, reason: &str, message: String, retry: Retry) -> Offboard {
+    let events = if stalled_with(corg, reason) {
+        Vec::new()
+    } else {
+        vec![event(true, reason, message.clone())]
     };
     Offboard {
         done: false,
         events,
         retry,
-        paused: Some(status::unavailable(corg, OFFBOARDING_PAUSED, &message)),
+        paused: Some(status::unavailable(corg, reason, &message)),
+        waiting: None,
     }
 }
 
+/// Held by the offboarding guard: Stalled OffboardingPaused until the next slot frees.
+fn guard_paused(ctx: &Context, corg: &CustomerOrg, pause: &Pause) -> Offboard {
+    let (message, retry) = pause_message(ctx, pause);
+    held(corg, OFFBOARDING_PAUSED, message, retry)
+}
+
 /// The orgs an object may have made whose id never reached status: by its owner marker,
-/// or where orgs carry no metadata, by the name that identifies them.
+/// or where orgs carry no metadata, by the names this object holds claims on.
 async fn unrecorded(
     ctx: &Context,
     corg: &CustomerOrg,
     caps: &crate::provider::Capabilities,
-) -> Result<Vec<crate::provider::Org>, crate::provider::error::ProviderError> {
+) -> Result<Result<Vec<crate::provider::Org>, ProviderError>, ReconcileError> {
     if caps.org_metadata {
-        ctx.provider
+        return Ok(ctx
+            .provider
             .find_orgs_by_metadata(OWNER_KEY, &plan::owner_of(corg))
-            .await
-    } else if caps.find_by_name {
-        ctx.provider
-            .find_orgs_by_name(&corg.spec.display_name)
-            .await
-    } else {
-        Ok(Vec::new())
+            .await);
     }
+    let mut found = Vec::new();
+    if caps.find_by_name {
+        for identity in ctx.claims.held(corg).await? {
+            let Identity::Name(name) = identity else {
+                continue;
+            };
+            match ctx.provider.find_orgs_by_name(&name).await {
+                Ok(orgs) => found.extend(orgs),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+    Ok(Ok(found))
 }
 
-/// Offboards one CustomerOrg on deletion.
+fn failed(what: &str, e: &ProviderError) -> Offboard {
+    not_done(
+        vec![event(
+            true,
+            "OffboardFailed",
+            format!("{what} failed: {} {}", e.code(), e.message()),
+        )],
+        failure_retry(e),
+    )
+}
+
+/// Offboards one CustomerOrg on deletion. Nothing is archived or suspended that a fresh
+/// read does not show to be this object's (`provider::owned`): without that proof the
+/// finalizer waits, `OwnershipUnproven`, and the way out is `deletionPolicy: Orphan`.
 pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, ReconcileError> {
     let recorded = corg.status.as_ref().and_then(|s| s.org_id.clone());
     if corg.spec.management_policy == ManagementPolicy::Observe {
@@ -90,6 +136,7 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             events: vec![event(false, "Orphaned", note.to_string())],
             retry: Retry::Resync,
             paused: None,
+            waiting: None,
         });
     }
     if corg.spec.deletion_policy == DeletionPolicy::Orphan {
@@ -102,6 +149,7 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             events: vec![event(false, "Orphaned", note)],
             retry: Retry::Resync,
             paused: None,
+            waiting: None,
         });
     }
     if plan::gate(corg) == Some(Gate::Paused) {
@@ -118,32 +166,50 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         ));
     }
     // Without a recorded org id the org may still exist: created, then the status write
-    // or the create's response was lost. Our owner marker in its metadata finds it.
+    // or the create's response was lost. Our owner marker (or claim) finds it.
     let caps = ctx.provider.capabilities();
-    let org_ids = match recorded {
+    let org_ids: Vec<String> = match recorded {
         Some(id) => vec![id],
-        None => match unrecorded(ctx, corg, &caps).await {
+        None => match unrecorded(ctx, corg, &caps).await? {
             Ok(orgs) => orgs.into_iter().map(|o| o.id).collect(),
-            Err(e) => {
-                return Ok(not_done(
-                    vec![event(
-                        true,
-                        "OffboardFailed",
-                        format!(
-                            "looking up an unrecorded org failed: {} {}",
-                            e.code(),
-                            e.message()
-                        ),
-                    )],
-                    failure_retry(&e),
-                ));
-            }
+            Err(e) => return Ok(failed("looking up an unrecorded org", &e)),
         },
     };
+    // Proved before anything is taken or done: a fresh read of each org.
+    let prover = Prover {
+        provider: ctx.provider.as_ref(),
+        claims: &ctx.claims,
+        owner: claims::owner(corg),
+    };
+    let mut owned = Vec::new();
+    let mut unproven = Vec::new();
+    for id in &org_ids {
+        match prover.prove(id).await {
+            Ok(proof) => owned.push(proof),
+            Err(Unproven::Gone(_)) => {}
+            Err(e @ Unproven::NotOurs { .. }) => unproven.push(e.to_string()),
+            Err(Unproven::Provider { source, .. }) => {
+                return Ok(failed(&format!("reading org {id}"), &source));
+            }
+            Err(e @ Unproven::Claim { .. }) => {
+                return Ok(not_done(
+                    vec![event(true, "OffboardFailed", e.to_string())],
+                    Retry::Backoff,
+                ));
+            }
+        }
+    }
+    if !unproven.is_empty() {
+        let message = format!(
+            "not archived or suspended: this object cannot prove the org is its own ({}); if it is not, set deletionPolicy: Orphan to let this object go without touching it",
+            unproven.join("; ")
+        );
+        return Ok(held(corg, OWNERSHIP_UNPROVEN, message, Retry::Slow));
+    }
     let mut events = Vec::new();
     // Nothing to archive takes no slot of the offboarding guard.
-    if !org_ids.is_empty() {
-        if !(ctx.may_write)() {
+    if !owned.is_empty() {
+        if !ctx.fence.is_open() {
             return Ok(not_done(events, Retry::Backoff));
         }
         match offboard_guard::admit(&ctx.client, &ctx.provider_name, corg).await? {
@@ -164,13 +230,54 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
     }
     let mut done = true;
     let mut retry = Retry::Resync;
-    for org_id in &org_ids {
-        if !(ctx.may_write)() {
+    let mut waiting = None;
+    for proof in &owned {
+        let org_id = proof.org_id();
+        if !ctx.fence.is_open() {
             return Ok(not_done(events, Retry::Backoff));
         }
-        // No archive at this provider: suspend, and say so.
+        // No archive at this provider: suspend, and say so; unless the provider cannot
+        // suspend the org in its present state (Gennia: only an active workspace), which a
+        // fresh read tells: then wait, saying why, with nothing sent.
+        if !caps.archive
+            && let Ok(Some(org)) = ctx.provider.get_org(org_id).await
+            && org.status == crate::provider::OrgStatus::Active
+            && let Some(why) = &org.suspend_blocked
+        {
+            let message = format!(
+                "deleting: deletionPolicy Archive suspends org {org_id} (no archive at {}), but {why}",
+                ctx.provider.vendor()
+            );
+            let shown = corg
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == crate::api::conditions::READY)
+                })
+                .is_some_and(|c| c.reason == plan::REASON_NOT_SUSPENDABLE);
+            if !shown {
+                events.push(event(true, plan::REASON_NOT_SUSPENDABLE, message.clone()));
+            }
+            let waiting = status::finish(
+                corg,
+                corg.status.clone().unwrap_or_default(),
+                &status::Verdict::Waiting {
+                    reason: plan::REASON_NOT_SUSPENDABLE.to_string(),
+                    message,
+                },
+            );
+            return Ok(Offboard {
+                done: false,
+                events,
+                retry: Retry::Resync,
+                paused: None,
+                waiting: Some(waiting),
+            });
+        }
         let outcome = if caps.archive {
-            ctx.provider.archive_org(org_id).await.map(|result| {
+            ctx.provider.archive_org(proof).await.map(|result| {
                 format!(
                     "archived org {org_id}: reclaimed {} credits, revoked {} keys",
                     result.reclaimed_credits, result.revoked_api_keys
@@ -178,7 +285,7 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
             })
         } else {
             ctx.provider
-                .suspend_org_with(org_id, &plan::suspend_reason(corg, true))
+                .suspend_org_with(proof, &plan::suspend_reason(corg, true))
                 .await
                 .map(|_| {
                     format!(
@@ -195,6 +302,19 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         match outcome {
             Ok(note) => events.push(event(false, reason, note)),
             Err(e) if e.is_not_found() => {}
+            // Accepted, applied later: looked at again, not asked for again.
+            Err(crate::provider::error::ProviderError::Pending(why)) => {
+                done = false;
+                retry = Retry::Backoff;
+                waiting = Some(status::finish(
+                    corg,
+                    corg.status.clone().unwrap_or_default(),
+                    &status::Verdict::Waiting {
+                        reason: super::pipeline::REASON_TRANSITION_PENDING.to_string(),
+                        message: format!("deleting: {why}"),
+                    },
+                ));
+            }
             Err(e) => {
                 done = false;
                 retry = failure_retry(&e);
@@ -211,5 +331,6 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         events,
         retry,
         paused: None,
+        waiting,
     })
 }

@@ -124,7 +124,11 @@ pub async fn admit(
     })
 }
 
-async fn read(api: &Api<OrgProvider>, provider: &str) -> Result<OrgProvider, GuardError> {
+/// The OrgProvider `provider`, read consistently (a list filtered by name; see above).
+pub(crate) async fn read(
+    api: &Api<OrgProvider>,
+    provider: &str,
+) -> Result<OrgProvider, GuardError> {
     let list = api
         .list(&ListParams::default().fields(&format!("metadata.name={provider}")))
         .await

@@ -43,33 +43,3 @@ pub fn claims(marker: &OwnerMarker, other: &CustomerOrg) -> bool {
         && other.spec.deletion_policy == DeletionPolicy::Orphan;
     same_object && !letting_go
 }
-
-/// Another live CustomerOrg of this namespace whose status tracks `org_id` (for providers
-/// whose orgs carry no owner marker). Objects of other namespaces are not seen: keep one
-/// provider's customers in one namespace, or their names distinct (docs/providers/gennia.md).
-pub async fn tracked_by(
-    client: &kube::Client,
-    corg: &CustomerOrg,
-    org_id: &str,
-) -> Result<Option<String>, kube::Error> {
-    let ns = corg.metadata.namespace.clone().unwrap_or_default();
-    let api: Api<CustomerOrg> = Api::namespaced(client.clone(), &ns);
-    let list = api.list(&kube::api::ListParams::default()).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|o| o.metadata.uid != corg.metadata.uid)
-        .filter(|o| o.spec.provider_ref == corg.spec.provider_ref)
-        .filter(|o| o.status.as_ref().and_then(|s| s.org_id.as_deref()) == Some(org_id))
-        .find(|o| {
-            !(o.metadata.deletion_timestamp.is_some()
-                && o.spec.deletion_policy == DeletionPolicy::Orphan)
-        })
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o.metadata.namespace.unwrap_or_default(),
-                o.metadata.name.unwrap_or_default()
-            )
-        }))
-}

@@ -138,6 +138,7 @@ impl World {
             keys: None,
             webhooks: None,
             ledger: None,
+            ledger_note: None,
             secrets,
             owned,
             capabilities: CAPS,
@@ -179,6 +180,7 @@ impl World {
                             summary: None,
                             users: Vec::new(),
                             billing_note: None,
+                            suspend_blocked: None,
                         });
                         self.idem.insert(key.0.clone(), (fp, id.clone()));
                         id
@@ -211,6 +213,7 @@ impl World {
                             summary: None,
                             users: Vec::new(),
                             billing_note: None,
+                            suspend_blocked: None,
                         });
                         self.idem.insert(key.0.clone(), (fp, id.clone()));
                         id
@@ -266,6 +269,7 @@ impl World {
                 secret_name,
                 rotation,
                 claim,
+                replaces,
                 key,
                 ..
             } => {
@@ -278,6 +282,7 @@ impl World {
                             role: OwnedRole::Key {
                                 name: Some(name.clone()),
                                 id: None,
+                                replaced: Vec::new(),
                             },
                         },
                     );
@@ -311,6 +316,7 @@ impl World {
                         role: OwnedRole::Key {
                             name: Some(name.clone()),
                             id: None,
+                            replaced: replaces.clone(),
                         },
                     },
                 );
@@ -361,6 +367,7 @@ impl World {
                         role: OwnedRole::Key {
                             name: Some(name.clone()),
                             id: None,
+                            replaced: Vec::new(),
                         },
                     },
                 );

@@ -60,6 +60,7 @@ fn org_for(c: &CustomerOrg) -> Org {
         }),
         users: Vec::new(),
         billing_note: None,
+        suspend_blocked: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn obs(found: Found) -> Observed {
         keys: None,
         webhooks: None,
         ledger: None,
+        ledger_note: None,
         secrets: BTreeMap::new(),
         owned: Vec::new(),
         capabilities: CAPS,
@@ -101,6 +103,17 @@ fn api_key(id: &str, name: &str) -> ApiKey {
         scopes: vec!["content:read".into()],
         status: KeyStatus::Active,
         superseded_by: None,
+    }
+}
+
+/// The status entry of key `name` (`id`, in its default Secret).
+fn key_record(name: &str, id: &str) -> ApiKeyStatus {
+    ApiKeyStatus {
+        name: name.into(),
+        id: id.into(),
+        prefix: "p".into(),
+        secret_name: format!("acme-{name}"),
+        spec_hash: "h".into(),
     }
 }
 
@@ -459,8 +472,13 @@ fn keys_added_removed_and_secretless() {
         plan(&c, &o).actions.as_slice(),
         [Action::MintKey { .. }]
     ));
-    // Key exists but its Secret is missing: recover by rotating it (the old secret keeps
-    // working through the grace window), never revoke it at once.
+    // Key exists but its Secret is missing (the status still records it): recover by
+    // rotating it (the old secret keeps working through the grace window), never revoke
+    // it at once.
+    c.status = Some(CustomerOrgStatus {
+        api_keys: vec![key_record("a", "key_1")],
+        ..Default::default()
+    });
     o.keys = Some(vec![api_key("key_1", "a")]);
     let p = plan(&c, &o);
     assert!(
@@ -473,13 +491,7 @@ fn keys_added_removed_and_secretless() {
     assert!(plan(&c, &o).actions.is_empty());
     // Removed from spec: revoke and delete the Secret.
     c.status = Some(CustomerOrgStatus {
-        api_keys: vec![ApiKeyStatus {
-            name: "a".into(),
-            id: "key_1".into(),
-            prefix: "p".into(),
-            secret_name: "acme-a".into(),
-            spec_hash: "h".into(),
-        }],
+        api_keys: vec![key_record("a", "key_1")],
         ..Default::default()
     });
     c.spec.api_keys.clear();
@@ -491,6 +503,49 @@ fn keys_added_removed_and_secretless() {
     assert!(p.actions.contains(&Action::DeleteSecret {
         name: "acme-a".into()
     }));
+}
+
+/// Issue 27, item 5: keys carry no metadata at the provider, and a key the customer minted
+/// (in Layers' dashboard) under a name the spec uses was revoked as an "extra". A key is
+/// this object's only when its status or a Secret it controls names the key's id, or a
+/// claim Secret of that name stands for a mint whose answer was lost.
+#[test]
+fn a_key_the_customer_minted_with_a_spec_name_is_never_revoked() {
+    let mut s = spec();
+    s.api_keys = vec![key_spec("a")];
+    let mut c = corg(s);
+    c.status = Some(CustomerOrgStatus {
+        api_keys: vec![ApiKeyStatus {
+            spec_hash: key_hash(&c, &key_spec("a")),
+            ..key_record("a", "key_1")
+        }],
+        ..ready_status(&c)
+    });
+    let mut o = tracked(&c);
+    o.secrets.insert("acme-a".into(), owned("key_1"));
+    o.owned.push(owned_key_marker("acme-a", "a", "key_1"));
+    o.keys = Some(vec![api_key("key_1", "a"), api_key("key_customer", "a")]);
+    let p = plan(&c, &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RevokeKey { key_id, .. } if key_id == "key_customer")),
+        "the customer's key is revoked: {:?}",
+        p.actions
+    );
+    assert!(writes(&p).is_empty(), "{:?}", p.actions);
+    // The spec drops `a`: only orgops's key goes.
+    c.spec.api_keys.clear();
+    let p = plan(&c, &o);
+    let revoked: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RevokeKey { key_id, .. } => Some(key_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revoked, vec!["key_1"], "{:?}", p.actions);
 }
 
 #[test]
@@ -871,6 +926,7 @@ fn create_follow_ups_wait_for_a_read_when_a_replay_could_differ() {
         role: OwnedRole::Key {
             name: Some("app".into()),
             id: Some("key_1".into()),
+            replaced: Vec::new(),
         },
     });
     assert!(only_create(&c, &marked));
@@ -959,6 +1015,7 @@ fn owned_key_marker(secret: &str, name: &str, id: &str) -> OwnedSecret {
         role: OwnedRole::Key {
             name: Some(name.into()),
             id: Some(id.into()),
+            replaced: Vec::new(),
         },
     }
 }
@@ -1616,7 +1673,8 @@ fn a_key_whose_mint_answer_was_lost_is_revoked_when_the_spec_drops_it() {
         claimed.role,
         OwnedRole::Key {
             name: Some("a".into()),
-            id: None
+            id: None,
+            replaced: Vec::new(),
         }
     );
     o.owned.push(claimed);
@@ -1715,4 +1773,190 @@ fn an_endpoint_changed_out_of_band_is_drift() {
         p.actions
     );
     assert!(p.drift.iter().any(|d| d == "webhook crm"), "{:?}", p.drift);
+}
+
+fn ledger_row(credits: i64, metadata: Option<&[(&str, &str)]>) -> LedgerAllocation {
+    LedgerAllocation {
+        event_id: "e".into(),
+        credits,
+        metadata: metadata.map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+        created: None,
+    }
+}
+
+/// Issue 28, row 1: a provider whose ledger events carry no metadata. Counting only marked
+/// events read 0 and moved the full target again (1200 credits for a spec of 700 in the
+/// assumption matrix); the operator's own record (status) decides instead, and without one
+/// every allocation on the ledger counts as its own, so a top-up never exceeds the spec.
+#[test]
+fn a_ledger_without_metadata_is_attributed_by_the_record_or_in_full() {
+    let marked = ledger_row(500, Some(&[(ALLOCATION_MARKER, "true")]));
+    let refill = ledger_row(200, Some(&[("reason", "auto_refill")]));
+    let sweep = ledger_row(-100, None);
+    // Every event carries metadata: the marked sum, whatever the record says.
+    assert_eq!(
+        attributed(&[marked.clone(), refill.clone()], Some(0)),
+        (500, None)
+    );
+    let bare = [ledger_row(500, None), ledger_row(200, None), sweep];
+    let (sum, note) = attributed(&bare, Some(500));
+    assert_eq!(sum, 500, "the record, not the ledger's 700");
+    assert!(note.is_some_and(|n| n.contains("status.credits.allocated")));
+    let (sum, note) = attributed(&bare, None);
+    assert_eq!(sum, 700, "no record: all of it, never less");
+    assert!(note.is_some_and(|n| n.contains("no record")));
+    // A record below the events that are marked is not believed.
+    assert_eq!(attributed(&[marked, ledger_row(9, None)], Some(100)).0, 500);
+}
+
+#[test]
+fn with_a_recorded_top_up_nothing_moves_again_and_ready_says_why() {
+    let mut s = spec();
+    s.credits = Some(CreditsSpec {
+        allocated: 700,
+        ..Default::default()
+    });
+    let c = corg(s);
+    let rows = [ledger_row(500, None), ledger_row(200, None)];
+    let mut o = tracked(&c);
+    let (sum, note) = attributed(&rows, Some(700));
+    o.ledger = Some(sum);
+    o.ledger_note = note;
+    let p = plan(&c, &o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Allocate { .. })),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains("without metadata")),
+        "{:?}",
+        p.notes
+    );
+    // Recorded 500 of 700: the top-up is keyed by the recorded sum, as before.
+    let (sum, note) = attributed(&rows, Some(500));
+    o.ledger = Some(sum);
+    o.ledger_note = note;
+    match plan(&c, &o).actions.as_slice() {
+        [
+            Action::Allocate {
+                credits: 200,
+                ledger: 500,
+                ..
+            },
+        ] => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 28, row 2: a provider may refuse every change to a suspended org but resume and
+/// archive. A keyed write must not be the first to meet that refusal (a stored 409 would be
+/// replayed after the resume): the plan sends the org's name first, unkeyed.
+#[test]
+fn a_keyed_write_to_a_suspended_org_comes_after_an_unkeyed_one() {
+    let mut s = spec();
+    s.state = DesiredState::Suspended;
+    s.api_keys = vec![key_spec("app")];
+    let c = corg(s);
+    let mut o = tracked(&c);
+    o.keys = Some(Vec::new());
+    let p = plan(&c, &o);
+    match p.actions.as_slice() {
+        [Action::UpdateOrg { patch }, Action::MintKey { .. }, ..] => {
+            assert_eq!(patch.name.as_deref(), Some("Acme"));
+            assert!(patch.metadata.is_none() && patch.billing_email.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // An unkeyed write first anyway (a rename): nothing added.
+    let mut renamed = c.clone();
+    renamed.spec.display_name = "Acme Two".into();
+    let p = plan(&renamed, &o);
+    assert_eq!(
+        p.actions
+            .iter()
+            .filter(|a| matches!(a, Action::UpdateOrg { .. }))
+            .count(),
+        1
+    );
+    // Active, or being resumed: nothing added.
+    let mut active = c.clone();
+    active.spec.state = DesiredState::Active;
+    let p = plan(&active, &o);
+    assert!(
+        matches!(p.actions.first(), Some(Action::Resume)),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::UpdateOrg { .. }))
+    );
+}
+
+/// Issue 28, row 7: Gennia suspends only an active workspace. One still pending onboarding
+/// is not sent a suspend (refused, then retried) but waited for, saying why.
+#[test]
+fn a_suspend_the_provider_cannot_do_yet_waits_unsent() {
+    let mut s = spec();
+    s.state = DesiredState::Suspended;
+    let c = corg(s);
+    let mut org = org_for(&c);
+    org.status = OrgStatus::Active;
+    org.suspend_blocked = Some("pending_onboarding".into());
+    let p = plan(&c, &obs(Found::Tracked(Some(org.clone()))));
+    assert!(
+        !p.actions.iter().any(|a| matches!(a, Action::Suspend)),
+        "{:?}",
+        p.actions
+    );
+    let (reason, message) = p.waiting.expect("waiting");
+    assert_eq!(reason, REASON_NOT_SUSPENDABLE);
+    assert!(message.contains("pending_onboarding") && message.contains(&org.id));
+    assert!(p.stalled.is_none());
+    org.suspend_blocked = None;
+    let p = plan(&c, &obs(Found::Tracked(Some(org))));
+    assert!(
+        matches!(p.actions.as_slice(), [Action::Suspend]),
+        "{:?}",
+        p.actions
+    );
+}
+
+/// Issue 30: a transfer's metadata names its key and the sums it topped up from and to,
+/// and an approval past guardrails, so the ledger alone says which top-up each row was.
+#[test]
+fn a_transfer_says_on_the_ledger_which_top_up_it_was() {
+    let key = IdempotencyKey("orgops-k".into());
+    let m = allocation_metadata(&key, 500, 800, None);
+    assert_eq!(m[ALLOCATION_MARKER], "true");
+    assert_eq!(m[TRANSFER_KEY], "orgops-k");
+    assert_eq!(
+        (m[ALLOCATED_FROM].as_str(), m[ALLOCATED_TO].as_str()),
+        ("500", "800")
+    );
+    assert!(!m.contains_key(APPROVED_GENERATION));
+    let crossed = vec![
+        "maxCreditsPerOrg".to_string(),
+        "minParentBalance".to_string(),
+    ];
+    let m = allocation_metadata(&key, 500, 800, Some((3, &crossed)));
+    assert_eq!(m[APPROVED_GENERATION], "3");
+    assert_eq!(m[GUARDRAILS_CROSSED], "maxCreditsPerOrg,minParentBalance");
+    // An approval that let nothing past is not written.
+    let m = allocation_metadata(&key, 500, 800, Some((3, &[])));
+    assert!(!m.contains_key(APPROVED_GENERATION));
+    // Still counted as orgops' own (rule 3).
+    let row = ledger_row(
+        300,
+        Some(&[(ALLOCATION_MARKER, "true"), (TRANSFER_KEY, "k")]),
+    );
+    assert_eq!(marked_sum(&[row]), 300);
 }

@@ -23,6 +23,10 @@ pub const KEY_NAME_ANNOTATION: &str = "orgops.dev/key-name";
 pub const WEBHOOK_NAME_ANNOTATION: &str = "orgops.dev/webhook-name";
 /// The `orgops.dev/rotate-keys` value the key in this Secret was minted or rotated for.
 pub const ROTATED_FOR_ANNOTATION: &str = "orgops.dev/rotated-for";
+/// Earlier keys of the entry that the key in this Secret replaced, comma-separated, kept
+/// until the Secret is written again: keys carry no metadata at the provider, so this is
+/// what makes a replaced key whose revoke failed still provably this object's.
+pub const REPLACES_ANNOTATION: &str = "orgops.dev/replaces";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -59,6 +63,15 @@ pub fn marker(
             name: a.get(KEY_NAME_ANNOTATION).cloned(),
             // Empty on a claim written before its mint (see `claim`).
             id: Some(id.clone()).filter(|id| !id.is_empty()),
+            replaced: a
+                .get(REPLACES_ANNOTATION)
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     } else if let Some(id) = a.get(WEBHOOK_ID_ANNOTATION) {
         OwnedRole::Webhook {
@@ -121,6 +134,8 @@ pub struct Payload<'a> {
     pub secret: &'a Secret,
     /// Recorded as `orgops.dev/rotated-for` (keys only).
     pub rotated_for: Option<&'a str>,
+    /// Recorded as `orgops.dev/replaces` (keys only).
+    pub replaces: &'a [String],
 }
 
 /// Secret `name` controlled by `owner` (owner reference with `controller: true`, the
@@ -222,6 +237,9 @@ pub async fn write(
     if let Some(value) = payload.rotated_for {
         annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), value.to_string());
     }
+    if !payload.replaces.is_empty() {
+        annotations.insert(REPLACES_ANNOTATION.to_string(), payload.replaces.join(","));
+    }
     let mut secret = owned_secret(corg, name, annotations, data);
     match known {
         Known::Missing => {
@@ -308,11 +326,28 @@ pub async fn delete_owned(
     if let Some(existing) = api.get_opt(name).await?
         && owned_by(&existing, corg)
     {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
+        delete_observed(api, &existing).await?;
     }
     Ok(())
+}
+
+/// Deletes exactly the Secret `observed` was read as: its uid and resourceVersion are
+/// preconditions, so a Secret replaced or changed since the read (by anyone) is left alone
+/// (409 or 404: `Ok(false)`).
+pub async fn delete_observed(
+    api: &Api<KubeSecret>,
+    observed: &KubeSecret,
+) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: observed.metadata.uid.clone(),
+            resource_version: observed.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    match api.delete(&observed.name_any(), &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
 }

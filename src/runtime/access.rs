@@ -66,6 +66,13 @@ const WATCHED: &[Need] = &[
 ];
 /// The operator's own namespace in namespaced mode: the provider credentials.
 const CREDENTIALS: &[Need] = &[need("", "secrets", "", &["get", "list", "watch"])];
+/// The operator's own namespace: the leader Lease and the ownership claims (Leases).
+const LEASES: &[Need] = &[need(
+    "coordination.k8s.io",
+    "leases",
+    "",
+    &["get", "create", "patch", "list", "delete"],
+)];
 /// OrgProviders are cluster-scoped.
 const CLUSTER: &[Need] = &[
     need("orgops.dev", "orgproviders", "", &["list", "watch"]),
@@ -112,7 +119,8 @@ pub fn credential_namespaces(watched: &[String], own: &str) -> Option<Vec<String
 
 /// Every permission the operator needs for these watched namespaces (empty: all).
 pub fn required(watched: &[String], own: &str) -> Vec<Permission> {
-    let mut scopes: Vec<(Option<String>, &[Need])> = vec![(None, CLUSTER)];
+    let mut scopes: Vec<(Option<String>, &[Need])> =
+        vec![(None, CLUSTER), (Some(own.to_string()), LEASES)];
     if watched.is_empty() {
         scopes.push((None, WATCHED));
     } else {
@@ -250,7 +258,16 @@ mod tests {
         assert!(in_ns("team-b").contains(&"patch customerorgs.orgops.dev/status".to_string()));
         assert_eq!(
             in_ns("orgops-system"),
-            vec!["get secrets", "list secrets", "watch secrets"]
+            vec![
+                "get leases.coordination.k8s.io",
+                "create leases.coordination.k8s.io",
+                "patch leases.coordination.k8s.io",
+                "list leases.coordination.k8s.io",
+                "delete leases.coordination.k8s.io",
+                "get secrets",
+                "list secrets",
+                "watch secrets"
+            ]
         );
         // Cluster-wide: only the cluster-scoped OrgProviders.
         let cluster: Vec<_> = req.iter().filter(|p| p.namespace.is_none()).collect();
@@ -268,7 +285,8 @@ mod tests {
     #[test]
     fn cluster_wide_mode_asks_for_every_namespace() {
         let req = required(&[], "orgops-system");
-        assert!(req.iter().all(|p| p.namespace.is_none()));
+        assert!(req.iter().all(|p| p.namespace.is_none()
+            || (p.namespace.as_deref() == Some("orgops-system") && p.resource == "leases")));
         assert!(req.iter().any(|p| p.what() == "delete secrets"));
         assert_eq!(credential_namespaces(&[], "orgops-system"), None);
         let s = summary(&req[..2]);

@@ -29,6 +29,21 @@ pub struct RunArgs {
     #[arg(long, env = "ORGOPS_SLOW_RETRY", default_value = "5m", value_parser = parse_duration)]
     pub slow_retry: Duration,
 
+    /// Timeout of each request to a partner API (a timed-out write is retried under its
+    /// idempotency key where it has one). Default: each client's own, 30s.
+    #[arg(long, env = "ORGOPS_PROVIDER_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    pub provider_request_timeout: Option<Duration>,
+    /// How often an OrgProvider reads its parent's balance while customers wait on funds
+    /// (a refused or held top-up): a top-up of the parent re-triggers exactly the customers
+    /// it can fund within about this long. Otherwise it is read at each resync.
+    #[arg(long, env = "ORGOPS_FUNDS_CHECK_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub funds_check_interval: Duration,
+
+    /// Where Argo CD's Applications live, for the change log's GitOps revision: a tracking
+    /// annotation without a namespace prefix names an Application here.
+    #[arg(long, env = "ORGOPS_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+
     /// Maximum number of CustomerOrgs reconciled at the same time.
     #[arg(long, env = "ORGOPS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -48,6 +63,23 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, env = "ORGOPS_LEASE_NAME", default_value = "orgops-leader")]
     pub lease_name: String,
+
+    /// How long a Lease its holder stopped renewing stays taken (a crashed leader is
+    /// replaced after about this long). The holder renews every third of it and writes only
+    /// until its last confirmed renewal + this - a fifth of it (the leader fence).
+    #[arg(long, env = "ORGOPS_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: Duration,
+
+    /// Only CustomerOrgs and ParentWebhooks matching this label selector are watched,
+    /// cached and reconciled by this replica: one shard (docs/architecture.md "Shards").
+    /// Each shard needs its own `--lease-name`. Empty: every object.
+    #[arg(long, env = "ORGOPS_SHARD_SELECTOR", default_value = "")]
+    pub shard_selector: String,
+
+    /// How many shards share each parent key: this replica uses 1/N of each provider's
+    /// client-side rate budget, so shards together stay within it (no 429s together).
+    #[arg(long, env = "ORGOPS_RATE_SHARES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rate_shares: u32,
 
     /// Log format: text or json (levels from RUST_LOG, default info).
     #[arg(long, env = "ORGOPS_LOG_FORMAT", value_enum, default_value = "text")]
@@ -72,6 +104,11 @@ impl RunArgs {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The shard's label selector, `None` when this replica takes every object.
+    pub fn shard_selector(&self) -> Option<&str> {
+        Some(self.shard_selector.trim()).filter(|s| !s.is_empty())
     }
 
     pub fn lease_namespace(&self) -> String {
@@ -132,6 +169,17 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A lease duration: whole seconds (the Lease records seconds), at least 2 s.
+pub fn parse_lease_duration(input: &str) -> Result<Duration, String> {
+    let d = parse_duration(input)?;
+    if d < Duration::from_secs(2) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "invalid lease duration {input:?}: a whole number of seconds, at least 2s"
+        ));
+    }
+    Ok(d)
+}
+
 /// Like `parse_duration`, but zero is allowed (`0`, `0s`): "on every pass".
 pub fn parse_duration_or_zero(input: &str) -> Result<Duration, String> {
     let s = input.trim();
@@ -172,8 +220,25 @@ mod tests {
         assert_eq!(cli.run.resync_interval, Duration::from_secs(600));
         assert_eq!(cli.run.concurrency, 16);
         assert_eq!(cli.run.slow_retry, Duration::from_secs(300));
+        assert_eq!(cli.run.funds_check_interval, Duration::from_secs(15));
+        assert_eq!(cli.run.shard_selector(), None);
+        assert_eq!(cli.run.rate_shares, 1);
+        let shard = Cli::try_parse_from([
+            "orgops",
+            "--shard-selector= orgops.dev/shard=1 ",
+            "--rate-shares=2",
+        ])
+        .expect("a shard");
+        assert_eq!(shard.run.shard_selector(), Some("orgops.dev/shard=1"));
+        assert_eq!(shard.run.rate_shares, 2);
+        assert!(Cli::try_parse_from(["orgops", "--rate-shares=0"]).is_err());
         assert!(cli.run.leader_election);
         assert_eq!(cli.run.lease_name, "orgops-leader");
+        assert_eq!(cli.run.lease_duration, Duration::from_secs(15));
+        let short = Cli::try_parse_from(["orgops", "--lease-duration=4s"]).expect("4s");
+        assert_eq!(short.run.lease_duration, Duration::from_secs(4));
+        assert!(Cli::try_parse_from(["orgops", "--lease-duration=1s"]).is_err());
+        assert!(Cli::try_parse_from(["orgops", "--lease-duration=2500ms"]).is_err());
 
         let cli = Cli::try_parse_from([
             "orgops",

@@ -1,3 +1,4 @@
+// Over 600 lines: the CustomerOrg controller's wiring, finalizer, status write, Events and requeue policy, plus the runtime caches' shortcuts (issue 29 makes them one decision per pass).
 //! Controller for CustomerOrgs: finalizer, reconcile/offboard, status (server-side
 //! apply, only when changed), Events and requeue policy.
 use super::deferred_status::DeferredStatus;
@@ -5,15 +6,18 @@ use super::error::RuntimeError;
 use super::events;
 use super::finalizer;
 use super::first_seen::{self, FirstSeen};
+use super::funds::{self, Funds};
 use super::metrics::{KubeWrite, Metrics, ReconcileResult};
 use super::own_writes::{OwnWrites, Seen};
 use super::owned_secrets::OwnedSecrets;
+use super::priority::{Priority, PriorityGate};
 use super::prune;
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
 use crate::api::{
     CustomerOrg, CustomerOrgStatus, DeletionPolicy, FIELD_MANAGER, OrgProvider, PAUSED_ANNOTATION,
 };
+use crate::changelog;
 use crate::reconcile::{self, OrgEvent, Retry};
 use futures::{Stream, StreamExt};
 use kube::api::{Api, Patch, PatchParams};
@@ -26,7 +30,6 @@ use rand::Rng;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Guarded so that one object the types cannot decode fails alone instead of breaking
@@ -47,19 +50,26 @@ pub struct OrgCtx {
     pub backoff: Backoff<ObjectRef<Guarded>>,
     /// Our own status writes, so the reconcile each one triggers skips the provider.
     pub own_writes: Arc<OwnWrites<ObjKey>>,
-    /// Global bound on concurrent reconciles across the per-namespace controllers.
-    pub permits: Arc<Semaphore>,
+    /// Global bound on concurrent reconciles across the per-namespace controllers, handed
+    /// out edits first (`priority`).
+    pub permits: Arc<PriorityGate>,
     /// First reconcile in this process of a converged object: deferred, spread.
     pub first_seen: Arc<FirstSeen<ObjKey>>,
     pub owned_secrets: OwnedSecrets,
-    /// Checked before every provider write: only the leader writes.
-    pub may_write: Arc<reconcile::MayWrite>,
+    /// The leader fence, checked right before every write (provider and Kubernetes).
+    pub fence: crate::fence::Fence,
+    /// Where claims live (the leader Lease's namespace, `reconcile::claims`).
+    pub claims_namespace: String,
     /// How often each object is verified in depth (`--verify-interval`).
     pub verify_interval: Duration,
     /// When each object was last verified in depth.
     pub verified: std::sync::Mutex<std::collections::HashMap<ObjKey, Instant>>,
     /// Statuses left unwritten by a pass that is verified at once (`deferred_status`).
     pub deferred: DeferredStatus<ObjKey>,
+    /// Customers waiting on their parent's funds (re-triggered when its balance rises).
+    pub funds: Arc<Funds>,
+    /// The GitOps revision of each object, for the change log.
+    pub revisions: Arc<crate::changelog::revision::Revisions>,
 }
 
 /// The key of the per-object maps (own writes, first looks, deep checks, deferred
@@ -134,7 +144,7 @@ const SECRETS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`owned_secrets::trigger`).
 pub fn controller(
     client: Client,
-    namespace: Option<&str>,
+    scope: super::shard::Scope<'_>,
     providers: Store<OrgProvider>,
     registry: &Arc<Registry>,
     own_writes: Arc<OwnWrites<ObjKey>>,
@@ -143,22 +153,16 @@ pub fn controller(
     + Send
     + 'static,
 ) -> Controller<Guarded> {
-    let orgs: Api<Guarded> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let orgs: Api<Guarded> = scope.api(client.clone());
     // Our own status writes trigger one extra, write-free reconcile; resync comes from
     // the requeue. The cache keeps CustomerOrgs without managedFields (`prune`); the
     // owned Secrets only trigger, from the scope's one metadata-only watch (the
     // owned-Secret index's): their data never reaches us.
     let (store, writer) = reflector::store();
-    let objects = watcher(
-        orgs,
-        watcher::Config::default().any_semantic().page_size(PAGE),
-    )
-    .modify(prune::prune)
-    .reflect(writer)
-    .applied_objects();
+    let objects = watcher(orgs, scope.config().page_size(PAGE))
+        .modify(prune::prune)
+        .reflect(writer)
+        .applied_objects();
     let ctrl = Controller::for_stream(objects, store.clone()).owns_stream(owned);
     // A provider change is news our last status write did not know: no skipping.
     let writes = own_writes.clone();
@@ -184,6 +188,49 @@ pub fn controller(
     .reconcile_on(provider_changes(
         registry, providers, own_writes, first_seen, store,
     ))
+}
+
+/// `ctrl` also reconciles its customers whose parent's balance rose enough to fund their
+/// waiting top-up (`funds`): a full pass each, not a skip of our own last status write.
+pub fn with_funds(
+    ctrl: Controller<Guarded>,
+    funds: &Funds,
+    own_writes: Arc<OwnWrites<ObjKey>>,
+) -> Controller<Guarded> {
+    let store = ctrl.store();
+    ctrl.reconcile_on(funded(funds, own_writes, store))
+}
+
+fn funded(
+    funds: &Funds,
+    own_writes: Arc<OwnWrites<ObjKey>>,
+    store: Store<Guarded>,
+) -> impl Stream<Item = ObjectRef<Guarded>> + Send + 'static {
+    futures::stream::unfold(funds.retriggers(), move |mut rx| {
+        let own_writes = own_writes.clone();
+        let store = store.clone();
+        async move {
+            let due = loop {
+                match rx.recv().await {
+                    Ok(due) => break due,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            };
+            let refs: Vec<ObjectRef<Guarded>> = due
+                .iter()
+                .filter_map(|who| {
+                    let (ns, name) = who.split_once('/')?;
+                    let oref = ObjectRef::<Guarded>::new(name).within(ns);
+                    store.get(&oref).map(|_| oref)
+                })
+                .collect();
+            refs.iter()
+                .for_each(|r| own_writes.verify_next(&ObjKey::of(r)));
+            Some((futures::stream::iter(refs), rx))
+        }
+    })
+    .flatten()
 }
 
 /// The CustomerOrgs of `provider` (None: of every provider).
@@ -213,8 +260,8 @@ fn deleting_users_of(store: &Store<Guarded>, provider: &str) -> Vec<ObjectRef<Gu
         .collect()
 }
 
-/// Per OrgProvider, everything but `status.offboarding` (and the resourceVersion and
-/// managed fields that change with it) as last seen by the watch.
+/// Per OrgProvider, everything but `status.offboarding` and `status.creditWindow` (and the
+/// resourceVersion and managed fields that change with them) as last seen by the watch.
 #[derive(Default)]
 struct ProviderVersions(std::sync::Mutex<std::collections::HashMap<String, String>>);
 
@@ -226,6 +273,9 @@ impl ProviderVersions {
         relevant.metadata.managed_fields = None;
         if let Some(status) = relevant.status.as_mut() {
             status.offboarding = Vec::new();
+            // A claim in the credit window is news for nobody: a top-up the hourly bound
+            // holds looks again when the window frees by time, not when it fills.
+            status.credit_window = Vec::new();
         }
         // Unencodable cannot happen for a typed object; then treat it as a change.
         let key = serde_json::to_string(&relevant).unwrap_or_default();
@@ -342,44 +392,61 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 return Ok(Action::await_change());
             }
         };
-        if let Some(wait) = first_look(&key, cached, &ctx).await {
-            debug!(first_look_in = ?wait, "converged at its generation; first look deferred");
-            return Ok(Action::requeue(wait.max(requeue::SOON)));
-        }
-        let fresh;
-        let seen = ctx.own_writes.seen(&key, cached.metadata.resource_version.as_deref(), true);
-        let corg = match seen {
-            // A deleting object is read fresh: a cache that has not seen the finalizer go
-            // would offboard (archive) a second time. So is one with no org recorded: a
-            // cached copy from before its deletion would create an org after offboarding
-            // found none and let the object go (the Gennia chaos run caught exactly that).
-            // A copy at the very version whose pass deferred a status naming the org is as
-            // good as one with the org recorded (`plan_from_cache`).
-            Seen::Unknown | Seen::OursVerify
-                if plan_from_cache(
-                    cached,
-                    ctx.deferred.acted_on(
-                        &key,
-                        cached.metadata.uid.as_deref(),
-                        cached.metadata.resource_version.as_deref(),
-                    ),
-                ) =>
-            {
-                cached
+        let decision = decide(&key, cached, &ctx).await;
+        debug!(?decision, version = ?cached.metadata.resource_version, "where this pass reads the object");
+        match decision {
+            Decision::DeferFirstLook(wait) => {
+                debug!(first_look_in = ?wait, "converged at its generation; first look deferred");
+                return Ok(Action::requeue(wait.max(requeue::SOON)));
             }
-            // Triggered by our own status write: the pass that wrote it already observed
-            // the provider and chose when to look again.
-            Seen::Ours(left) => return Ok(skip(left)),
-            Seen::Unknown | Seen::OursVerify | Seen::Other => {
-                debug!(?seen, version = ?cached.metadata.resource_version, "reading the object before the pass");
+            Decision::OwnWrite(left) => return Ok(skip(left)),
+            Decision::TrustCache | Decision::ReadFresh => {}
+        }
+        // Edits first: a slot of `--concurrency`, before any read or write (`priority`).
+        let priority = ctx.permits.priority_of(key.as_str(), cached);
+        let Ok(_slot) = ctx.permits.acquire(priority).await else {
+            // Closed only at shutdown; then skip the work.
+            return Ok(Action::await_change());
+        };
+        if priority == Priority::Edit {
+            debug!("an edit: ahead of routine passes");
+        }
+        Box::pin(pass(cached, decision, key, oref, ctx)).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// One pass once it holds a slot (boxed by the caller: a pass waiting for its slot stays
+/// small however many wait).
+async fn pass(
+    cached: &CustomerOrg,
+    decision: Decision,
+    key: ObjKey,
+    oref: ObjectRef<Guarded>,
+    ctx: Arc<OrgCtx>,
+) -> Result<Action, RuntimeError> {
+    {
+        let fresh;
+        let corg = match decision {
+            // Decided before the slot (`reconcile`).
+            Decision::DeferFirstLook(wait) => return Ok(Action::requeue(wait.max(requeue::SOON))),
+            Decision::OwnWrite(left) => return Ok(skip(left)),
+            Decision::TrustCache => cached,
+            Decision::ReadFresh => {
                 let api: Api<CustomerOrg> =
                     Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
                 let Some(current) = api.get_opt(&cached.name_any()).await? else {
                     ctx.first_seen.forget(&key);
+                    ctx.permits.forget(key.as_str());
+                    ctx.funds.forget(key.as_str());
                     ctx.metrics.offboarding_gone(key.as_str());
                     return Ok(Action::await_change());
                 };
-                match ctx.own_writes.seen(&key, current.metadata.resource_version.as_deref(), false) {
+                match ctx
+                    .own_writes
+                    .seen(&key, current.metadata.resource_version.as_deref(), false)
+                {
                     Seen::Ours(left) => return Ok(skip(left)),
                     Seen::Other => ctx.own_writes.forget(&key),
                     Seen::Unknown | Seen::OursVerify => {}
@@ -387,10 +454,6 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
                 fresh = current;
                 &fresh
             }
-        };
-        // Closed only at shutdown; then skip the work.
-        let Ok(_permit) = ctx.permits.acquire().await else {
-            return Ok(Action::await_change());
         };
         let started = Instant::now();
         let epoch = ctx.own_writes.epoch();
@@ -427,8 +490,55 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<OrgCtx>) -> Result<Action, Ru
             .reconciled(kind, started.elapsed().as_secs_f64());
         result.map(|_| action)
     }
-    .instrument(span)
-    .await
+}
+
+/// What a trigger does with the cached copy of its object, decided once, where the pass
+/// starts, from the runtime's shortcut caches (first looks after a restart, our own status
+/// writes, the status a previous pass deferred). Every other read of the pass is made for
+/// it (observe, proofs of ownership, claims), never taken from these caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// The first look in this process at an object converged at its generation: deferred
+    /// by a random share of the resync (`first_seen`), no provider call now.
+    DeferFirstLook(Duration),
+    /// Triggered by our own status write: the pass that wrote it already observed the
+    /// provider and chose when to look again (`own_writes`).
+    OwnWrite(Duration),
+    /// Trust the cache: plan from the cached copy (`plan_from_cache`).
+    TrustCache,
+    /// Read fresh: GET the object before the pass.
+    ReadFresh,
+}
+
+async fn decide(key: &ObjKey, cached: &CustomerOrg, ctx: &OrgCtx) -> Decision {
+    if let Some(wait) = first_look(key, cached, ctx).await {
+        return Decision::DeferFirstLook(wait);
+    }
+    let meta = &cached.metadata;
+    match ctx
+        .own_writes
+        .seen(key, meta.resource_version.as_deref(), true)
+    {
+        Seen::Ours(left) => Decision::OwnWrite(left),
+        // A deleting object is read fresh: a cache that has not seen the finalizer go
+        // would offboard (archive) a second time. So is one with no org recorded: a
+        // cached copy from before its deletion would create an org after offboarding
+        // found none and let the object go (the Gennia chaos run caught exactly that).
+        // A copy at the very version whose pass deferred a status naming the org is as
+        // good as one with the org recorded.
+        Seen::Unknown | Seen::OursVerify => {
+            let uid = meta.uid.as_deref();
+            let acted_on = ctx
+                .deferred
+                .acted_on(key, uid, meta.resource_version.as_deref());
+            if plan_from_cache(cached, acted_on) {
+                Decision::TrustCache
+            } else {
+                Decision::ReadFresh
+            }
+        }
+        Seen::Other => Decision::ReadFresh,
+    }
 }
 
 /// Whether a pass may plan from the cached copy instead of reading the object first:
@@ -531,20 +641,35 @@ async fn reconcile_org(
             return Ok((retry, paused, written));
         }
     };
+    // Every provider write of this pass is recorded in the change log (`changelog`).
+    let mut subject =
+        changelog::Subject::customer(corg, &provider_name, ctx.revisions.of(&corg.metadata).await);
+    if let Some(status) = &deferred {
+        subject.recorded_allocated = status.credits.as_ref().map(|c| c.allocated);
+    }
+    let vendor = provider.vendor();
+    let provider: Arc<dyn crate::provider::Provider> =
+        Arc::new(changelog::Logged::new(provider, subject.clone()));
     let rctx = reconcile::Context {
         client: ctx.client.clone(),
         provider,
+        claims: reconcile::claims::Claims::new(
+            ctx.client.clone(),
+            &ctx.claims_namespace,
+            &provider_name,
+        ),
         provider_name,
         owned: Arc::new(ctx.owned_secrets.clone()),
-        may_write: ctx.may_write.clone(),
+        fence: ctx.fence.clone(),
         deep: !deleting && ctx.deep_check_due(key),
     };
     if deleting {
+        ctx.funds.forget(key.as_str());
         let off = reconcile::offboard(&rctx, corg).await?;
         // The paused status first: it is what tells the next pass (or a restarted
         // process) that this episode's Warning was already published. A crash between
         // the two loses that Event, never doubles it; the condition says the same.
-        let written = match (&off.paused, off.done) {
+        let written = match (off.paused.as_ref().or(off.waiting.as_ref()), off.done) {
             (Some(status), false) => apply_status(&api, corg, status, ctx).await?,
             _ => None,
         };
@@ -566,6 +691,7 @@ async fn reconcile_org(
     if !finalizer::has(corg) {
         // Before the first provider write, so a deletion always offboards. Usually already
         // there: the MutatingAdmissionPolicy in deploy/ adds it when the object is stored.
+        ctx.fence.check()?;
         acted_on = finalizer::apply(&api, &name, &finalizer::add_patch(corg)).await?;
         ctx.metrics.kube_write(KubeWrite::Finalizer);
     }
@@ -582,6 +708,22 @@ async fn reconcile_org(
         None => corg,
     };
     let outcome = reconcile::reconcile(&rctx, view).await?;
+    let previous = view.status.as_ref().and_then(|s| s.held_credits.as_ref());
+    if let Some(record) = changelog::held(
+        &subject,
+        vendor,
+        previous,
+        outcome.status.held_credits.as_ref(),
+    ) {
+        changelog::emit(&record);
+        ctx.metrics
+            .credits_held(&rctx.provider_name, &record.guardrails);
+    }
+    ctx.funds.record(
+        &rctx.provider_name,
+        key.as_str(),
+        funds::need(view, &outcome.status),
+    );
     publish(ctx, view, &outcome.events).await;
     if outcome.retry == Retry::Soon
         && !verifying
@@ -597,12 +739,27 @@ async fn reconcile_org(
     Ok((outcome.retry, paused, written))
 }
 
+/// The offboarding's last step: the object's claims are released, then the finalizer.
+/// A release that fails is left to the takeover of claims whose owner is gone.
 async fn remove_finalizer(
     api: &Api<CustomerOrg>,
     corg: &CustomerOrg,
     ctx: &OrgCtx,
 ) -> Result<(), RuntimeError> {
     if let Some(patch) = finalizer::remove_patch(corg) {
+        ctx.fence.check()?;
+        let claims = reconcile::claims::Claims::new(
+            ctx.client.clone(),
+            &ctx.claims_namespace,
+            &corg.spec.provider_ref.name,
+        );
+        match claims.release_all(corg).await {
+            Ok(0) => {}
+            Ok(n) => debug!(claims = n, "claims released"),
+            Err(e) => {
+                warn!(error = %e, "releasing claims failed; a later claimant takes them over")
+            }
+        }
         finalizer::apply(api, &corg.name_any(), &patch).await?;
         ctx.metrics.kube_write(KubeWrite::Finalizer);
     }
@@ -611,6 +768,13 @@ async fn remove_finalizer(
 
 async fn publish(ctx: &OrgCtx, corg: &CustomerOrg, evs: &[OrgEvent]) {
     if evs.is_empty() {
+        return;
+    }
+    if ctx.fence.check().is_err() {
+        debug!(
+            events = evs.len(),
+            "leader fence closed: Events not published"
+        );
         return;
     }
     let regarding = corg.object_ref(&());
@@ -628,8 +792,22 @@ async fn apply_status(
     if !status_differs(corg.status.as_ref(), status) {
         return Ok(None);
     }
+    ctx.fence.check()?;
+    if status.org_id.is_none() && corg.status.as_ref().is_some_and(|s| s.org_id.is_some()) {
+        // The org recorded is not this object's (AdoptionConflict): removed whoever wrote
+        // it (a restore from a backup, `kubectl patch`), which an apply that only leaves
+        // the field out would not do for a field another manager owns.
+        let forget = serde_json::json!({"status": {"orgId": null, "state": null, "credits": null}});
+        api.patch_status(
+            &corg.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&forget),
+        )
+        .await?;
+        ctx.metrics.kube_write(KubeWrite::Status);
+    }
     let patch = serde_json::json!({
-        "apiVersion": "orgops.dev/v1alpha1",
+        "apiVersion": crate::api::API_VERSION,
         "kind": "CustomerOrg",
         "status": status,
     });
@@ -641,6 +819,8 @@ async fn apply_status(
         )
         .await?;
     ctx.metrics.kube_write(KubeWrite::Status);
+    ctx.metrics
+        .status_written(corg, corg.status.as_ref(), status);
     Ok(updated.metadata.resource_version)
 }
 
@@ -661,10 +841,12 @@ pub fn status_differs(current: Option<&CustomerOrgStatus>, wanted: &CustomerOrgS
 pub async fn run(
     ctrl: Controller<Guarded>,
     ctx: Arc<OrgCtx>,
-    concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    ctrl.with_config(controller::Config::default().concurrency(concurrency))
+    // Every due item starts at once and waits for one of `concurrency` slots in
+    // `OrgCtx::permits`, where edits go first (`priority`): the controller's own queue
+    // would start them in the order they became due.
+    ctrl.with_config(controller::Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -678,112 +860,5 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-    #[test]
-    fn a_provider_change_concerns_only_its_own_customer_orgs() {
-        let (store, mut writer) = kube::runtime::reflector::store::<Guarded>();
-        for (name, provider) in [("a", "p1"), ("b", "p1"), ("c", "p2")] {
-            let spec: crate::api::CustomerOrgSpec = serde_json::from_value(
-                serde_json::json!({"displayName": name, "providerRef": {"name": provider}}),
-            )
-            .unwrap();
-            let mut corg = CustomerOrg::new(name, spec);
-            corg.metadata.namespace = Some("ns".into());
-            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(corg))));
-        }
-        let mut names: Vec<String> = users_of(&store, Some("p1"))
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        names.sort();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(users_of(&store, Some("p3")).len(), 0);
-        assert_eq!(
-            users_of(&store, None).len(),
-            3,
-            "a lagged stream re-triggers all"
-        );
-    }
-
-    #[test]
-    fn a_claim_in_the_offboarding_window_is_not_news_for_every_user() {
-        let mut p: OrgProvider = serde_json::from_value(serde_json::json!({
-            "apiVersion": "orgops.dev/v1alpha1", "kind": "OrgProvider",
-            "metadata": {"name": "p", "resourceVersion": "1"},
-            "spec": {"type": "layers", "baseUrl": "https://x",
-                     "credentialsSecretRef": {"namespace": "ns", "name": "s"}},
-            "status": {"organizationId": "org_1"}
-        }))
-        .unwrap();
-        let seen = ProviderVersions::default();
-        assert!(seen.changed_beyond_window(&p), "first sighting");
-        assert!(!seen.changed_beyond_window(&p));
-        let status = p.status.as_mut().unwrap();
-        status.offboarding.push(crate::api::OffboardingEntry {
-            namespace: "ns".into(),
-            name: "a".into(),
-            uid: "u".into(),
-            time: crate::api::conditions::now(),
-            confirmed: false,
-        });
-        p.metadata.resource_version = Some("2".into());
-        assert!(!seen.changed_beyond_window(&p), "only the window changed");
-        p.spec.base_url = "https://y".into();
-        assert!(seen.changed_beyond_window(&p), "a spec change is news");
-    }
-
-    #[test]
-    fn identical_status_is_not_written_again() {
-        let status = CustomerOrgStatus {
-            org_id: Some("org_1".into()),
-            observed_generation: Some(3),
-            conditions: vec![Condition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                reason: "Reconciled".into(),
-                message: "ok".into(),
-                observed_generation: Some(3),
-                last_transition_time: crate::api::conditions::now(),
-            }],
-            ..Default::default()
-        };
-        assert!(!status_differs(Some(&status), &status.clone()));
-        assert!(status_differs(None, &status));
-        let mut newer = status.clone();
-        newer.observed_generation = Some(4);
-        assert!(status_differs(Some(&status), &newer));
-    }
-
-    #[test]
-    fn only_a_copy_naming_its_org_is_planned_from_without_a_read() {
-        let spec: crate::api::CustomerOrgSpec =
-            serde_json::from_value(serde_json::json!({"displayName": "a"})).unwrap();
-        let new = CustomerOrg::new("a", spec);
-        assert!(!plan_from_cache(&new, false), "no org yet: read it first");
-        assert!(
-            plan_from_cache(&new, true),
-            "the version the deferring pass acted on"
-        );
-        let mut recorded = new.clone();
-        recorded.status = Some(CustomerOrgStatus {
-            org_id: Some("org_1".into()),
-            ..Default::default()
-        });
-        assert!(plan_from_cache(&recorded, false));
-        let mut deleting = recorded.clone();
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-        );
-        assert!(
-            !plan_from_cache(&deleting, false),
-            "a deletion is read fresh"
-        );
-        assert!(
-            !plan_from_cache(&deleting, true),
-            "a deletion is read fresh"
-        );
-    }
-}
+#[path = "controller_tests.rs"]
+mod tests;

@@ -14,8 +14,9 @@ pub enum RuntimeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// The leader fence is closed: this replica may not start the write.
+    #[error(transparent)]
+    Fenced(#[from] crate::fence::Fenced),
     #[error("lost the leader Lease; exiting so that a fresh process can stand by")]
     LeadershipLost,
     #[error("cannot encode a patch: {0}")]

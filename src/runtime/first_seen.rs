@@ -210,7 +210,7 @@ mod tests {
 
     fn converged_org() -> CustomerOrg {
         let mut corg: CustomerOrg = serde_json::from_value(serde_json::json!({
-            "apiVersion": "orgops.dev/v1alpha1",
+            "apiVersion": crate::api::API_VERSION,
             "kind": "CustomerOrg",
             "metadata": {"name": "acme", "namespace": "ns", "generation": 3, "resourceVersion": "100"},
             "spec": {"displayName": "Acme", "providerRef": {"name": "layers"}},

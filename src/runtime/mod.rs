@@ -4,9 +4,10 @@
 //! - Leader election is on by default; `--leader-election=false` is for local runs and
 //!   tests with a single process.
 //! - Losing the Lease ends the process with an error (exit code 1) after in-flight
-//!   reconciles finish; the Deployment restarts it as a standby. Simple and safe.
-//! - A standby never exits on its own: starting leader election is retried with backoff
-//!   while the API server cannot be reached, and an election task that ends is restarted.
+//!   reconciles finish; the Deployment restarts it as a standby. Simple and safe. No write
+//!   starts after the loss: the fence (`crate::fence`) closes first, and by itself when no
+//!   renewal was confirmed in time (`leader.rs`).
+//! - A standby never exits on its own: the election retries API errors itself.
 //! - `/readyz` is ok while leading and while standing by as a healthy non-leader (so a
 //!   rollout of several replicas completes); `/healthz` is ok while the process lives.
 //! - `orgops_queue_depth` counts reconciles in flight or waiting for a worker slot; objects
@@ -20,17 +21,19 @@ pub mod error;
 pub mod events;
 pub mod finalizer;
 pub mod first_seen;
+pub mod funds;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;
 pub mod owned_secrets;
 pub mod parent_webhook_controller;
-pub mod parent_webhook_plan;
+pub mod priority;
 pub mod provider_controller;
 pub mod prune;
 pub mod registry;
 pub mod requeue;
+pub mod shard;
 pub mod telemetry;
 
 pub use args::RunArgs;
@@ -42,7 +45,6 @@ use http::{Health, Phase};
 use metrics::Metrics;
 use registry::Registry;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 type Signal = Shared<BoxFuture<'static, ()>>;
@@ -76,41 +78,58 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
         health.clone(),
     ));
 
+    let namespaces = args.watched_namespaces();
+    shard::check(
+        &client,
+        namespaces.first().map(String::as_str),
+        args.shard_selector(),
+    )
+    .await?;
+    if let Some(selector) = args.shard_selector() {
+        info!(
+            selector,
+            rate_shares = args.rate_shares,
+            "one shard: only objects matching the selector"
+        );
+    }
+
     let shutdown: Signal = shutdown_signal().boxed().shared();
+    let identity = leader::identity();
     if !args.leader_election {
         health.set(Phase::Leading);
         metrics.set_leader(true);
-        run_controllers(&args, client, metrics.clone(), shutdown, None).await;
+        let fence = crate::fence::Fence::unfenced(&identity);
+        run_controllers(&args, client, metrics.clone(), shutdown, fence).await;
         health.set(Phase::Stopping);
         return Ok(());
     }
 
     let lease_ns = args.lease_namespace();
-    // Standing by: a leader-election task that ends (it should not: kube-lease-manager
-    // retries API errors itself) is started again, never taken as a reason to exit.
-    let leadership = loop {
-        let Some(mut leadership) =
-            leader::start_until_ok(&client, &lease_ns, &args.lease_name, shutdown.clone()).await
-        else {
+    // Standing by: the election retries API errors itself and never ends on its own
+    // before the Lease was taken.
+    let mut leadership = leader::start(
+        client.clone(),
+        leader::LeaseConfig {
+            namespace: lease_ns.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            duration: args.lease_duration,
+        },
+    );
+    health.set(Phase::StandingBy);
+    info!(lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for the leader Lease");
+    let acquired = tokio::select! {
+        got = leadership.acquired() => got,
+        () = shutdown.clone() => {
             health.set(Phase::Stopping);
+            leadership.release().await;
             return Ok(());
-        };
-        health.set(Phase::StandingBy);
-        info!(lease = %format!("{lease_ns}/{}", args.lease_name), "waiting for the leader Lease");
-        let acquired = tokio::select! {
-            got = leadership.acquired() => got,
-            () = shutdown.clone() => {
-                health.set(Phase::Stopping);
-                leadership.release().await;
-                return Ok(());
-            }
-        };
-        if acquired {
-            break leadership;
         }
-        warn!("leader election stopped while standing by; starting it again");
-        leadership.release().await;
     };
+    if !acquired {
+        health.set(Phase::Stopping);
+        return Err(RuntimeError::LeadershipLost);
+    }
     info!("acquired the leader Lease; starting controllers");
     health.set(Phase::Leading);
     metrics.set_leader(true);
@@ -126,7 +145,7 @@ pub async fn run(args: RunArgs) -> Result<(), RuntimeError> {
         client,
         metrics.clone(),
         stop,
-        Some(leadership.is_leader.clone()),
+        leadership.fence.clone(),
     )
     .await;
     health.set(Phase::Stopping);
@@ -146,17 +165,15 @@ async fn run_controllers(
     client: kube::Client,
     metrics: Metrics,
     stop: Signal,
-    leader: Option<tokio::sync::watch::Receiver<bool>>,
+    fence: crate::fence::Fence,
 ) {
-    // No write starts without current leadership (checked before each one).
-    let may_write: Arc<crate::reconcile::MayWrite> = match leader {
-        Some(rx) => Arc::new(move || *rx.borrow()),
-        None => Arc::new(|| true),
-    };
+    // No write starts outside the fenced window (checked right before each one).
     let registry = Arc::new(Registry::default());
+    let funds = Arc::new(funds::Funds::default());
     let credentials =
         access::credential_namespaces(&args.watched_namespaces(), &args.lease_namespace());
-    let provider_ctrl = provider_controller::controller(client.clone(), credentials.as_deref());
+    let provider_ctrl = provider_controller::controller(client.clone(), credentials.as_deref())
+        .reconcile_on(provider_controller::woken(&funds));
     let providers = provider_ctrl.store();
     let provider_ctx = Arc::new(provider_controller::ProviderCtx {
         client: client.clone(),
@@ -165,6 +182,13 @@ async fn run_controllers(
         resync: args.resync_interval,
         backoff: Default::default(),
         credential_namespaces: credentials,
+        client_options: crate::provider::build::ClientOptions {
+            fence: Some(fence.clone()),
+            request_timeout: args.provider_request_timeout,
+            rate_shares: args.rate_shares,
+        },
+        funds: funds.clone(),
+        funds_interval: args.funds_check_interval,
     });
     let namespaces = args.watched_namespaces();
     let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
@@ -197,7 +221,7 @@ async fn run_controllers(
         resync: args.resync_interval,
         slow_retry: args.slow_retry,
         backoff: Default::default(),
-        may_write: may_write.clone(),
+        fence: fence.clone(),
     });
     let org_ctx = Arc::new(controller::OrgCtx {
         client: client.clone(),
@@ -208,35 +232,61 @@ async fn run_controllers(
         slow_retry: args.slow_retry,
         backoff: Default::default(),
         own_writes: Arc::new(Default::default()),
-        permits: Arc::new(Semaphore::new(usize::from(args.concurrency))),
+        permits: priority::PriorityGate::new(usize::from(args.concurrency)),
         first_seen: Arc::new(Default::default()),
         owned_secrets,
-        may_write,
+        fence,
         verify_interval: args.verify_interval,
+        claims_namespace: args.lease_namespace(),
         verified: Default::default(),
         deferred: Default::default(),
+        funds: funds.clone(),
+        revisions: Arc::new(crate::changelog::revision::Revisions::new(
+            client.clone(),
+            args.argocd_namespace.clone(),
+        )),
     });
     let mut tasks =
         vec![provider_controller::run(provider_ctrl, provider_ctx, stop.clone()).boxed()];
+    // Passes still waiting for a slot when the controllers stop do no work.
+    let (gate, stopped) = (org_ctx.permits.clone(), stop.clone());
+    tasks.push(
+        async move {
+            stopped.await;
+            gate.close();
+        }
+        .boxed(),
+    );
+    let mut org_stores = Vec::new();
     for (ns, (org_rx, pwh_rx)) in scopes.into_iter().zip(triggers) {
+        let scope = shard::Scope {
+            namespace: ns,
+            selector: args.shard_selector(),
+        };
         let ctrl = controller::controller(
             client.clone(),
-            ns,
+            scope,
             providers.clone(),
             &registry,
             org_ctx.own_writes.clone(),
             org_ctx.first_seen.clone(),
             org_rx,
         );
-        tasks.push(controller::run(ctrl, org_ctx.clone(), args.concurrency, stop.clone()).boxed());
+        let ctrl = controller::with_funds(ctrl, &funds, org_ctx.own_writes.clone());
+        org_stores.push(ctrl.store());
+        tasks.push(controller::run(ctrl, org_ctx.clone(), stop.clone()).boxed());
         // ParentWebhooks, under the same leadership and write gating.
-        let pwh = parent_webhook_controller::controller(client.clone(), ns, pwh_rx);
+        let pwh = parent_webhook_controller::controller(client.clone(), scope, pwh_rx);
         tasks.push(
             parent_webhook_controller::run(pwh, pwh_ctx.clone(), args.concurrency, stop.clone())
                 .boxed(),
         );
     }
+    // The per-state gauges read these caches at each scrape, for this leadership term.
+    org_ctx.metrics.watch_stores(org_stores, providers);
     futures::future::select(futures::future::join_all(tasks), caches).await;
+    // A replica that no longer leads has no current caches: it stops exporting their gauges.
+    org_ctx.metrics.forget_stores();
     info!("controllers stopped");
 }
 

@@ -1,86 +1,39 @@
 //! Controller for ParentWebhooks: a webhook endpoint on the parent organization (the
-//! firehose). Observe (endpoint by status id, else by the orgops marker in its metadata;
-//! the Secret) -> [`plan`](super::parent_webhook_plan::plan) -> apply -> status.
+//! firehose). The watch and its triggers, the gates before a pass (paused, the provider's
+//! type and readiness, deletion, the finalizer), then one pass through the reconcile engine
+//! ([`crate::reconcile::parent_webhook::converge`]: observe -> plan -> apply), and the
+//! status and Events written from what it did.
 //!
 //! Decisions:
-//! - The signing secret is written to its Secret right after create or rotate, before any
-//!   other action; a missing Secret (or one holding another endpoint's secret) is repaired
-//!   by `rotate-secret` (the old secret keeps working until `previousSecretExpiresAt`).
-//! - Adoption: an endpoint whose metadata `orgops.dev/parent-webhook` is `<namespace>/<name>`
-//!   is this object's, so a rebuilt cluster adopts it (and rotates its secret into the
-//!   Secret, since a signing secret cannot be read back) instead of creating another.
 //! - A refusal that needs a person (422, 403, 409, 401, kill switch) is `Stalled` with the
 //!   API's message and is retried only after `--slow-retry` or a spec change.
 //! - Deleting the object deletes the endpoint (finalizer `orgops.dev/delete-endpoint`).
 use super::events;
 use super::metrics::{KubeWrite, Metrics};
-use super::parent_webhook_plan::{self as pplan, Action, Desired, Observed, Plan, RotateCause};
 use super::registry::{Availability, Registry};
 use super::requeue::{self, Backoff};
-use crate::api::conditions::{self, Cond, READY, RECONCILING, STALLED};
 use crate::api::{
     FIELD_MANAGER, OrgProvider, PARENT_WEBHOOK_FINALIZER, PAUSED_ANNOTATION, ParentWebhook,
     ParentWebhookStatus, ProviderType,
 };
-use crate::provider::error::ProviderError;
 use crate::provider::layers::LayersProvider;
-use crate::provider::layers::parent_webhooks::{ParentEndpoint, SigningSecret};
-use crate::reconcile::{MayWrite, OrgEvent};
+use crate::reconcile::OrgEvent;
+use crate::reconcile::parent_webhook::status::{self, Next, reconciling, stalled, status_with};
+use crate::reconcile::parent_webhook::{self as pass, Deleted, kube_err};
+pub use crate::reconcile::parent_webhook::{
+    ENDPOINT_ID_ANNOTATION, PARENT_WEBHOOK_ANNOTATION, PREVIOUS_EXPIRES_ANNOTATION, PwhError,
+    ROTATED_FOR_ANNOTATION,
+};
 use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{Instrument, debug, info_span, warn};
-
-/// Annotation on the Secret: the endpoint whose signing secret it holds.
-pub const ENDPOINT_ID_ANNOTATION: &str = "orgops.dev/endpoint-id";
-/// Annotation on the Secret: the `orgops.dev/rotate-secret` value it was written for.
-pub const ROTATED_FOR_ANNOTATION: &str = "orgops.dev/rotated-for";
-/// Annotation on the Secret: after the rotation that wrote it, until when the previous
-/// signing secret keeps working.
-pub const PREVIOUS_EXPIRES_ANNOTATION: &str = "orgops.dev/previous-secret-expires-at";
-/// Annotation on the Secret: the ParentWebhook it belongs to (`<namespace>/<name>`).
-pub const PARENT_WEBHOOK_ANNOTATION: &str = "orgops.dev/parent-webhook";
-
-#[derive(Debug, thiserror::Error)]
-pub enum PwhError {
-    #[error("{step}: {source}")]
-    Kube {
-        step: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("{step}: {source}")]
-    Provider {
-        step: &'static str,
-        #[source]
-        source: ProviderError,
-    },
-    #[error("not the leader any more; no write")]
-    NotLeader,
-    /// Needs a person; no API call until the spec or the cluster changes.
-    #[error("{reason}: {message}")]
-    Stall {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-fn kube_err(step: &'static str) -> impl FnOnce(kube::Error) -> PwhError {
-    move |source| PwhError::Kube { step, source }
-}
-
-fn api_err(step: &'static str) -> impl FnOnce(ProviderError) -> PwhError {
-    move |source| PwhError::Provider { step, source }
-}
 
 pub struct PwhCtx {
     pub client: Client,
@@ -90,7 +43,8 @@ pub struct PwhCtx {
     pub resync: Duration,
     pub slow_retry: Duration,
     pub backoff: Backoff<ObjectRef<ParentWebhook>>,
-    pub may_write: Arc<MayWrite>,
+    /// The leader fence, checked right before every write.
+    pub fence: crate::fence::Fence,
 }
 
 /// What makes a change worth a reconcile: spec (generation), annotations (rotate-secret,
@@ -111,17 +65,14 @@ fn trigger_hash(pwh: &ParentWebhook) -> Option<u64> {
 /// scope's one metadata-only Secret watch (`owned_secrets::trigger`).
 pub fn controller(
     client: Client,
-    namespace: Option<&str>,
+    scope: super::shard::Scope<'_>,
     owned: impl futures::Stream<Item = Result<super::owned_secrets::Meta, watcher::Error>>
     + Send
     + 'static,
 ) -> Controller<ParentWebhook> {
-    let hooks: Api<ParentWebhook> = match namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    let hooks: Api<ParentWebhook> = scope.api(client);
     let (reader, writer) = reflector::store();
-    let changes = watcher(hooks, watcher::Config::default().any_semantic())
+    let changes = watcher(hooks, scope.config())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -155,14 +106,6 @@ fn error_policy(obj: Arc<ParentWebhook>, err: &PwhError, ctx: Arc<PwhCtx>) -> Re
         "ParentWebhook reconcile failed"
     );
     Requeue::requeue(ctx.backoff.failed(ObjectRef::from_obj(obj.as_ref())))
-}
-
-/// When to look again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Next {
-    Resync,
-    Backoff,
-    Slow,
 }
 
 /// How long a reconcile waits for the OrgProvider cache's first list.
@@ -226,6 +169,9 @@ async fn patch_finalizer(
     add: bool,
     ctx: &PwhCtx,
 ) -> Result<(), PwhError> {
+    if !ctx.fence.is_open() {
+        return Err(PwhError::NotLeader);
+    }
     api.patch(
         &pwh.name_any(),
         &PatchParams::default(),
@@ -299,328 +245,58 @@ async fn reconcile_one(pwh: &ParentWebhook, ctx: &PwhCtx) -> Result<Next, PwhErr
     }
     if !has_finalizer(pwh) {
         // Before the first provider write, so a deletion always deletes the endpoint.
-        if !(ctx.may_write)() {
+        if !ctx.fence.is_open() {
             return Err(PwhError::NotLeader);
         }
         patch_finalizer(&api, pwh, true, ctx).await?;
     }
-    match converge(pwh, &provider, ctx).await {
-        Ok(done) => {
-            let mut status = status_with(pwh, ready(pwh, &done.endpoint));
-            status.endpoint_id = Some(done.endpoint.id.clone());
-            status.secret_name = Some(pwh.secret_name());
-            status.secret_rotated_for = done.rotated_for.clone();
-            status.previous_secret_expires_at = done.previous_expires_at.clone();
-            publish(ctx, pwh, &done.events).await;
-            write_status(&api, pwh, status, ctx).await?;
-            Ok(Next::Resync)
-        }
-        Err(Failed {
-            events,
-            endpoint_id,
-            error,
-        }) => {
-            publish(ctx, pwh, &events).await;
-            let (conds, next) = match &error {
-                PwhError::Provider { step, source } if source.needs_human() => {
-                    let reason = if source.is_auth() {
-                        "CredentialsRefused"
-                    } else {
-                        "ApiRejected"
-                    };
-                    (
-                        stalled(pwh, reason, &format!("{step}: {source}")),
-                        Next::Slow,
-                    )
-                }
-                PwhError::Stall { reason, message } => (stalled(pwh, reason, message), Next::Slow),
-                PwhError::Provider { .. } | PwhError::Kube { .. } => (
-                    reconciling(pwh, "Retrying", &error.to_string()),
-                    Next::Backoff,
-                ),
-                PwhError::NotLeader => return Err(error),
-            };
-            let mut status = status_with(pwh, conds);
-            if endpoint_id.is_some() {
-                status.endpoint_id = endpoint_id;
-            }
-            write_status(&api, pwh, status, ctx).await?;
-            Ok(next)
-        }
-    }
+    let outcome = pass::converge(pwh, &provider, &ctx.client, &ctx.fence).await;
+    let events = match &outcome {
+        Ok(done) => &done.events,
+        Err(failed) => &failed.events,
+    };
+    publish(ctx, pwh, events).await;
+    let Some((status, next)) = status::from_outcome(pwh, &outcome) else {
+        return Err(PwhError::NotLeader);
+    };
+    write_status(&api, pwh, status, ctx).await?;
+    Ok(next)
 }
 
-/// What a successful pass leaves behind.
-struct Done {
-    endpoint: ParentEndpoint,
-    rotated_for: Option<String>,
-    previous_expires_at: Option<String>,
-    events: Vec<OrgEvent>,
-}
-
-struct Failed {
-    events: Vec<OrgEvent>,
-    /// An endpoint found or created before the failure.
-    endpoint_id: Option<String>,
-    error: PwhError,
-}
-
-/// Reads what is there, plans, applies the plan in order.
-async fn converge(
-    pwh: &ParentWebhook,
-    provider: &LayersProvider,
-    ctx: &PwhCtx,
-) -> Result<Done, Failed> {
-    let mut events = Vec::new();
-    let fail = |events: Vec<OrgEvent>, endpoint_id: Option<String>, error: PwhError| Failed {
-        events,
-        endpoint_id,
-        error,
-    };
-    let want = Desired::of(pwh);
-    let secrets: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &pwh.namespace().unwrap_or_default());
-    let (endpoint, adopted) = match find_endpoint(pwh, provider, &want.marker).await {
-        Ok(found) => found,
-        Err(e) => return Err(fail(events, None, e)),
-    };
-    // Status is derived from fresh reads (the API, the Secret), never from a cached status
-    // that may predate this object's last write.
-    let (secret, mut previous_expires_at) = match secrets.get_opt(&want.secret_name).await {
-        Ok(s) => (
-            seen_secret(s.as_ref(), pwh),
-            s.as_ref()
-                .filter(|s| owned_by(s, pwh))
-                .and_then(|s| s.annotations().get(PREVIOUS_EXPIRES_ANNOTATION).cloned()),
-        ),
-        Err(e) => return Err(fail(events, None, kube_err("read the signing Secret")(e))),
-    };
-    let old_secret = match pwh.status.as_ref().and_then(|s| s.secret_name.clone()) {
-        Some(old) if old != want.secret_name => match secrets.get_opt(&old).await {
-            Ok(Some(s)) if owned_by(&s, pwh) => Some(old),
-            Ok(_) => None,
-            Err(e) => return Err(fail(events, None, kube_err("read the old Secret")(e))),
-        },
-        _ => None,
-    };
-    let mut rotated_for = match &secret {
-        pplan::SecretSeen::Owned { rotated_for, .. } => rotated_for.clone(),
-        _ => None,
-    };
-    let ours_already = matches!(&secret, pplan::SecretSeen::Owned { endpoint_id: Some(id), .. }
-        if endpoint.as_ref().is_some_and(|e| e.id == *id));
-    if let Some(ep) = &endpoint
-        && adopted
-        && !ours_already
-    {
-        events.push(OrgEvent {
-            warning: false,
-            reason: "Adopted".into(),
-            note: format!(
-                "Adopted parent webhook endpoint {} (metadata orgops.dev/parent-webhook={})",
-                ep.id, want.marker
-            ),
-            action: "Adopt".into(),
-        });
-    }
-    let observed = Observed {
-        endpoint: endpoint.clone(),
-        secret,
-        old_secret,
-        status_rotated_for: pwh
-            .status
-            .as_ref()
-            .and_then(|s| s.secret_rotated_for.clone()),
-    };
-    let actions = match pplan::plan(&want, &observed) {
-        Plan::Stall { reason, message } => {
-            let error = PwhError::Stall { reason, message };
-            return Err(fail(events, endpoint.map(|e| e.id), error));
-        }
-        Plan::Act(actions) => actions,
-    };
-    let mut current = endpoint;
-    for action in actions {
-        let id = current.as_ref().map(|e| e.id.clone());
-        if !(ctx.may_write)() {
-            return Err(fail(events, id, PwhError::NotLeader));
-        }
-        match action {
-            Action::Create { new, key } => {
-                let (ep, signing) = match provider.create_parent_endpoint(&new, &key).await {
-                    Ok(c) => c,
-                    Err(e) => return Err(fail(events, id, api_err("create the endpoint")(e))),
-                };
-                // The secret is shown once: into the Secret before anything else.
-                let written = write_secret(&secrets, pwh, &want, &ep.id, &signing).await;
-                if let Err(e) = written {
-                    return Err(fail(events, Some(ep.id), e));
-                }
-                rotated_for = want.rotate_for.clone();
-                previous_expires_at = None;
-                events.push(OrgEvent {
-                    warning: false,
-                    reason: "Created".into(),
-                    note: format!(
-                        "Created parent webhook endpoint {} (scope {}); signing secret in Secret {}",
-                        ep.id, want.scope, want.secret_name
-                    ),
-                    action: "Create".into(),
-                });
-                current = Some(ep);
-            }
-            Action::Rotate { cause, key } => {
-                let Some(ep_id) = id.clone() else { continue };
-                let signing = match provider.rotate_parent_endpoint_secret(&ep_id, &key).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        return Err(fail(events, id, api_err("rotate the signing secret")(e)));
-                    }
-                };
-                if let Err(e) = write_secret(&secrets, pwh, &want, &ep_id, &signing).await {
-                    return Err(fail(events, id, e));
-                }
-                rotated_for = want.rotate_for.clone();
-                previous_expires_at = signing.previous_expires_at.clone();
-                let why = match cause {
-                    RotateCause::SecretLost => format!(
-                        "Secret {} was missing or held another endpoint's secret",
-                        want.secret_name
-                    ),
-                    RotateCause::Annotation(v) => format!("orgops.dev/rotate-secret={v}"),
-                };
-                events.push(OrgEvent {
-                    warning: false,
-                    reason: "SecretRotated".into(),
-                    note: format!(
-                        "Rotated the signing secret of endpoint {ep_id} ({why}); the previous secret stays valid until {}",
-                        signing.previous_expires_at.as_deref().unwrap_or("the API's grace period ends")
-                    ),
-                    action: "Rotate".into(),
-                });
-                // The rotation changed the endpoint (updatedAt); read it back for the status.
-                match provider.get_parent_endpoint(&ep_id).await {
-                    Ok(Some(ep)) => current = Some(ep),
-                    Ok(None) => {}
-                    Err(e) => return Err(fail(events, id, api_err("read the endpoint")(e))),
-                }
-            }
-            Action::Patch(patch) => {
-                let Some(ep_id) = id.clone() else { continue };
-                match provider.update_parent_endpoint(&ep_id, &patch).await {
-                    Ok(ep) => current = Some(ep),
-                    Err(e) => return Err(fail(events, id, api_err("update the endpoint")(e))),
-                }
-                events.push(OrgEvent {
-                    warning: false,
-                    reason: "DriftCorrected".into(),
-                    note: format!(
-                        "Set {} of endpoint {ep_id} back to the spec",
-                        patch.fields().join(", ")
-                    ),
-                    action: "Update".into(),
-                });
-            }
-            Action::DeleteOldSecret(name) => {
-                match secrets.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(fail(events, id, kube_err("delete the old Secret")(e))),
-                }
-            }
-        }
-    }
-    match current {
-        Some(endpoint) => Ok(Done {
-            endpoint,
-            rotated_for,
-            previous_expires_at,
-            events,
-        }),
-        None => Err(fail(
-            events,
-            None,
-            api_err("create the endpoint")(ProviderError::Invalid(
-                "no endpoint after the plan ran".into(),
-            )),
-        )),
-    }
-}
-
-/// The endpoint by status id, else by marker (adopted = found by marker only).
-async fn find_endpoint(
-    pwh: &ParentWebhook,
-    provider: &LayersProvider,
-    marker: &str,
-) -> Result<(Option<ParentEndpoint>, bool), PwhError> {
-    if let Some(id) = pwh.status.as_ref().and_then(|s| s.endpoint_id.as_deref())
-        && let Some(ep) = provider
-            .get_parent_endpoint(id)
-            .await
-            .map_err(api_err("read the endpoint"))?
-        && ep
-            .metadata
-            .get(crate::api::PARENT_WEBHOOK_MARKER)
-            .is_none_or(|m| m == marker)
-    {
-        return Ok((Some(ep), false));
-    }
-    let all = provider
-        .list_parent_endpoints()
-        .await
-        .map_err(api_err("list the parent's endpoints"))?;
-    Ok((
-        pplan::marked(&all, marker).first().map(|e| (*e).clone()),
-        true,
-    ))
-}
-
-/// Deletes every endpoint of this object (status id and marked ones), then the finalizer.
+/// Deletes the endpoints proven this object's ([`pass::delete_owned`]), then the
+/// finalizer. An endpoint the status names but that carries no marker of this object's is
+/// left in place and an `OwnershipUnproven` Warning says so (a ParentWebhook has no
+/// `deletionPolicy`, so the object still goes).
 async fn delete_endpoint(
     api: &Api<ParentWebhook>,
     pwh: &ParentWebhook,
     provider: &LayersProvider,
     ctx: &PwhCtx,
 ) -> Result<Next, PwhError> {
-    let marker = pwh.marker();
-    let step = async {
-        let all = provider
-            .list_parent_endpoints()
-            .await
-            .map_err(api_err("list the parent's endpoints"))?;
-        let mut ids: Vec<String> = pplan::marked(&all, &marker)
-            .iter()
-            .map(|e| e.id.clone())
-            .collect();
-        if let Some(id) = pwh.status.as_ref().and_then(|s| s.endpoint_id.clone())
-            && !ids.contains(&id)
-            && all.iter().any(|e| e.id == id)
-        {
-            ids.push(id);
-        }
-        for id in &ids {
-            if !(ctx.may_write)() {
-                return Err(PwhError::NotLeader);
-            }
-            provider
-                .delete_parent_endpoint(id)
-                .await
-                .map_err(api_err("delete the endpoint"))?;
-        }
-        Ok(ids)
-    };
-    match step.await {
-        Ok(ids) => {
+    match pass::delete_owned(pwh, provider, &ctx.fence).await {
+        Ok(Deleted { ids, unproven }) => {
+            let mut evs = Vec::new();
             if !ids.is_empty() {
-                let evs = [OrgEvent {
+                evs.push(OrgEvent {
                     warning: false,
                     reason: "Deleted".into(),
                     note: format!("Deleted parent webhook endpoint {}", ids.join(", ")),
                     action: "Delete".into(),
-                }];
-                publish(ctx, pwh, &evs).await;
+                });
             }
-            if !(ctx.may_write)() {
+            if let Some(id) = unproven {
+                let marker = pwh.marker();
+                evs.push(OrgEvent {
+                    warning: true,
+                    reason: "OwnershipUnproven".into(),
+                    note: format!(
+                        "endpoint {id} (in status) does not carry this object's marker {marker:?}: not deleted; delete it at the provider if it is not another's"
+                    ),
+                    action: "Delete".into(),
+                });
+            }
+            publish(ctx, pwh, &evs).await;
+            if !ctx.fence.is_open() {
                 return Err(PwhError::NotLeader);
             }
             patch_finalizer(api, pwh, false, ctx).await?;
@@ -635,133 +311,6 @@ async fn delete_endpoint(
     }
 }
 
-fn owned_by(secret: &Secret, pwh: &ParentWebhook) -> bool {
-    let uid = pwh.meta().uid.as_deref();
-    secret
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-}
-
-fn seen_secret(secret: Option<&Secret>, pwh: &ParentWebhook) -> pplan::SecretSeen {
-    match secret {
-        None => pplan::SecretSeen::Missing,
-        Some(s) if !owned_by(s, pwh) => pplan::SecretSeen::Foreign,
-        Some(s) => {
-            let has_value = s
-                .data
-                .as_ref()
-                .and_then(|d| d.get("signingSecret"))
-                .is_some_and(|v| !v.0.is_empty());
-            let a = s.annotations();
-            pplan::SecretSeen::Owned {
-                // An emptied Secret counts as lost.
-                endpoint_id: a.get(ENDPOINT_ID_ANNOTATION).filter(|_| has_value).cloned(),
-                rotated_for: a.get(ROTATED_FOR_ANNOTATION).cloned(),
-            }
-        }
-    }
-}
-
-/// Creates or replaces the Secret (server-side apply); never one another owner controls.
-async fn write_secret(
-    api: &Api<Secret>,
-    pwh: &ParentWebhook,
-    want: &Desired,
-    endpoint_id: &str,
-    signing: &SigningSecret,
-) -> Result<(), PwhError> {
-    let name = &want.secret_name;
-    if let Some(existing) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err("read the signing Secret"))?
-        && !owned_by(&existing, pwh)
-    {
-        return Err(PwhError::Stall {
-            reason: "SecretConflict",
-            message: format!(
-                "Secret {name:?} exists and is not owned by this ParentWebhook; delete it or set spec.secretName"
-            ),
-        });
-    }
-    let mut annotations = BTreeMap::from([
-        (ENDPOINT_ID_ANNOTATION.to_string(), endpoint_id.to_string()),
-        (PARENT_WEBHOOK_ANNOTATION.to_string(), want.marker.clone()),
-    ]);
-    if let Some(v) = &want.rotate_for {
-        annotations.insert(ROTATED_FOR_ANNOTATION.to_string(), v.clone());
-    }
-    if let Some(at) = &signing.previous_expires_at {
-        annotations.insert(PREVIOUS_EXPIRES_ANNOTATION.to_string(), at.clone());
-    }
-    let data = BTreeMap::from([
-        (
-            "signingSecret".to_string(),
-            ByteString(signing.secret.expose().as_bytes().to_vec()),
-        ),
-        (
-            "endpointId".to_string(),
-            ByteString(endpoint_id.as_bytes().to_vec()),
-        ),
-    ]);
-    crate::reconcile::secrets::apply_owned(api, pwh, name, annotations, data)
-        .await
-        .map_err(kube_err("write the signing Secret"))?;
-    Ok(())
-}
-
-fn generation(pwh: &ParentWebhook) -> Option<i64> {
-    pwh.metadata.generation
-}
-
-fn ready(pwh: &ParentWebhook, ep: &ParentEndpoint) -> Vec<Cond> {
-    let g = generation(pwh);
-    vec![
-        Cond::new(
-            READY,
-            true,
-            "Reconciled",
-            format!(
-                "endpoint {} matches the spec ({}, {})",
-                ep.id,
-                ep.scope.as_deref().unwrap_or(pwh.spec.scope.api_value()),
-                ep.status
-            ),
-        )
-        .generation(g),
-        Cond::new(RECONCILING, false, "Reconciled", "").generation(g),
-        Cond::new(STALLED, false, "Reconciled", "").generation(g),
-    ]
-}
-
-fn reconciling(pwh: &ParentWebhook, reason: &str, message: &str) -> Vec<Cond> {
-    let g = generation(pwh);
-    vec![
-        Cond::new(READY, false, reason, message).generation(g),
-        Cond::new(RECONCILING, true, reason, message).generation(g),
-        Cond::new(STALLED, false, reason, "").generation(g),
-    ]
-}
-
-fn stalled(pwh: &ParentWebhook, reason: &str, message: &str) -> Vec<Cond> {
-    let g = generation(pwh);
-    vec![
-        Cond::new(READY, false, reason, message).generation(g),
-        Cond::new(RECONCILING, false, reason, "").generation(g),
-        Cond::new(STALLED, true, reason, message).generation(g),
-    ]
-}
-
-/// The current status with these conditions (each lastTransitionTime kept unless its
-/// status flipped).
-fn status_with(pwh: &ParentWebhook, wanted: Vec<Cond>) -> ParentWebhookStatus {
-    let mut status = pwh.status.clone().unwrap_or_default();
-    status.conditions = conditions::settle(&status.conditions, &wanted, &conditions::now());
-    status.observed_generation = generation(pwh);
-    status
-}
-
 /// Server-side apply of the status, skipped when nothing but timestamps would change.
 async fn write_status(
     api: &Api<ParentWebhook>,
@@ -773,11 +322,11 @@ async fn write_status(
     if current == serde_json::to_value(&status).ok() {
         return Ok(());
     }
-    if !(ctx.may_write)() {
+    if !ctx.fence.is_open() {
         return Err(PwhError::NotLeader);
     }
     let patch = json!({
-        "apiVersion": "orgops.dev/v1alpha1",
+        "apiVersion": crate::api::API_VERSION,
         "kind": "ParentWebhook",
         "status": status,
     });
@@ -793,7 +342,7 @@ async fn write_status(
 }
 
 async fn publish(ctx: &PwhCtx, pwh: &ParentWebhook, evs: &[OrgEvent]) {
-    if evs.is_empty() {
+    if evs.is_empty() || !ctx.fence.is_open() {
         return;
     }
     let regarding = pwh.object_ref(&());
@@ -801,113 +350,5 @@ async fn publish(ctx: &PwhCtx, pwh: &ParentWebhook, evs: &[OrgEvent]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-
-    fn pwh() -> ParentWebhook {
-        let mut p = ParentWebhook::new(
-            "firehose",
-            serde_json::from_value(json!({"url": "https://x", "events": ["test.ping"]})).unwrap(),
-        );
-        p.metadata.namespace = Some("ns".into());
-        p.metadata.uid = Some("uid-1".into());
-        p.metadata.resource_version = Some("7".into());
-        p
-    }
-
-    fn secret(owner_uid: &str, annotations: &[(&str, &str)], value: &str) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                owner_references: Some(vec![OwnerReference {
-                    uid: owner_uid.into(),
-                    controller: Some(true),
-                    ..Default::default()
-                }]),
-                annotations: Some(
-                    annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([(
-                "signingSecret".to_string(),
-                ByteString(value.as_bytes().to_vec()),
-            )])),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn secrets_are_seen_as_the_planner_needs() {
-        let p = pwh();
-        assert_eq!(seen_secret(None, &p), pplan::SecretSeen::Missing);
-        let foreign = secret(
-            "someone-else",
-            &[(ENDPOINT_ID_ANNOTATION, "ep-1")],
-            "whsec_x",
-        );
-        assert_eq!(seen_secret(Some(&foreign), &p), pplan::SecretSeen::Foreign);
-        let ours = secret(
-            "uid-1",
-            &[
-                (ENDPOINT_ID_ANNOTATION, "ep-1"),
-                (ROTATED_FOR_ANNOTATION, "v1"),
-            ],
-            "whsec_x",
-        );
-        assert_eq!(
-            seen_secret(Some(&ours), &p),
-            pplan::SecretSeen::Owned {
-                endpoint_id: Some("ep-1".into()),
-                rotated_for: Some("v1".into())
-            }
-        );
-        let emptied = secret("uid-1", &[(ENDPOINT_ID_ANNOTATION, "ep-1")], "");
-        assert_eq!(
-            seen_secret(Some(&emptied), &p),
-            pplan::SecretSeen::Owned {
-                endpoint_id: None,
-                rotated_for: None
-            },
-            "an emptied Secret is repaired"
-        );
-    }
-
-    #[test]
-    fn finalizer_patches_keep_others_and_pin_the_version() {
-        let mut p = pwh();
-        p.metadata.finalizers = Some(vec!["example.com/keep".into()]);
-        assert_eq!(
-            finalizer_patch(&p, true),
-            json!({"metadata": {"finalizers": ["example.com/keep", PARENT_WEBHOOK_FINALIZER], "resourceVersion": "7"}})
-        );
-        p.metadata.finalizers = Some(vec![
-            PARENT_WEBHOOK_FINALIZER.into(),
-            "example.com/keep".into(),
-        ]);
-        assert!(has_finalizer(&p));
-        assert_eq!(
-            finalizer_patch(&p, false)["metadata"]["finalizers"],
-            json!(["example.com/keep"])
-        );
-    }
-
-    #[test]
-    fn conditions_follow_kstatus() {
-        let mut p = pwh();
-        p.metadata.generation = Some(3);
-        let s = stalled(
-            &p,
-            "ApiRejected",
-            "create the endpoint: 403 FORBIDDEN_SCOPE",
-        );
-        assert!(s.iter().any(|c| c.type_ == STALLED && c.status));
-        assert!(s.iter().all(|c| c.observed_generation == Some(3)));
-        let r = reconciling(&p, "Retrying", "x");
-        assert!(r.iter().any(|c| c.type_ == RECONCILING && c.status));
-        assert!(r.iter().any(|c| c.type_ == READY && !c.status));
-    }
-}
+#[path = "parent_webhook_controller_tests.rs"]
+mod tests;

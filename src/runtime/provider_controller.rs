@@ -1,6 +1,7 @@
 //! Controller for OrgProviders: reads the parent key, checks it with whoami, sizes the
 //! rate limiter, reports Ready/Stalled and publishes the provider to the registry.
 use super::error::RuntimeError;
+use super::funds::Funds;
 use super::metrics::{KubeWrite, Metrics};
 use super::registry::{Fingerprint, Registry, Slot};
 use super::requeue::{self, Backoff};
@@ -31,6 +32,13 @@ pub struct ProviderCtx {
     /// Namespaced mode: the namespaces whose Secrets this installation may read (watched +
     /// its own). An OrgProvider with credentials elsewhere belongs to another installation.
     pub credential_namespaces: Option<Vec<String>>,
+    /// The leader fence (checked before the status write) and the request timeout: given to
+    /// every client built.
+    pub client_options: crate::provider::build::ClientOptions,
+    /// Customers waiting on the parent's funds; the balance each check reads.
+    pub funds: Arc<Funds>,
+    /// How often the check runs while customers wait on funds (`--funds-check-interval`).
+    pub funds_interval: Duration,
 }
 
 /// The result of checking one OrgProvider.
@@ -41,6 +49,8 @@ struct Check {
     tier: Option<RateTier>,
     /// Transient failure: retry with backoff rather than slowly.
     transient: bool,
+    /// The parent's prepaid balance (providers whose credits move from it), when read.
+    balance: Option<i64>,
 }
 
 /// Builds the OrgProvider controller. `store()` of the returned controller lets the
@@ -76,6 +86,22 @@ pub fn controller(client: Client, secret_namespaces: Option<&[String]>) -> Contr
     ctrl
 }
 
+/// OrgProviders whose first customer just began waiting on funds: checked now (their
+/// balance read), then polled while anyone waits.
+pub fn woken(
+    funds: &Funds,
+) -> impl futures::Stream<Item = ObjectRef<OrgProvider>> + Send + 'static {
+    futures::stream::unfold(funds.wakes(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(name) => return Some((ObjectRef::new(&name), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 fn referencing(store: &Store<OrgProvider>, ns: &str, name: &str) -> Vec<ObjectRef<OrgProvider>> {
     store
         .state()
@@ -107,10 +133,29 @@ pub async fn reconcile(
         let check = check(&op, &ctx).await?;
         let status = status_for(&op, &check);
         ctx.registry.store(&name, check.slot.clone());
+        if let Some(balance) = check.balance {
+            ctx.metrics.parent_balance(&name, balance);
+            let floor = op
+                .spec
+                .guardrails
+                .as_ref()
+                .and_then(|g| g.min_parent_balance);
+            let due = ctx.funds.observed(&name, balance, floor);
+            if !due.is_empty() {
+                info!(
+                    balance,
+                    customers = due.len(),
+                    "the parent's balance rose; re-triggering the customers waiting on funds"
+                );
+            }
+        }
         if !same_status(op.status.as_ref(), &status) {
+            if let Some(fence) = &ctx.client_options.fence {
+                fence.check()?;
+            }
             let api: Api<OrgProvider> = Api::all(ctx.client.clone());
             let patch = serde_json::json!({
-                "apiVersion": "orgops.dev/v1alpha1",
+                "apiVersion": crate::api::API_VERSION,
                 "kind": "OrgProvider",
                 "status": status,
             });
@@ -129,7 +174,13 @@ pub async fn reconcile(
         let action = match (&check.slot.health, check.transient) {
             (Ok(()), _) => {
                 ctx.backoff.succeeded(&name);
-                Action::requeue(requeue::jitter(ctx.resync))
+                // While customers wait on the parent's funds, look at the balance often.
+                let every = if ctx.funds.anyone_waiting(&name) {
+                    ctx.funds_interval.min(ctx.resync)
+                } else {
+                    ctx.resync
+                };
+                Action::requeue(requeue::jitter(every))
             }
             (Err(_), true) => Action::requeue(ctx.backoff.failed(name.clone())),
             (Err(_), false) => Action::requeue(requeue::jitter(requeue::SLOW)),
@@ -161,6 +212,7 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
         organization_id: None,
         tier: None,
         transient: false,
+        balance: None,
     };
     let r = &op.spec.credentials_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &r.namespace);
@@ -175,7 +227,12 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
     };
     let built = match ctx.registry.reusable(&op.name_any(), &fingerprint) {
         Some(p) => p,
-        None => match build(&op.spec, &creds, Some(ctx.metrics.provider.clone())) {
+        None => match build(
+            &op.spec,
+            &creds,
+            Some(ctx.metrics.provider.clone()),
+            &ctx.client_options,
+        ) {
             Ok(b) => b,
             Err(err) => {
                 let msg = format!("cannot build a client: {}", err.message());
@@ -199,6 +256,18 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
                 layers.set_tier(tier);
                 tier
             });
+            let balance = if provider.capabilities().allocation_ledger {
+                match provider.parent_balance().await {
+                    Ok(b) => Some(b),
+                    Err(err) => {
+                        // The key works; the balance is news for waiting customers only.
+                        warn!(code = err.code(), message = %err.message(), "reading the parent's balance failed");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             Ok(Check {
                 slot: Slot {
                     fingerprint,
@@ -209,6 +278,7 @@ async fn check(op: &OrgProvider, ctx: &ProviderCtx) -> Result<Check, RuntimeErro
                 organization_id: Some(identity.organization_id),
                 tier,
                 transient: false,
+                balance,
             })
         }
         Err(err) => {
@@ -263,18 +333,21 @@ fn status_for(op: &OrgProvider, check: &Check) -> OrgProviderStatus {
         },
         conditions: conditions::settle(&previous.conditions, &wanted, &conditions::now()),
         // Never applied by this field manager: the offboarding guard owns it (written by
-        // the CustomerOrg controller as orgops-offboarding). Left out of the apply, server-side
-        // apply leaves it alone; were it in, a stale copy here would undo a claim.
+        // the CustomerOrg controller as orgops-offboarding), and the credit guard owns the
+        // credit window (orgops-credits). Left out of the apply, server-side apply leaves
+        // them alone; were they in, a stale copy here would undo a claim.
         offboarding: Vec::new(),
+        credit_window: Vec::new(),
     }
 }
 
 /// Whether the status already says what this controller would apply (the offboarding
-/// window, written by another field manager, is not ours to compare).
+/// and credit windows, written by other field managers, are not ours to compare).
 fn same_status(current: Option<&OrgProviderStatus>, wanted: &OrgProviderStatus) -> bool {
     current.is_some_and(|c| {
         let mut c = c.clone();
         c.offboarding = Vec::new();
+        c.credit_window = Vec::new();
         &c == wanted
     })
 }
@@ -302,7 +375,7 @@ mod tests {
     use crate::api::OffboardingEntry;
 
     #[test]
-    fn the_offboarding_window_is_neither_compared_nor_applied() {
+    fn the_offboarding_and_credit_windows_are_neither_compared_nor_applied() {
         let wanted = OrgProviderStatus {
             organization_id: Some("org_1".into()),
             ..Default::default()
@@ -315,15 +388,20 @@ mod tests {
             time: conditions::now(),
             confirmed: false,
         });
+        current.credit_window.push(crate::api::CreditWindowEntry {
+            minute: conditions::now(),
+            credits: 5,
+            transfers: 1,
+        });
         assert!(
             same_status(Some(&current), &wanted),
-            "no write for the window alone"
+            "no write for the windows alone"
         );
         assert!(!same_status(None, &wanted));
         let applied = serde_json::to_value(&wanted).expect("json");
         assert!(
-            applied.get("offboarding").is_none(),
-            "the apply must not own status.offboarding: {applied}"
+            applied.get("offboarding").is_none() && applied.get("creditWindow").is_none(),
+            "the apply must not own status.offboarding or status.creditWindow: {applied}"
         );
     }
 }

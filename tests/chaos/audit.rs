@@ -19,6 +19,10 @@ pub(crate) enum Kind {
     Duplicated,
     /// A live key or webhook endpoint (or its Secret) the spec does not list.
     Orphaned,
+    /// Archived or suspended although no spec asked for it.
+    WronglyOffboarded,
+    /// A write that reached the API outside its sender's fenced window.
+    OutsideFence,
     Wrong,
 }
 
@@ -260,42 +264,57 @@ pub(crate) async fn audit(
         }
     }
 
-    // The racing pair: exactly one owns the adopted org, the other is Stalled AdoptionConflict.
+    // Racing pairs (one adoptOrgId, or one externalId created at the same instant):
+    // exactly one owns the org; the other lost, was then deleted, and owns nothing.
     let mut winners: Vec<&Customer> = Vec::new();
-    let racers: Vec<&Customer> = customers.iter().filter(|c| c.adopt.is_some()).collect();
-    if let Some(target) = racers.first().and_then(|c| c.adopt.clone()) {
-        let org = view.orgs.iter().find(|o| o["id"] == target.as_str());
-        let marker = org
-            .and_then(|o| o["metadata"][OWNER].as_str())
-            .unwrap_or("");
+    let mut pairs: std::collections::BTreeMap<&str, Vec<&Customer>> = Default::default();
+    for c in customers {
+        if let Some(p) = &c.pair {
+            pairs.entry(p.as_str()).or_default().push(c);
+        }
+    }
+    for (pair, racers) in &pairs {
         let owners: Vec<&&Customer> = racers
             .iter()
-            .filter(|c| marker == format!("{ns}/{}/{}", c.name, c.uid))
+            .filter(|c| {
+                view.orgs_marked(&c.marker_prefix(ns))
+                    .iter()
+                    .any(|o| o["status"] != "archived")
+                    || racers
+                        .first()
+                        .and_then(|r| r.adopt.as_ref())
+                        .is_some_and(|target| {
+                            view.orgs.iter().any(|o| {
+                                o["id"] == target.as_str()
+                                    && o["metadata"][OWNER].as_str()
+                                        == Some(format!("{ns}/{}/{}", c.name, c.uid).as_str())
+                            })
+                        })
+            })
             .collect();
         match owners.as_slice() {
-            [w] => winners.push(w),
-            _ => audit.add(
+            [w] if !w.loser => winners.push(w),
+            other => audit.add(
                 Kind::Wrong,
-                format!("adopted org {target}: owner marker {marker:?} names none of the pair"),
+                format!(
+                    "racing pair {pair}: {} of the pair own a live org (exactly one, the winner, should): {:?}",
+                    other.len(),
+                    other.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
+                ),
             ),
         }
-        for c in &racers {
-            let is_winner = winners.iter().any(|w| w.name == c.name);
-            let Some(obj) = live.get(&c.name) else {
-                audit.add(Kind::Lost, format!("{}: CustomerOrg is gone", c.name));
-                continue;
-            };
-            if !is_winner && !is_adoption_conflict(obj) {
+        for c in racers.iter().filter(|c| c.loser) {
+            if live.contains_key(&c.name) {
                 audit.add(
                     Kind::Wrong,
                     format!(
-                        "{}: lost the race but is not Stalled AdoptionConflict: {}",
-                        c.name, obj.data["status"]["conditions"]
+                        "{}: the deleted loser of pair {pair} is still there",
+                        c.name
                     ),
                 );
             }
             let own = view.orgs_marked(&c.marker_prefix(ns));
-            if !is_winner && !own.is_empty() {
+            if !own.is_empty() {
                 audit.add(
                     Kind::Duplicated,
                     format!("{}: lost the race yet owns {} orgs", c.name, own.len()),
@@ -304,10 +323,37 @@ pub(crate) async fn audit(
         }
     }
 
+    // Nothing archived or suspended that no spec asked for: an archived org belongs to a
+    // customer deleted with Archive; a suspended one to a customer whose spec says so.
+    for org in view
+        .orgs
+        .iter()
+        .filter(|o| o["status"] == "archived" || o["status"] == "suspended")
+    {
+        let marker = org["metadata"][OWNER].as_str().unwrap_or("");
+        let owner = customers
+            .iter()
+            .find(|c| marker == format!("{ns}/{}/{}", c.name, c.uid));
+        let asked = match (org["status"].as_str(), owner) {
+            (Some("archived"), Some(c)) => c.deleted && !c.orphan && !c.loser,
+            (Some("suspended"), Some(c)) => c.state == "suspended",
+            _ => false,
+        };
+        if !asked {
+            audit.add(
+                Kind::WronglyOffboarded,
+                format!(
+                    "org {} is {} but no spec asked for it (owner marker {marker:?})",
+                    org["id"], org["status"]
+                ),
+            );
+        }
+    }
+
     let http = reqwest::Client::new();
     let mut key_checks = Vec::new();
     for c in customers {
-        if c.adopt.is_some() && !winners.iter().any(|w| w.name == c.name) {
+        if c.pair.is_some() && !winners.iter().any(|w| w.name == c.name) {
             continue;
         }
         let orgs = view.orgs_marked(&c.marker_prefix(ns));
@@ -769,7 +815,7 @@ pub(crate) async fn audit_catches_tampering(
 ) {
     let Some(c) = customers
         .iter()
-        .find(|c| !c.deleted && c.adopt.is_none() && c.state == "active")
+        .find(|c| !c.deleted && c.pair.is_none() && c.state == "active")
     else {
         return;
     };
@@ -820,6 +866,29 @@ pub(crate) async fn audit_catches_tampering(
             resp.status()
         );
     }
+    // And one more customer's org archived behind the operators' backs.
+    let other = customers
+        .iter()
+        .filter(|d| !d.deleted && d.pair.is_none() && d.name != c.name)
+        .find_map(|d| {
+            SimView::parse(&state)
+                .orgs_marked(&d.marker_prefix(&env.ns))
+                .iter()
+                .find(|o| o["status"] == "active")
+                .and_then(|o| o["id"].as_str().map(str::to_string))
+        })
+        .expect("another live customer's org");
+    let resp = http
+        .delete(format!("{base}/v1/organizations/{other}"))
+        .bearer_auth(sim.parent_key())
+        .send()
+        .await
+        .expect("tamper archive");
+    assert!(
+        resp.status().is_success(),
+        "tamper archive: {}",
+        resp.status()
+    );
     let audit = audit(env, sim, customers, starting_total).await;
     let about = |kind: Kind, needle: &str| {
         audit
@@ -836,10 +905,11 @@ pub(crate) async fn audit_catches_tampering(
             &format!("{prefix}{} credits", c.credits + 1),
         ),
         about(Kind::Duplicated, "belongs to no CustomerOrg"),
+        about(Kind::WronglyOffboarded, &other),
     ];
     assert!(
         caught.iter().all(|c| *c),
-        "the audit missed tampering on {} (rogue key, rogue webhook, extra credit, rogue org = {caught:?}): {:?}",
+        "the audit missed tampering on {} (rogue key, rogue webhook, extra credit, rogue org, archived org = {caught:?}): {:?}",
         c.name,
         audit.violations
     );

@@ -43,6 +43,12 @@ pub(crate) struct Customer {
     pub(crate) spends: bool,
     /// `spec.adoptOrgId` (the racing pair).
     pub(crate) adopt: Option<String>,
+    /// The racing pair it belongs to (one adoptOrgId, or one externalId created at the
+    /// same instant): exactly one of a pair may own an org.
+    pub(crate) pair: Option<String>,
+    /// Lost its race and was deleted afterwards (deletionPolicy Archive): its deletion must
+    /// archive nothing, above all not the winner's org.
+    pub(crate) loser: bool,
     /// `spec.migrateProjects`: the parent's flat projects its org is created from.
     pub(crate) migrate: Vec<String>,
     /// metadata.uid, recorded when the object is created (the owner marker carries it).
@@ -118,6 +124,8 @@ pub(crate) fn initial_customers(ns: &str, n: usize) -> Vec<Customer> {
                 rotate_requested_at: None,
                 spends,
                 adopt: None,
+                pair: None,
+                loser: false,
                 migrate: Vec::new(),
                 uid: String::new(),
                 name,
@@ -149,8 +157,38 @@ pub(crate) fn racing_pair(org_id: &str) -> Vec<Customer> {
             rotate_requested_at: None,
             spends: false,
             adopt: Some(org_id.to_string()),
+            pair: Some("adopt".into()),
+            loser: false,
             migrate: Vec::new(),
             uid: String::new(),
+        })
+        .collect()
+}
+
+/// `n` pairs of CustomerOrgs sharing one `externalId`, to be created at the same instant:
+/// both find no org, and exactly one may create it (the claim decides).
+pub(crate) fn twin_pairs(ns: &str, n: usize) -> Vec<Customer> {
+    (0..n)
+        .flat_map(|k| {
+            ["a", "b"].map(|side| Customer {
+                name: format!("twin-{k}-{side}"),
+                external_id: Some(format!("{ns}-twin-{k}")),
+                display_name: format!("Chaos twin {k}"),
+                credits: 60,
+                state: "active",
+                deleted: false,
+                orphan: false,
+                keys: default_keys(),
+                hooks: vec![crm_hook(&format!("twin-{k}"))],
+                rotate: None,
+                rotate_requested_at: None,
+                spends: false,
+                adopt: None,
+                pair: Some(format!("twin-{k}")),
+                loser: false,
+                migrate: Vec::new(),
+                uid: String::new(),
+            })
         })
         .collect()
 }
@@ -159,7 +197,7 @@ pub(crate) fn racing_pair(org_id: &str) -> Vec<Customer> {
 pub(crate) fn planned_edits(customers: &[Customer]) -> Vec<Edit> {
     let mut edits = Vec::new();
     for (i, c) in customers.iter().enumerate() {
-        if c.adopt.is_some() {
+        if c.pair.is_some() {
             continue;
         }
         let suspended = c.state == "suspended";

@@ -1,14 +1,21 @@
-//! Chaos suite (issues #7 and #10): a flaky Layers API, two operator replicas with leader
-//! election SIGKILLed at random moments (the leader every other time, so the Lease moves),
-//! users editing every spec field meanwhile (credits, state, displayName, keys and webhooks
-//! added, changed and removed, rotation, Orphan and Archive deletes, customers with and without
-//! `externalId`, two CustomerOrgs racing to adopt one org) and customers spending with
-//! auto-refill on. Afterwards an audit of the simulator's state and the cluster proves nothing
-//! was lost, duplicated or left live that the specs do not list, and that money is conserved.
+//! Chaos suite (issues #7, #10 and #27): a flaky Layers API (5xx, lost responses, 429,
+//! latency, and a share of writes committing after longer than the client's timeout, with
+//! the simulator answering a duplicate of a request still running with its in-flight
+//! conflict), two operator replicas with leader election SIGKILLed at random moments (the
+//! leader every other time, so the Lease moves) or frozen with SIGSTOP past their Lease and
+//! let run again as zombies, users editing every spec field meanwhile (credits, state,
+//! displayName, keys and webhooks added, changed and removed, rotation, Orphan and Archive
+//! deletes, customers with and without `externalId`), racing pairs (two CustomerOrgs adopting
+//! one org, pairs sharing one `externalId` created at the same instant; every loser deleted
+//! afterwards) and customers spending with auto-refill on. Afterwards an audit of the
+//! simulator's state and the cluster proves nothing was lost, duplicated, left live that the
+//! specs do not list, or archived or suspended that no spec asked for; that money is
+//! conserved; and that no replica's write reached the API outside its fenced window.
 //!
-//! Scale: `ORGOPS_CHAOS_ORGS` (default and "full" 200; 40 for a quick local run) and
-//! `ORGOPS_CHAOS_KILLS` (default 12, half of them of the leader). Needs `cargo build -p
-//! layers-sim` first. The summary line goes to stderr even when output is captured.
+//! Scale: `ORGOPS_CHAOS_ORGS` (default and "full" 200; 40 for a quick local run),
+//! `ORGOPS_CHAOS_KILLS` (default 12, half of them of the leader) and
+//! `ORGOPS_CHAOS_ZOMBIES` (default 4). Needs `cargo build -p layers-sim` first. The summary
+//! line goes to stderr even when output is captured.
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -21,19 +28,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use rand::Rng;
 use serde_json::json;
-use support::chaos::leader_of;
-use support::{Operator, Sim, TestEnv, wait_for_some};
+use support::chaos::{Replicas, fence_audit, fence_audit_catches_violations};
+use support::{Sim, TestEnv};
 
 use audit::{Kind, SimView, audit, audit_catches_tampering, is_adoption_conflict};
 use customers::{
-    Customer, Edit, apply_edit, initial_customers, manifest, planned_edits, racing_pair,
+    Customer, Edit, apply_edit, initial_customers, manifest, planned_edits, racing_pair, twin_pairs,
 };
 
 const MANAGER: &str = "chaos-test";
@@ -104,8 +109,8 @@ async fn settle(
                             pending.push(format!("{} (deleted, finalizer not removed)", c.name))
                         }
                         (false, None) => pending.push(format!("{} (missing)", c.name)),
-                        // One of the racing pair is expected to stay Stalled.
-                        (false, Some(o)) if c.adopt.is_some() && is_adoption_conflict(o) => {}
+                        // One of each racing pair is expected to stay Stalled.
+                        (false, Some(o)) if c.pair.is_some() && is_adoption_conflict(o) => {}
                         (false, Some(o)) if !ready_at_generation(o) => {
                             let conds = o.data["status"]["conditions"].to_string();
                             pending.push(format!("{} (not Ready: {conds})", c.name));
@@ -165,16 +170,6 @@ async fn edit(api: &Api<DynamicObject>, sim: &Sim, customers: &mut [Customer], e
     apply_edit(api, customers, e).await;
 }
 
-async fn lease_holder(leases: &Api<Lease>, name: &str) -> (Option<String>, i32) {
-    match leases.get_opt(name).await {
-        Ok(Some(l)) => {
-            let spec = l.spec.unwrap_or_default();
-            (spec.holder_identity, spec.lease_transitions.unwrap_or(0))
-        }
-        _ => (None, 0),
-    }
-}
-
 /// Spends in the spending customers' orgs (auto-refill on) until `stop`: every second each
 /// active one settles 40 credits. Returns (successful spends, auto-refills seen).
 fn spend_in_background(
@@ -227,10 +222,12 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     let started = Instant::now();
     let n = env_usize("ORGOPS_CHAOS_ORGS", 200);
     let kills = env_usize("ORGOPS_CHAOS_KILLS", 12);
+    let zombies = env_usize("ORGOPS_CHAOS_ZOMBIES", 4);
     let settle_secs = env_usize("ORGOPS_CHAOS_SETTLE_SECS", 240.max(n * 3)) as u64;
 
     let env = TestEnv::new("chaos").await;
-    let sim = Sim::start(&["--tier", "unlimited"]);
+    // A duplicate of a request still running gets the in-flight 409 (`Retry-After`).
+    let sim = Sim::start(&["--tier", "unlimited", "--idempotency-in-flight", "conflict"]);
     let starting_total = SimView::parse(&sim.state().await).parent_balance;
     let client = env.client().await;
 
@@ -300,10 +297,16 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         }
     }
 
-    // Faults from the first request on: 10 % 5xx, 5 % lost responses, 5 % 429, latency.
+    // Faults from the first request on: 10 % 5xx, 5 % lost responses, 5 % 429, latency;
+    // 2 % of writes held 4 s, longer than the replicas' 3 s request timeout
+    // (`--provider-request-timeout`: the client gives up, the simulator cancels the request
+    // with its connection) and 2 % answered by a closed connection while they go on and
+    // commit 4 s later (`lateCommit`): the retry under the same key meets the original still
+    // running (the in-flight conflict), as does a new leader's after a freeze.
     sim.set_faults(
         json!({"error5xx": 0.10, "loseResponse": 0.05, "rateLimit429": 0.05,
-                          "latency": 0.2, "latencyMs": 300}),
+                          "latency": 0.2, "latencyMs": 300,
+                          "slowCommit": 0.02, "lateCommit": 0.02, "slowCommitMs": 4_000}),
     )
     .await;
 
@@ -326,16 +329,12 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     create_all(&corgs, &env.ns, &provider, &mut customers).await;
 
     // Two replicas competing for one Lease (its own name, so no other test's operator joins).
-    let lease_name = format!("chaos-{}", env.ns);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "orgops-system");
-    let lease_arg = format!("--lease-name={lease_name}");
-    let first = Operator::start(
+    let mut replicas = Replicas::start(
         &env,
-        &["--leader-election=true", &lease_arg, "--concurrency=8"],
+        &client,
+        &["--concurrency=8", "--provider-request-timeout=3s"],
     )
     .await;
-    let second = first.replica("b");
-    let mut ops = [first, second];
 
     let stop_spending = Arc::new(AtomicBool::new(false));
     let spender = spend_in_background(
@@ -349,83 +348,40 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         stop_spending.clone(),
     );
 
-    // Kill at random moments, the leader every other round; apply a share of the edits each
-    // round, alternately while both run (racing their writes) and while the victim is down.
+    // Kill or freeze at random moments; apply a share of the edits each round, alternately
+    // while both run (racing their writes) and while the victim is down or frozen.
     let mut edits = planned_edits(&customers);
     {
         let mut rng = rand::rng();
         for i in (1..edits.len()).rev() {
-            edits.swap(i, rng.random_range(0..=i));
+            edits.swap(i, rand::Rng::random_range(&mut rng, 0..=i));
         }
     }
-    let per_round = edits.len().div_ceil(kills.max(1));
+    let per_round = edits.len().div_ceil((kills + zombies).max(1));
     let mut edits = edits.into_iter();
-    let mut leader_changes = 0usize;
-    for round in 0..kills {
-        let (up, down) = {
-            let mut rng = rand::rng();
-            (
-                rng.random_range(500..3_000u64),
-                rng.random_range(100..1_500u64),
-            )
-        };
-        tokio::time::sleep(Duration::from_millis(up)).await;
-        if round == 2 {
-            let rotate =
-                json!({"metadata": {"annotations": {"orgops.dev/rotate-secret": "chaos-1"}}});
-            pwhs.patch("firehose", &PatchParams::default(), &Patch::Merge(rotate))
-                .await
-                .expect("rotate the firehose secret");
-        }
-        if round == 1 {
-            // The racing pair appears at once, mid-chaos.
-            let mut pair = racing_pair(&adopt_id);
-            create_all(&corgs, &env.ns, &provider, &mut pair).await;
-            customers.extend(pair);
-        }
-        let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
-        if round % 2 == 0 {
-            for e in &batch {
-                edit(&corgs, &sim, &mut customers, *e).await;
+    let twins = twin_pairs(&env.ns, 4);
+    let rounds = replicas
+        .chaos_rounds(kills, zombies, async |round| {
+            if round == 2 {
+                let rotate =
+                    json!({"metadata": {"annotations": {"orgops.dev/rotate-secret": "chaos-1"}}});
+                pwhs.patch("firehose", &PatchParams::default(), &Patch::Merge(rotate))
+                    .await
+                    .expect("rotate the firehose secret");
             }
-        }
-        let leader = leader_of(&ops).await;
-        let kill_leader = round % 2 == 0;
-        let victim = if kill_leader { leader } else { 1 - leader };
-        let (holder_before, _) = lease_holder(&leases, &lease_name).await;
-        for op in ops.iter_mut() {
-            assert!(
-                op.is_running(),
-                "an operator exited on its own; log: {}",
-                op.log_path().display()
-            );
-        }
-        ops[victim].kill();
-        if round % 2 == 1 {
-            for e in &batch {
-                edit(&corgs, &sim, &mut customers, *e).await;
+            if round == 1 {
+                // The racing pairs appear mid-chaos, each pair's two objects at once.
+                let mut pairs = racing_pair(&adopt_id);
+                pairs.extend(twins.iter().cloned());
+                create_all(&corgs, &env.ns, &provider, &mut pairs).await;
+                customers.extend(pairs);
             }
-        }
-        tokio::time::sleep(Duration::from_millis(down)).await;
-        ops[victim].restart();
-        if kill_leader {
-            // The Lease of a SIGKILLed holder expires (15 s) and someone else takes it.
-            let leases = leases.clone();
-            let lease_name = lease_name.clone();
-            wait_for_some("a new Lease holder", Duration::from_secs(60), || {
-                let leases = leases.clone();
-                let lease_name = lease_name.clone();
-                let before = holder_before.clone();
-                async move {
-                    let (now, _) = lease_holder(&leases, &lease_name).await;
-                    (now.is_some() && now != before).then_some(())
-                }
-            })
-            .await;
-            leader_of(&ops).await;
-            leader_changes += 1;
-        }
-    }
+            let batch: Vec<Edit> = edits.by_ref().take(per_round).collect();
+            for e in batch {
+                edit(&corgs, &sim, &mut customers, e).await;
+            }
+        })
+        .await;
     for e in edits {
         edit(&corgs, &sim, &mut customers, e).await;
     }
@@ -433,11 +389,41 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     let (spends, refills) = spender.await.expect("spender task");
     let chaos_done = started.elapsed();
 
-    let pending = settle(&corgs, &customers, Duration::from_secs(settle_secs)).await;
+    let mut pending = settle(&corgs, &customers, Duration::from_secs(settle_secs)).await;
+    // Every racing pair's loser (AdoptionConflict) is deleted, deletionPolicy Archive: its
+    // deletion may archive nothing, above all not the winner's org.
+    let conflicted: Vec<String> = corgs
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .iter()
+        .filter(|o| is_adoption_conflict(o))
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    for c in customers.iter_mut().filter(|c| c.pair.is_some()) {
+        if conflicted.contains(&c.name) {
+            corgs
+                .delete(&c.name, &DeleteParams::default())
+                .await
+                .unwrap_or_else(|e| panic!("delete the loser {}: {e}", c.name));
+            c.deleted = true;
+            c.loser = true;
+        }
+    }
+    pending.extend(settle(&corgs, &customers, Duration::from_secs(60)).await);
     let settled = started.elapsed();
-    let faults = sim.counters().await["faultsInjected"].as_u64().unwrap_or(0);
+    let counters = sim.counters().await;
+    let faults = counters["faultsInjected"].as_u64().unwrap_or(0);
+    // 409s the operator met: in-flight duplicates and idempotency conflicts, mostly.
+    let conflicts: u64 = counters["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["status"] == 409)
+        .filter_map(|r| r["count"].as_u64())
+        .sum();
     sim.set_faults(json!({})).await;
-    let (_, transitions) = lease_holder(&leases, &lease_name).await;
     let mut audit = audit(&env, &sim, &customers, starting_total).await;
     audit::firehose(&env, &sim, &pwhs, &mut audit).await;
     for p in pending {
@@ -446,14 +432,21 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
             format!("not settled after {settle_secs}s: {p}"),
         );
     }
-    for op in &ops {
-        if op.log().contains(sim.parent_key()) {
-            audit.add(Kind::Wrong, "an operator logged the parent key".into());
-        }
+    if replicas.logged(sim.parent_key()) {
+        audit.add(Kind::Wrong, "an operator logged the parent key".into());
     }
-    let [a, b] = ops;
-    drop(b);
-    drop(a);
+    let started_ms = replicas.started_ms;
+    let (leases, stopped_ms) = replicas.stop().await;
+    let transitions = leases
+        .windows(2)
+        .filter(|w| w[1].1.is_some() && w[1].1 != w[0].1)
+        .count();
+    let writes = sim.writes().await;
+
+    let fence = fence_audit(&writes, &leases, (started_ms, stopped_ms), &[]);
+    for v in &fence.outside {
+        audit.add(Kind::OutsideFence, v.clone());
+    }
     if !audit.violations.is_empty() {
         // Evidence for whoever reads the failure: the simulator's state and the objects.
         let dir = support::log_dir();
@@ -475,21 +468,32 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     }
     if audit.violations.is_empty() {
         audit_catches_tampering(&env, &sim, &customers, starting_total).await;
+        fence_audit_catches_violations();
     }
 
     // Written to the process's stderr directly, so the line shows in CI even though the
     // test harness captures println! output of passing tests.
+    let pairs = customers.iter().filter(|c| c.loser).count();
     let line = format!(
-        "chaos: {} orgs, {kills} kills, {leader_changes} leader changes, {faults} faults injected, \
-         {} lost, {} duplicated, {} orphaned keys or webhooks; {} migrated from flat projects, \
-         the firehose audited (one parent endpoint, rotated once)\n\
+        "chaos: {} customers, {} kills, {} leader changes, {} zombie pauses, {faults} faults injected \
+         ({conflicts} 409 answers met), \
+         {} lost, {} duplicated, {} orphaned, {} wrongly offboarded, {} writes outside a fence \
+         (of {} writes by {} replicas), {pairs} racing pairs' losers deleted; {} migrated from flat \
+         projects, the firehose audited (one parent endpoint, rotated once)\n\
          chaos: {spends} spends, {refills} auto-refills; {}; {} keys re-issued after a lost Secret; \
-         Lease transitions {transitions}; \
+         Lease transitions seen {transitions}; \
          chaos phase {:.0}s, settled at {:.0}s, total {:.0}s\n",
         customers.len(),
+        rounds.kills,
+        rounds.leader_changes,
+        rounds.zombies,
         audit.count(Kind::Lost),
         audit.count(Kind::Duplicated),
         audit.count(Kind::Orphaned),
+        audit.count(Kind::WronglyOffboarded),
+        audit.count(Kind::OutsideFence),
+        fence.writes,
+        fence.replicas,
         customers.iter().filter(|c| !c.migrate.is_empty()).count(),
         audit.money,
         audit.reissued,
@@ -505,7 +509,6 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         .collect();
     listed.sort();
     let _ = providers.delete(&provider, &DeleteParams::default()).await;
-    let _ = leases.delete(&lease_name, &DeleteParams::default()).await;
     if listed.is_empty() {
         env.cleanup().await;
     }
@@ -520,8 +523,20 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         "the simulator injected no faults, so this run proved nothing"
     );
     assert!(
-        leader_changes >= kills / 2,
-        "only {leader_changes} leader changes in {kills} kills"
+        rounds.leader_changes >= kills / 2 + zombies && rounds.zombies == zombies,
+        "only {} leader changes and {} zombies in {kills} kills and {zombies} freezes",
+        rounds.leader_changes,
+        rounds.zombies
+    );
+    assert!(
+        conflicts > 0,
+        "no 409 was met, so the in-flight conflict of a slow commit was not exercised"
+    );
+    assert!(
+        fence.writes > 0 && fence.replicas >= 2,
+        "the fence audit saw {} writes by {} replicas",
+        fence.writes,
+        fence.replicas
     );
     assert!(
         spends > 0,

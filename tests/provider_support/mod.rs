@@ -87,3 +87,29 @@ pub async fn set_faults(sim: &RunningSim, faults: Value) {
         .expect("faults");
     assert!(resp.status().is_success(), "fault config refused");
 }
+
+/// The owner marker the provider tests write on the orgs they will archive, suspend or
+/// clean up: destructive calls take a proof of ownership (`orgops::provider::owned`).
+pub const OWNER_MARKER: &str = "ns/test/uid-1";
+
+pub fn test_owner() -> orgops::provider::owned::Owner {
+    orgops::provider::owned::Owner {
+        namespace: "ns".into(),
+        name: "test".into(),
+        uid: "uid-1".into(),
+    }
+}
+
+/// `metadata` with this tests' owner marker added.
+pub fn marked(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut m = meta(pairs);
+    m.insert("orgops.dev/owner".into(), OWNER_MARKER.into());
+    m
+}
+
+/// The proof a destructive call needs: the org read fresh, carrying [`OWNER_MARKER`].
+pub async fn proof(p: &dyn orgops::provider::Provider, org_id: &str) -> orgops::provider::Owned {
+    orgops::provider::owned::prove(p, None, org_id, &test_owner())
+        .await
+        .unwrap_or_else(|e| panic!("prove ownership of {org_id}: {e}"))
+}

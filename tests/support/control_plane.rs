@@ -59,14 +59,19 @@ fn find_or_start() -> PathBuf {
         );
         return path;
     }
-    let local = workspace_root().join("target/control-plane/kubeconfig");
+    // hack/control-plane/up's state directory: ORGOPS_CP_DIR when set (a control plane on
+    // ports of its own), as hack/control-plane/common.sh reads it.
+    let dir = std::env::var_os("ORGOPS_CP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/control-plane"));
+    let local = dir.join("kubeconfig");
     if readyz_ok(&local) {
         return local;
     }
-    let lock_path = workspace_root().join("target/control-plane/.up.lock");
-    std::fs::create_dir_all(lock_path.parent().expect("lock dir")).expect("create lock dir");
+    let lock_path = dir.join(".up.lock");
+    std::fs::create_dir_all(&dir).expect("create the control plane's directory");
     let lock = File::create(&lock_path).expect("create up lock file");
-    lock.lock().expect("lock target/control-plane/.up.lock");
+    lock.lock().expect("lock the control plane's .up.lock");
     // Another test binary may have started it while we waited for the lock.
     if !readyz_ok(&local) {
         let up = workspace_root().join("hack/control-plane/up");
@@ -174,8 +179,22 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
         "creating namespace orgops-system failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rbac = root.join("deploy/rbac.yaml").to_string_lossy().into_owned();
-    ok(
+    apply_rbac(kubeconfig);
+}
+
+/// Applies deploy/rbac.yaml again (before each operator start): the test control plane may
+/// be shared by checkouts of other versions, whose test binaries apply their own copy.
+pub fn reapply_rbac() {
+    apply_rbac(&ControlPlane::ensure().kubeconfig);
+}
+
+fn apply_rbac(kubeconfig: &Path) {
+    let rbac = workspace_root()
+        .join("deploy/rbac.yaml")
+        .to_string_lossy()
+        .into_owned();
+    let out = run_kubectl(
+        kubeconfig,
         &[
             "apply",
             "--server-side",
@@ -184,6 +203,11 @@ fn install_crds_and_rbac(kubeconfig: &Path) {
             "-f",
             &rbac,
         ],
-        "applying deploy/rbac.yaml",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "applying deploy/rbac.yaml failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -83,6 +83,14 @@ impl GenniaSim {
         self.get_json("/_sim/counters").await
     }
 
+    /// GET /_sim/writes: every non-read API request as it arrived, with its sender.
+    pub async fn writes(&self) -> Vec<Value> {
+        self.get_json("/_sim/writes").await["writes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// PUT /_sim/faults with the given fault configuration.
     pub async fn set_faults(&self, faults: Value) {
         let resp = self

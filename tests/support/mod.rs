@@ -12,7 +12,9 @@ mod control_plane;
 pub mod corgs;
 mod env;
 pub mod gennia;
+pub mod import;
 mod operator;
+mod proxy;
 mod sim;
 pub mod world;
 pub mod youhodler;
@@ -21,8 +23,10 @@ pub use control_plane::{ControlPlane, client_for};
 pub use env::{TestEnv, create_namespace_without_finalizer_policy};
 pub use gennia::{GenniaSim, GenniaWorld};
 pub use operator::{
-    OPERATOR_SA, Operator, bind_service_account, write_token_kubeconfig, write_token_kubeconfig_for,
+    OPERATOR_SA, Operator, bind_service_account, orgops_bin, read_only_kubeconfig,
+    write_token_kubeconfig, write_token_kubeconfig_for,
 };
+pub use proxy::ApiProxy;
 pub use sim::Sim;
 
 use std::future::Future;
@@ -171,4 +175,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Sends `req` and returns its JSON body (`null` when empty); panics naming `what` when the
+/// request fails or the status is not 2xx.
+pub async fn ok_json(req: reqwest::RequestBuilder, what: &str) -> serde_json::Value {
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{what}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }

@@ -21,7 +21,7 @@ pub struct Operator {
     http: reqwest::Client,
 }
 
-fn orgops_bin() -> PathBuf {
+pub fn orgops_bin() -> PathBuf {
     std::env::var_os("ORGOPS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_orgops")))
@@ -91,6 +91,26 @@ impl Operator {
     /// own metrics port and log `<ns>-operator-<tag>.log`. Pass `--leader-election=true` and a
     /// `--lease-name` to the first so the two compete for one Lease.
     pub fn replica(&self, tag: &str) -> Operator {
+        let mut op = self.replica_unstarted(tag);
+        op.spawn();
+        op
+    }
+
+    /// Another operator in this namespace with `flags` instead of the same flags of this
+    /// one (e.g. a second shard: its own `--lease-name` and `--shard-selector`); other
+    /// flags, the ServiceAccount and kubeconfig are this one's. Log `<ns>-operator-<tag>.log`.
+    pub fn sibling(&self, tag: &str, flags: &[&str]) -> Operator {
+        let mut op = self.replica_unstarted(tag);
+        for flag in flags {
+            let name = flag.split('=').next().unwrap_or(flag);
+            op.args.retain(|a| a.split('=').next().unwrap_or(a) != name);
+            op.args.push(flag.to_string());
+        }
+        op.spawn();
+        op
+    }
+
+    fn replica_unstarted(&self, tag: &str) -> Operator {
         let metrics_port = free_port();
         let args = self
             .args
@@ -108,7 +128,7 @@ impl Operator {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "operator".into());
-        let mut op = Operator {
+        Operator {
             child: None,
             args,
             kubeconfig: self.kubeconfig.clone(),
@@ -116,9 +136,37 @@ impl Operator {
             metrics_port,
             binding: self.binding.clone(),
             http: reqwest::Client::new(),
-        };
+        }
+    }
+
+    /// A second replica as [`Operator::replica`] whose API server traffic goes to `server`
+    /// (`https://127.0.0.1:<port>`, e.g. a [`super::ApiProxy`] the test can cut).
+    pub fn replica_via(&self, tag: &str, server: &str) -> Operator {
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&self.kubeconfig).expect("read operator kubeconfig"),
+        )
+        .expect("operator kubeconfig JSON");
+        if let Some(cluster) = config["clusters"].get_mut(0) {
+            cluster["cluster"]["server"] = server.into();
+        }
+        let path = self.kubeconfig.with_extension(format!("{tag}.kubeconfig"));
+        write_kubeconfig(&path, &config);
+        let mut op = self.replica_unstarted(tag);
+        op.kubeconfig = path;
         op.spawn();
         op
+    }
+
+    /// The API server URL of this operator's kubeconfig.
+    pub fn server(&self) -> String {
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&self.kubeconfig).expect("read operator kubeconfig"),
+        )
+        .expect("operator kubeconfig JSON");
+        config["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .expect("kubeconfig server")
+            .to_string()
     }
 
     /// True when this process's /metrics says it holds the leader Lease (`orgops_leader 1`).
@@ -134,6 +182,28 @@ impl Operator {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process freezes as a long GC pause or a frozen node would, its sockets
+    /// and timers untouched; `resume` lets it run on from where it stopped.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Operator::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let out = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .output()
+                .expect("run kill");
+            assert!(out.status.success(), "kill {sig} {pid}: {out:?}");
         }
     }
 
@@ -202,7 +272,7 @@ impl Drop for Operator {
 /// Creates the ServiceAccount (if missing), a ClusterRoleBinding to ClusterRole `orgops`
 /// and a RoleBinding to Role `orgops-leader-election`, both named `orgops-e2e-<ns>`.
 pub fn bind_service_account(ns: &str) -> String {
-    ControlPlane::ensure();
+    super::control_plane::reapply_rbac();
     let binding = format!("orgops-e2e-{ns}");
     let subject = format!("{ns}:{OPERATOR_SA}");
     let sa = kubectl(&["create", "serviceaccount", OPERATOR_SA, "-n", ns]);
@@ -261,14 +331,57 @@ pub fn write_token_kubeconfig_for(ns: &str, sa: &str) -> PathBuf {
         ctx["context"]["user"] = "orgops".into();
     }
     let path = log_dir().join(format!("{ns}-{sa}.kubeconfig"));
-    // The token is a credential: owner-only file.
+    write_kubeconfig(&path, &config);
+    path
+}
+
+/// Writes a kubeconfig holding a token: an owner-only file.
+fn write_kubeconfig(path: &std::path::Path, config: &serde_json::Value) {
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
-        .expect("create operator kubeconfig");
-    serde_json::to_writer_pretty(file, &config).expect("write operator kubeconfig");
-    path
+        .open(path)
+        .expect("create kubeconfig");
+    serde_json::to_writer_pretty(file, config).expect("write kubeconfig");
+}
+
+/// A ClusterRole with get/list/watch on CustomerOrgs, OrgProviders, ParentWebhooks and Secrets only: what
+/// `orgops plan` and `orgops import` need, and no write.
+const READ_ONLY_ROLE: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: orgops-plan-e2e}
+rules:
+- apiGroups: [orgops.dev]
+  resources: [customerorgs, orgproviders, parentwebhooks]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list]
+"#;
+
+/// A ServiceAccount of `ns` bound to the read-only role alone (not the operator's); its
+/// kubeconfig.
+pub fn read_only_kubeconfig(ns: &str) -> PathBuf {
+    super::apply_yaml_ok(READ_ONLY_ROLE);
+    kubectl_ok(&["create", "serviceaccount", "plan-reader", "-n", ns]);
+    let binding = format!("orgops-plan-e2e-{ns}");
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &binding,
+        "--ignore-not-found",
+    ]);
+    kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &binding,
+        "--clusterrole=orgops-plan-e2e",
+        &format!("--serviceaccount={ns}:plan-reader"),
+    ]);
+    write_token_kubeconfig_for(ns, "plan-reader")
 }

@@ -50,6 +50,14 @@ impl Sim {
         self.get_json("/_sim/counters").await
     }
 
+    /// GET /_sim/writes: every non-read API request as it arrived, with its sender.
+    pub async fn writes(&self) -> Vec<serde_json::Value> {
+        self.get_json("/_sim/writes").await["writes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// PUT /_sim/faults with the given fault configuration.
     pub async fn set_faults(&self, faults: serde_json::Value) {
         let url = format!("{}/_sim/faults", self.base_url);
@@ -74,6 +82,23 @@ impl Sim {
         assert!(
             resp.status().is_success(),
             "POST /_sim/reset: {}",
+            resp.status()
+        );
+    }
+
+    /// POST /_sim/topup: `credits` more in the parent's prepaid wallet.
+    pub async fn topup(&self, credits: u64) {
+        let url = format!("{}/_sim/topup", self.base_url);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "credits": credits }))
+            .send()
+            .await
+            .expect("POST /_sim/topup");
+        assert!(
+            resp.status().is_success(),
+            "POST /_sim/topup: {}",
             resp.status()
         );
     }

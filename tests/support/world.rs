@@ -26,26 +26,7 @@ impl World {
         let env = TestEnv::new(name).await;
         let sim = Sim::start(sim_args);
         let provider = format!("p-{}", env.ns);
-        env.kubectl_ok(&[
-            "create",
-            "secret",
-            "generic",
-            "parent-key",
-            &format!("--from-literal=apiKey={}", sim.parent_key()),
-        ]);
-        apply_yaml_ok(&format!(
-            r#"apiVersion: orgops.dev/v1alpha1
-kind: OrgProvider
-metadata: {{name: {provider}}}
-spec:
-  type: layers
-  baseUrl: {url}
-  credentialsSecretRef: {{namespace: {ns}, name: parent-key, key: apiKey}}
-  rateLimit: {{tier: auto}}
-"#,
-            url = sim.base_url(),
-            ns = env.ns
-        ));
+        install_provider(&env, &sim, &provider, "parent-key");
         let lease = format!("orgops-leader-{}", env.ns);
         let mut args = vec!["--lease-name", &lease];
         args.extend_from_slice(op_args);
@@ -120,6 +101,41 @@ spec:
         ])
     }
 
+    /// This world's OrgProvider, merge-patched with `body` (e.g. its spec's guardrails).
+    /// Merge-patches CustomerOrg `name` of this world's namespace, as a person would.
+    pub fn patch_corg(&self, name: &str, body: &serde_json::Value) {
+        self.env.kubectl_ok(&[
+            "patch",
+            "customerorg",
+            name,
+            "--type=merge",
+            "-p",
+            &body.to_string(),
+        ]);
+    }
+
+    pub fn patch_provider(&self, body: &serde_json::Value) {
+        super::kubectl_ok(&[
+            "patch",
+            "orgprovider",
+            &self.provider,
+            "--type=merge",
+            "-p",
+            &body.to_string(),
+        ]);
+    }
+
+    /// The change-log records (docs/changelog.md) the operator logged for CustomerOrg
+    /// `name` of this world's namespace.
+    pub fn changelog(&self, name: &str) -> Vec<orgops::changelog::Record> {
+        self.op
+            .log()
+            .lines()
+            .filter_map(orgops::changelog::parse_line)
+            .filter(|r| r.object.name == name && r.object.namespace == self.env.ns)
+            .collect()
+    }
+
     pub async fn writes(&self) -> u64 {
         count(&self.sim.counters().await, |m, _| m != "GET")
     }
@@ -127,6 +143,54 @@ spec:
     pub async fn cleanup(self) {
         super::world::cleanup_world(&self.provider, self.op, self.env).await;
     }
+}
+
+/// The parent key in Secret `secret` of the test namespace and a `layers` OrgProvider named
+/// `provider` (cluster scoped) for `sim`, its tier read from whoami.
+pub fn install_provider(env: &TestEnv, sim: &Sim, provider: &str, secret: &str) {
+    env.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        secret,
+        &format!("--from-literal=apiKey={}", sim.parent_key()),
+    ]);
+    apply_yaml_ok(&format!(
+        r#"apiVersion: orgops.dev/v1alpha1
+kind: OrgProvider
+metadata: {{name: {provider}}}
+spec:
+  type: layers
+  baseUrl: {url}
+  credentialsSecretRef: {{namespace: {ns}, name: {secret}, key: apiKey}}
+  rateLimit: {{tier: auto}}
+"#,
+        url = sim.base_url(),
+        ns = env.ns
+    ));
+}
+
+/// A CustomerOrg manifest without its `externalId` line.
+pub fn without_external_id(yaml: &str) -> String {
+    yaml.lines()
+        .filter(|l| !l.trim_start().starts_with("externalId:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Merge-patches CustomerOrg `name`'s status subresource with `json`, as a restore, a
+/// `kubectl patch` or a lost write would leave it.
+pub fn patch_status(env: &TestEnv, name: &str, json: &str) {
+    env.kubectl_ok(&[
+        "patch",
+        "customerorg",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json,
+    ]);
 }
 
 /// Deletes a world's OrgProvider, stops its operator and removes its namespace.
@@ -138,6 +202,12 @@ pub async fn cleanup_world(provider: &str, op: Operator, env: TestEnv) {
 
 /// Requests the simulator counted whose (method, route template) pass `keep`.
 pub fn count(counters: &Value, keep: impl Fn(&str, &str) -> bool) -> u64 {
+    count_by_status(counters, |m, r, _| keep(m, r))
+}
+
+/// Requests the simulator counted whose (method, route template, status) pass `keep`
+/// (status 0: the connection was dropped).
+pub fn count_by_status(counters: &Value, keep: impl Fn(&str, &str, u64) -> bool) -> u64 {
     counters["requests"]
         .as_array()
         .map(|rows| {
@@ -146,6 +216,7 @@ pub fn count(counters: &Value, keep: impl Fn(&str, &str) -> bool) -> u64 {
                     keep(
                         r["method"].as_str().unwrap_or_default(),
                         r["route"].as_str().unwrap_or_default(),
+                        r["status"].as_u64().unwrap_or(0),
                     )
                 })
                 .map(|r| r["count"].as_u64().unwrap_or(0))
@@ -267,10 +338,23 @@ impl World {
         .await;
     }
 
-    /// API requests about child orgs (not the provider's whoami checks, not /_sim/).
+    /// API requests about child orgs (not the OrgProvider checks, not /_sim/).
     pub async fn org_requests(&self) -> u64 {
-        count(&self.sim.counters().await, |_, route| {
+        let c = self.sim.counters().await;
+        let calls = count(&c, |_, route| {
             route != "/v1/whoami" && route.starts_with("/v1/")
-        })
+        });
+        // The OrgProvider check (provider_controller: whoami, then the parent's balance for a
+        // provider with an allocation ledger) runs every resync and is no call for a
+        // CustomerOrg: one balance read per whoami is its, any other one counts.
+        let whoami = count(&c, |m, route| m == "GET" && route == "/v1/whoami");
+        let balance = count(&c, |m, route| m == "GET" && route == "/v1/credits");
+        calls - balance.min(whoami)
+    }
+}
+
+impl super::corgs::CorgWaits for World {
+    fn env(&self) -> &TestEnv {
+        &self.env
     }
 }

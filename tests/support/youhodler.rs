@@ -89,6 +89,14 @@ impl YouhodlerSim {
             .await
     }
 
+    /// GET /_sim/writes: every non-read API request as it arrived, with its sender.
+    pub async fn writes(&self) -> Vec<Value> {
+        self.call(reqwest::Method::GET, "/_sim/writes", None).await["writes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub async fn set_faults(&self, faults: Value) {
         self.call(reqwest::Method::PUT, "/_sim/faults", Some(faults))
             .await;
@@ -131,14 +139,7 @@ impl YouhodlerSim {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{method} {path}: {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        super::ok_json(r, &format!("{method} {path}")).await
     }
 }
 

@@ -3,11 +3,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Ctx, Out, child, page};
+use crate::CreditEvents;
 use crate::error::ApiError;
 use crate::ids::{org_id, txn_id};
 use crate::model::{CreditEvent, Metadata, OrgStatus, State};
 use crate::time::{fmt_z, month_bounds, parse_z};
-use crate::validate::{self, decode_cursor, object};
+use crate::validate::{self, decode_cursor};
 
 const EVENT_TYPES: [&str; 6] = [
     "usage",
@@ -28,6 +29,20 @@ pub fn wallet(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 pub fn events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
+    list_events(st, ctx, id).map(Out::ok)
+}
+
+/// `GET /v1/credits/events`: the caller's own ledger (the acting org's), any valid key, like
+/// `GET /v1/credits` (row 22). Not on a reference page; Layers' own MCP client calls it.
+pub fn own_events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
+    if !st.orgs.contains_key(&ctx.acting) {
+        return Err(ApiError::not_found("organization"));
+    }
+    list_events(st, ctx, ctx.acting).map(Out::ok)
+}
+
+/// One page of org `id`'s ledger, newest first, with the row-10 filters.
+fn list_events(st: &State, ctx: &Ctx, id: Uuid) -> Result<Value, ApiError> {
     let event_type = match ctx.q("eventType") {
         Some(t) if !EVENT_TYPES.contains(&t) => {
             return Err(ApiError::validation(format!(
@@ -53,7 +68,11 @@ pub fn events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     // Every simulated event is org-level, so a projectId filter matches nothing.
     let by_project = ctx.q("projectId").is_some();
     let org = &st.orgs[&id];
-    let body = page(
+    let render = match ctx.switches.credit_events {
+        CreditEvents::WithMetadata => CreditEvent::json,
+        CreditEvents::Documented => CreditEvent::documented_json,
+    };
+    Ok(page(
         org.ledger.len(),
         |i| org.ledger.get(i),
         |e| e.seq,
@@ -65,9 +84,8 @@ pub fn events(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         },
         before,
         limit,
-        CreditEvent::json,
-    );
-    Ok(Out::ok(body))
+        render,
+    ))
 }
 
 pub fn allocate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
@@ -80,7 +98,7 @@ pub fn allocate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
         ));
     }
     let id = child(st, ctx, ctx.param(0))?;
-    let map = object(ctx.body, &["credits", "description", "metadata"], false)?;
+    let map = ctx.object(&["credits", "description", "metadata"], false)?;
     let credits = validate::integer(
         map.get("credits")
             .ok_or_else(|| ApiError::validation("credits: is required"))?,
@@ -188,8 +206,7 @@ pub fn config_get(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 pub fn config_patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    let map = object(
-        ctx.body,
+    let map = ctx.object(
         &["monthlyCreditCap", "refillThreshold", "refillAmount"],
         true,
     )?;

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::ids::{new_api_key, parse_id, sha256_hex};
 use crate::model::{ApiKeyRec, GRACE_US, OrgStatus, State};
 use crate::scopes;
-use crate::validate::{self, decode_cursor, object};
+use crate::validate::{self, decode_cursor};
 
 fn parse_scopes(v: Option<&Value>, caller: &[String]) -> Result<Vec<String>, ApiError> {
     let Some(Value::Array(items)) = v else {
@@ -92,7 +92,7 @@ fn writable(st: &State, id: Uuid) -> Result<(), ApiError> {
 pub fn mint(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    let map = object(ctx.body, &["name", "scopes", "env"], false)?;
+    let map = ctx.object(&["name", "scopes", "env"], false)?;
     let name = validate::string(
         map.get("name")
             .ok_or_else(|| ApiError::validation("name: is required"))?,
@@ -146,7 +146,7 @@ pub fn rotate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
     let kid = child_key(st, ctx, id)?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     writable(st, id)?;
     let old = st.keys[&kid].clone();
     if let Some(next) = old.superseded_by {
@@ -182,7 +182,7 @@ pub fn delete(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
     let kid = child_key(st, ctx, id)?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     let key = st
         .keys
         .get_mut(&kid)

@@ -20,7 +20,9 @@ use crate::model::{IdemEntry, OrgStatus, State};
 use crate::ratelimit::{Class, Tier, Window, class_name};
 use crate::router::{Matched, Op};
 use crate::time::{DAY_US, fmt_z};
-use crate::{InFlightMode, Shared, lock};
+use crate::{
+    Assumptions, InFlightMode, RateLimitScope, Shared, SuspendedWrites, UnknownFields, lock,
+};
 
 pub use crate::scopes::ADMIN;
 
@@ -36,10 +38,26 @@ pub struct Ctx<'a> {
     pub query: Vec<(String, String)>,
     pub body: &'a [u8],
     pub idem: Option<String>,
-    pub archive_deletes_webhooks: bool,
+    /// The assumption switches in force for this request.
+    pub switches: &'a Assumptions,
 }
 
 impl Ctx<'_> {
+    /// The request body as a JSON object with only `allowed` fields: an unknown field is
+    /// `422` (decision 17) or, with `--unknown-fields ignore`, dropped.
+    pub fn object(
+        &self,
+        allowed: &[&str],
+        empty_ok: bool,
+    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+        crate::validate::object_with(
+            self.body,
+            allowed,
+            empty_ok,
+            self.switches.unknown_fields == UnknownFields::Ignore,
+        )
+    }
+
     pub fn q(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -127,8 +145,16 @@ fn rate_headers(v: &crate::ratelimit::Verdict) -> Vec<(&'static str, String)> {
     h
 }
 
+/// How a request is held before it executes (the slow- and late-commit faults).
+#[derive(Default)]
+pub struct Hold {
+    /// Hold the request in flight this long before it executes.
+    pub slow_commit: Option<Duration>,
+    /// Told once the request holds its in-flight claim or has an answer (late commit).
+    pub claimed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
 /// One API request: authentication, switches, rate limits, idempotency, then the handler.
-/// `slow_commit` is the fault that holds the request in flight before it executes.
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
     shared: &Shared,
@@ -139,20 +165,11 @@ pub async fn handle(
     headers: &ReqHeaders,
     body: &Bytes,
     rid: &str,
-    slow_commit: Option<Duration>,
+    hold: Hold,
 ) -> Reply {
     let mut extra = Vec::new();
     let r = run(
-        shared,
-        matched,
-        method,
-        path,
-        query,
-        headers,
-        body,
-        rid,
-        slow_commit,
-        &mut extra,
+        shared, matched, method, path, query, headers, body, rid, hold, &mut extra,
     )
     .await;
     let mut reply = match r {
@@ -180,6 +197,7 @@ struct Caller {
 /// request, under the state lock.
 fn admit(
     shared: &Shared,
+    switches: &Assumptions,
     method: &Method,
     path: &str,
     headers: &ReqHeaders,
@@ -236,7 +254,21 @@ fn admit(
 
     // Rate limits per (key, endpoint class), and the daily write cap per key.
     let class = Class::of(method);
-    if let Some(v) = lock(&shared.limiter).take(shared.tier, key_id, class, now) {
+    let bucket = match switches.rate_limit_scope {
+        RateLimitScope::ParentKey => key_id,
+        RateLimitScope::ChildOrg => bucket_org(&st, key_org, headers, path),
+    };
+    let taken = lock(&shared.limiter).take(
+        shared.tier,
+        crate::ratelimit::Take {
+            key: key_id,
+            bucket,
+            class,
+            burst: switches.rate_limit_burst,
+        },
+        now,
+    );
+    if let Some(v) = taken {
         extra.extend(rate_headers(&v));
         if let Some(secs) = v.retry_after {
             let midnight = (now.div_euclid(DAY_US) + 1) * DAY_US;
@@ -329,6 +361,22 @@ fn admit(
     })
 }
 
+/// With `--rate-limit-scope child-org`, the organization whose bucket a request draws on:
+/// the child named by `X-Layers-Organization`, else the child in the path
+/// (`/v1/organizations/:orgId/…`), else the key's own org (a child key's traffic is its
+/// child's). Anything that does not name a direct child of the key's org is the key org's.
+fn bucket_org(st: &State, key_org: Uuid, headers: &ReqHeaders, path: &str) -> Uuid {
+    let named = headers.acting_org.clone().or_else(|| {
+        path.strip_prefix("/v1/organizations/")
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_string)
+    });
+    named
+        .and_then(|raw| parse_id(&raw, "org"))
+        .filter(|id| st.orgs.get(id).is_some_and(|o| o.parent == Some(key_org)))
+        .unwrap_or(key_org)
+}
+
 /// Removes an in-flight marker when the request that set it ends, however it ends
 /// (a dropped connection cancels the future while it sleeps).
 struct InFlight<'a> {
@@ -361,10 +409,15 @@ async fn run(
     headers: &ReqHeaders,
     body: &Bytes,
     rid: &str,
-    mut slow_commit: Option<Duration>,
+    hold: Hold,
     extra: &mut Vec<(&'static str, String)>,
 ) -> Result<Reply, ApiError> {
-    let caller = admit(shared, method, path, headers, body, extra)?;
+    let Hold {
+        mut slow_commit,
+        mut claimed,
+    } = hold;
+    let switches = shared.switches.get();
+    let caller = admit(shared, &switches, method, path, headers, body, extra)?;
     let query = crate::validate::query_pairs(query);
     let mut claim = InFlight { shared, key: None };
     let mut slept = false;
@@ -375,7 +428,7 @@ async fn run(
             let mut step = None;
             if !slept && let (Some(k), Some(fp)) = (&caller.store_key, &caller.fingerprint) {
                 if st.in_flight.contains(k) {
-                    if shared.in_flight_mode == InFlightMode::Conflict {
+                    if switches.idempotency_in_flight == InFlightMode::Conflict {
                         let mut e = ApiError::new(
                             409,
                             "IDEMPOTENCY_CONFLICT",
@@ -414,7 +467,12 @@ async fn run(
                 step = Some(Step::Sleep(d));
             }
             match step {
-                Some(s) => s,
+                Some(s) => {
+                    if let Some(tx) = claimed.take() {
+                        let _ = tx.send(());
+                    }
+                    s
+                }
                 None => {
                     let ctx = Ctx {
                         now,
@@ -426,7 +484,7 @@ async fn run(
                         query: query.clone(),
                         body,
                         idem: headers.idempotency_key.clone(),
-                        archive_deletes_webhooks: shared.archive_deletes_webhooks,
+                        switches: &switches,
                     };
                     let reply = execute(shared, &mut st, &ctx, matched.op, &caller, rid);
                     if let Some(k) = claim.key.take() {
@@ -468,13 +526,13 @@ fn execute(
     caller: &Caller,
     rid: &str,
 ) -> Reply {
-    let result = dispatch(st, ctx, op);
+    let result = refuse_suspended(st, ctx, op).and_then(|()| dispatch(st, ctx, op));
     let (status, body_v, replay_v) = match result {
         Ok(out) => (out.status, out.body, out.replay),
         Err(e) => (e.status, e.body(rid), None),
     };
     let bytes = serde_json::to_string(&body_v).unwrap_or_default();
-    let store = status < 400 || (status < 500 && shared.store_4xx);
+    let store = status < 400 || (status < 500 && ctx.switches.idempotency_store_4xx);
     if let (Some(k), Some(fp)) = (&caller.store_key, &caller.fingerprint)
         && store
     {
@@ -502,10 +560,42 @@ fn execute(
     }
 }
 
+/// With `--suspended-writes refuse`, a write to a suspended child other than resume and
+/// archive is `409 CONFLICT`: the child named in the path, or the one the request acts in
+/// (`X-Layers-Organization`). Unknown or foreign ids are left to the handler's 404/422.
+fn refuse_suspended(st: &State, ctx: &Ctx, op: Op) -> Result<(), ApiError> {
+    if ctx.switches.suspended_writes == SuspendedWrites::Allow {
+        return Ok(());
+    }
+    let in_path = matches!(
+        op,
+        Op::OrgPatch | Op::Allocate | Op::CcfgPatch | Op::KeyMint | Op::KeyDelete | Op::KeyRotate
+    );
+    let in_acting = matches!(
+        op,
+        Op::WhCreate | Op::WhPatch | Op::WhDelete | Op::WhRotate | Op::ProjectCreate
+    );
+    let target = if in_path {
+        child(st, ctx, ctx.param(0)).ok()
+    } else if in_acting && st.orgs.get(&ctx.acting).is_some_and(|o| o.parent.is_some()) {
+        Some(ctx.acting)
+    } else {
+        None
+    };
+    match target.and_then(|id| st.orgs.get(&id)) {
+        Some(o) if o.status == OrgStatus::Suspended => Err(ApiError::conflict(format!(
+            "organization {} is suspended: only resume, archive and reads are allowed",
+            crate::ids::org_id(o.id)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn dispatch(st: &mut State, ctx: &Ctx, op: Op) -> Result<Out, ApiError> {
     match op {
         Op::Whoami => me::whoami(st, ctx),
         Op::OwnCredits => me::own_credits(st, ctx),
+        Op::OwnEvents => credits::own_events(st, ctx),
         Op::OrgList => orgs::list(st, ctx),
         Op::OrgCreate => orgs::create(st, ctx),
         Op::Migrate => projects::migrate(st, ctx),

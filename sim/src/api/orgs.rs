@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::ids::org_id;
 use crate::model::{CreditConfig, CreditEvent, Metadata, Org, OrgStatus, State};
 use crate::time::fmt_org;
-use crate::validate::{self, decode_cursor, email, object};
+use crate::validate::{self, decode_cursor, email};
 
 pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
@@ -17,7 +17,7 @@ pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
             "the organization hierarchy is one level deep: a child organization cannot create children",
         ));
     }
-    let map = object(ctx.body, &["name", "metadata", "billingEmail"], false)?;
+    let map = ctx.object(&["name", "metadata", "billingEmail"], false)?;
     let name = validate::string(
         map.get("name")
             .ok_or_else(|| ApiError::validation("name: is required"))?,
@@ -128,11 +128,7 @@ fn not_archived(org: &Org) -> Result<(), ApiError> {
 pub fn patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    let map = object(
-        ctx.body,
-        &["name", "metadata", "billingEmail", "status"],
-        true,
-    )?;
+    let map = ctx.object(&["name", "metadata", "billingEmail", "status"], true)?;
     if map.contains_key("status") {
         return Err(ApiError::validation(
             "status: is not editable with PATCH; use suspend, resume or DELETE (archive)",
@@ -174,7 +170,7 @@ pub fn patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 pub fn set_status(st: &mut State, ctx: &Ctx, to: OrgStatus) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     let org = st
         .orgs
         .get_mut(&id)
@@ -192,7 +188,7 @@ pub fn set_status(st: &mut State, ctx: &Ctx, to: OrgStatus) -> Result<Out, ApiEr
 pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require_admin()?;
     let id = child(st, ctx, ctx.param(0))?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     let now = ctx.now;
     let (archived_already, key_ids, endpoint_ids, balance) = {
         let org = &st.orgs[&id];
@@ -216,7 +212,7 @@ pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
             revoked += 1;
         }
     }
-    if ctx.archive_deletes_webhooks {
+    if ctx.switches.archive_deletes_webhooks {
         for e in &endpoint_ids {
             st.endpoints.remove(e);
         }
@@ -268,7 +264,7 @@ pub fn archive(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     org.status = OrgStatus::Archived;
     org.archived_us = Some(now);
     org.updated_us = now;
-    if ctx.archive_deletes_webhooks {
+    if ctx.switches.archive_deletes_webhooks {
         org.endpoints.clear();
     }
     Ok(Out::ok(archive_result(org, balance, revoked)))

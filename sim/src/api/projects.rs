@@ -8,7 +8,7 @@ use super::{Ctx, Out, page};
 use crate::error::ApiError;
 use crate::ids::{org_id, parse_id, prj_id};
 use crate::model::{Metadata, OrgStatus, Project, State};
-use crate::validate::{self, decode_cursor, email, object};
+use crate::validate::{self, decode_cursor, email};
 
 pub const READ: &str = "projects:read";
 pub const WRITE: &str = "projects:write";
@@ -64,8 +64,7 @@ fn writable(st: &State, ctx: &Ctx) -> Result<(), ApiError> {
 
 pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     ctx.require(WRITE)?;
-    let map = object(
-        ctx.body,
+    let map = ctx.object(
         &[
             "name",
             "timezone",
@@ -216,7 +215,7 @@ pub fn migrate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
             "the organization hierarchy is one level deep: a child organization cannot migrate projects into children",
         ));
     }
-    let map = object(ctx.body, &["mapping"], false)?;
+    let map = ctx.object(&["mapping"], false)?;
     let Some(Value::Object(mapping)) = map.get("mapping") else {
         return Err(field_err(
             "mapping",

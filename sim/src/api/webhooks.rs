@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::ids::{new_signing_secret, parse_id, sha256_hex};
 use crate::model::{Endpoint, GRACE_US, Metadata, OrgStatus, State};
 use crate::time::fmt_z;
-use crate::validate::{self, decode_cursor, object};
+use crate::validate::{self, decode_cursor};
 
 pub const EVENT_CATALOG: [&str; 16] = [
     "job.completed",
@@ -176,8 +176,7 @@ fn description(map: &Map<String, Value>) -> Result<Option<Option<String>>, ApiEr
 }
 
 pub fn create(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
-    let map = object(
-        ctx.body,
+    let map = ctx.object(
         &[
             "url",
             "events",
@@ -303,8 +302,7 @@ pub fn get(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 
 pub fn patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let id = own(st, ctx)?;
-    let map = object(
-        ctx.body,
+    let map = ctx.object(
         &[
             "url",
             "events",
@@ -365,7 +363,7 @@ pub fn patch(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 
 pub fn delete(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let id = own(st, ctx)?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     writable(st, ctx)?;
     st.endpoints.remove(&id);
     if let Some(o) = st.orgs.get_mut(&ctx.acting) {
@@ -376,7 +374,7 @@ pub fn delete(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
 
 pub fn rotate(st: &mut State, ctx: &Ctx) -> Result<Out, ApiError> {
     let id = own(st, ctx)?;
-    object(ctx.body, &[], true)?;
+    ctx.object(&[], true)?;
     writable(st, ctx)?;
     let secret = new_signing_secret();
     let ep = st

@@ -7,11 +7,11 @@ pub mod model;
 
 use http::Method;
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sim_kit::{
     ApiRequest, App, ControlError, KitConfig, KitError, Rejection, Reply, Route, RunningSim,
-    parse_control_body,
+    Switches, parse_control_body,
 };
 use uuid::Uuid;
 
@@ -29,6 +29,8 @@ pub enum Op {
     ResendInvitation,
     PatchUser,
     DeleteUser,
+    PlanList,
+    PlanGet,
 }
 
 const BASE: &str = "/public/api/v1";
@@ -67,6 +69,12 @@ static ROUTES: &[Route<Op>] = &[
         Method::DELETE,
         Op::DeleteUser,
     ),
+    ("/public/api/v1/billing/plans", Method::GET, Op::PlanList),
+    (
+        "/public/api/v1/billing/plans/:planPublicId",
+        Method::GET,
+        Op::PlanGet,
+    ),
 ];
 
 /// The simulator's own `/_sim/` operations.
@@ -75,6 +83,7 @@ pub enum Ctl {
     PlanCreate,
     PlanList,
     ClientStatus,
+    Onboard,
 }
 
 static CONTROL_ROUTES: &[Route<Ctl>] = &[
@@ -85,11 +94,102 @@ static CONTROL_ROUTES: &[Route<Ctl>] = &[
         Method::PUT,
         Ctl::ClientStatus,
     ),
+    (
+        "/_sim/clients/:clientPublicId/onboard",
+        Method::POST,
+        Ctl::Onboard,
+    ),
 ];
+
+/// How business errors look (the docs show codes only for 401s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorDialect {
+    /// `{code, message}` with a code per rule (`WORKSPACE_NAME_TAKEN`, …), invented here.
+    #[default]
+    Codes,
+    /// `{code, message}` with every 400 `VALIDATION_ERROR` (the one code the docs show for
+    /// bad input) and every 404 `NOT_FOUND`: only the message tells the rules apart.
+    Validation,
+    /// Spring Boot's default `{timestamp, status, error, message, path}`, no code at all.
+    Spring,
+}
+
+/// What a new workspace with a (non-trial) plan starts as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialStatus {
+    /// `active` at once.
+    #[default]
+    Active,
+    /// `pending_onboarding` until one of its users finishes onboarding
+    /// (`POST /_sim/clients/{id}/onboard`); suspend is refused meanwhile (only from active).
+    #[value(name = "pending_onboarding")]
+    PendingOnboarding,
+}
+
+/// Whether the rules the schema cannot express are enforced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusinessRules {
+    #[default]
+    Enforce,
+    /// Everything the OpenAPI excerpt allows is accepted: an unknown plan or a trial without
+    /// a trial plan means no plan, names may repeat, suspend/reactivate in the wrong state
+    /// answer the client as it is, the last admin may go. For the contract test's
+    /// positive-data check: any other 4xx is strictness the spec does not state.
+    Relaxed,
+}
+
+/// Where Gennia's docs are silent, one plausible answer per switch (README "Assumption
+/// switches"); flags set them at start, `PATCH /_sim/assumptions` at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assumptions {
+    pub error_dialect: ErrorDialect,
+    /// Every property present, `null` when unset (and empty lists `null`).
+    pub nulls: bool,
+    pub initial_status: InitialStatus,
+    /// One login email per person: a user email already in another workspace is refused.
+    pub unique_login_email: bool,
+    /// At most this many users per workspace (refused at create); `None` = not enforced.
+    pub seats: Option<u32>,
+    /// Characters the key format check wants after `gsk_` (Gennia's CLI: 10).
+    pub api_key_min_chars: usize,
+    pub business_rules: BusinessRules,
+}
+
+impl Default for Assumptions {
+    fn default() -> Assumptions {
+        Assumptions {
+            error_dialect: ErrorDialect::default(),
+            nulls: false,
+            initial_status: InitialStatus::default(),
+            unique_login_email: false,
+            seats: None,
+            api_key_min_chars: api::DEFAULT_KEY_MIN_CHARS,
+            business_rules: BusinessRules::default(),
+        }
+    }
+}
+
+/// The client a control route's `:clientPublicId` names.
+fn client_param<'a>(
+    clients: &'a mut std::collections::HashMap<Uuid, crate::model::Client>,
+    params: &[String],
+) -> Result<&'a mut crate::model::Client, ControlError> {
+    params
+        .first()
+        .and_then(|p| Uuid::parse_str(p).ok())
+        .and_then(|id| clients.get_mut(&id))
+        .ok_or_else(|| ControlError::not_found("client"))
+}
 
 /// The Gennia API as a `sim-kit` app.
 #[derive(Debug, Default)]
-pub struct Gennia;
+pub struct Gennia {
+    pub switches: Switches<Assumptions>,
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -132,6 +232,10 @@ struct SetStatus {
     status: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
 impl App for Gennia {
     type State = State;
     type Op = Op;
@@ -142,7 +246,15 @@ impl App for Gennia {
     }
 
     fn handle(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Reply {
-        api::handle(st, req)
+        api::handle(st, req, &self.switches.get())
+    }
+
+    fn assumptions(&self) -> Value {
+        self.switches.view()
+    }
+
+    fn set_assumptions(&self, body: &[u8]) -> Result<Value, ControlError> {
+        self.switches.patch(body)
     }
 
     fn reject(&self, rejection: &Rejection, _request_id: &str) -> Reply {
@@ -267,15 +379,20 @@ impl App for Gennia {
                         s.status
                     ))
                 })?;
-                let id = params
-                    .first()
-                    .and_then(|p| Uuid::parse_str(p).ok())
-                    .ok_or_else(|| ControlError::not_found("client"))?;
-                let c = st
-                    .clients
-                    .get_mut(&id)
-                    .ok_or_else(|| ControlError::not_found("client"))?;
+                let c = client_param(&mut st.clients, params)?;
                 c.status = status;
+                Ok(c.json(&st.plans, now_us))
+            }
+            Ctl::Onboard => {
+                parse_control_body::<Empty>(body)?;
+                let c = client_param(&mut st.clients, params)?;
+                for u in c.users.iter_mut().filter(|u| u.deleted_us.is_none()) {
+                    u.completed_onboarding = true;
+                    u.last_seen_us = Some(now_us);
+                }
+                if c.status == Status::PendingOnboarding && c.plan.is_some() {
+                    c.status = Status::Active;
+                }
                 Ok(c.json(&st.plans, now_us))
             }
         }
@@ -324,6 +441,8 @@ pub struct GenniaConfig {
     pub kit: KitConfig,
     /// The hub's workspace API key (`gsk_…`); generated when absent.
     pub api_key: Option<String>,
+    /// The assumption switches at start.
+    pub assumptions: Assumptions,
 }
 
 /// A started simulator and its API key.
@@ -353,12 +472,13 @@ pub fn generate_api_key() -> String {
 
 /// Loads the state file (if any), applies `api_key` and serves.
 pub async fn spawn(cfg: GenniaConfig) -> Result<Started, KitError> {
+    let min = cfg.assumptions.api_key_min_chars;
     if let Some(k) = &cfg.api_key
-        && !api::valid_key_format(k)
+        && !api::valid_key_format_min(k, min)
     {
-        return Err(KitError::Config(
-            "--api-key must look like gsk_ followed by 8-200 of A-Z a-z 0-9 _ -".into(),
-        ));
+        return Err(KitError::Config(format!(
+            "--api-key must look like gsk_ followed by {min}-200 of A-Z a-z 0-9 _ -"
+        )));
     }
     let loaded: Option<State> = match &cfg.kit.state_file {
         Some(p) => sim_kit::store::load(p)?,
@@ -378,6 +498,9 @@ pub async fn spawn(cfg: GenniaConfig) -> Result<Started, KitError> {
         ),
     };
     let api_key = state.api_key.clone();
-    let sim = sim_kit::serve(Gennia, state, cfg.kit).await?;
+    let app = Gennia {
+        switches: Switches::new(cfg.assumptions),
+    };
+    let sim = sim_kit::serve(app, state, cfg.kit).await?;
     Ok(Started { sim, api_key })
 }

@@ -301,6 +301,29 @@ impl State {
         self.seq
     }
 
+    /// A live user of any client has this login email (case-insensitive).
+    pub fn email_taken(&self, email: &str) -> bool {
+        self.clients
+            .values()
+            .flat_map(Client::live_users)
+            .any(|u| u.email.eq_ignore_ascii_case(email))
+    }
+
+    /// `PublicPlanDTO` (assumed shape: the plan, its seats and how many clients use it).
+    pub fn plan_dto(&self, p: &Plan) -> Value {
+        let mut v = p.json();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("trial");
+        }
+        v["activeSubscriptions"] = json!(
+            self.clients
+                .values()
+                .filter(|c| c.plan == Some(p.id) && c.status != Status::Canceled)
+                .count()
+        );
+        v
+    }
+
     pub fn name_taken(&self, name: &str) -> bool {
         let n = name.trim().to_lowercase();
         self.clients

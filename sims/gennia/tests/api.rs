@@ -17,6 +17,10 @@ struct Resp {
 }
 
 impl Resp {
+    #[track_caller]
+    fn assert_status(&self, status: u16) {
+        assert_eq!(self.status, status, "{}", self.json);
+    }
     fn code(&self) -> &str {
         self.json["code"].as_str().unwrap_or("")
     }
@@ -689,4 +693,251 @@ async fn state_file_survives_restart() {
     .err()
     .expect("a broken state file is refused");
     assert!(err.to_string().contains("not valid"), "{err}");
+}
+
+// ---------- assumption switches (issue #28) ----------
+
+async fn switched(assumptions: gennia_sim::Assumptions) -> T {
+    T::with(GenniaConfig {
+        assumptions,
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn error_dialects_change_only_the_shape_of_business_errors() {
+    use gennia_sim::{Assumptions, ErrorDialect};
+    let t = switched(Assumptions {
+        error_dialect: ErrorDialect::Validation,
+        ..Default::default()
+    })
+    .await;
+    let c = t.active_client("Dialect").await;
+    let id = c["publicId"].as_str().unwrap();
+    let dup = t
+        .create(json!({"workspaceName": "Dialect", "users": users(true)}))
+        .await;
+    dup.err(400, "VALIDATION_ERROR");
+    assert!(
+        dup.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    t.api(Method::POST, &format!("/clients/{id}/reactivate"), None)
+        .await
+        .err(400, "VALIDATION_ERROR");
+    // The documented 401 codes keep their shape.
+    t.send(Method::GET, "/clients", None, None)
+        .await
+        .err(401, "MISSING_API_KEY");
+    // Switched at run time to Spring Boot's default error body.
+    let r = t
+        .ctl(
+            Method::PATCH,
+            "/_sim/assumptions",
+            Some(json!({"errorDialect": "spring"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["errorDialect"].clone()),
+        (200, json!("spring"))
+    );
+    let r = t
+        .api(Method::POST, &format!("/clients/{id}/reactivate"), None)
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json.get("code").is_none(), "{}", r.json);
+    assert_eq!(r.json["status"], 400);
+    assert_eq!(r.json["error"], "Bad Request");
+    assert_eq!(
+        r.json["path"],
+        format!("/public/api/v1/clients/{id}/reactivate")
+    );
+    assert!(r.json["timestamp"].is_string() && r.json["message"].is_string());
+    t.ctl(
+        Method::PATCH,
+        "/_sim/assumptions",
+        Some(json!({"bogus": true})),
+    )
+    .await
+    .assert_status(422);
+}
+
+#[tokio::test]
+async fn nulls_mode_writes_every_property() {
+    let t = switched(gennia_sim::Assumptions {
+        nulls: true,
+        ..Default::default()
+    })
+    .await;
+    let c = t.active_client("Nulls").await;
+    assert!(
+        c["pendingPlan"].is_null() && c.get("pendingPlan").is_some(),
+        "{c}"
+    );
+    assert!(c["users"][0]["lastSeenAt"].is_null() && c["users"][0].get("lastSeenAt").is_some());
+    let bare = t
+        .create(json!({"workspaceName": "No plan", "users": users(true)}))
+        .await;
+    assert_eq!(bare.status, 201);
+    for f in [
+        "plan",
+        "pendingInvitations",
+        "currentPeriodEnd",
+        "subscriptionStatus",
+    ] {
+        assert!(
+            bare.json.get(f).is_some_and(Value::is_null),
+            "{f}: {}",
+            bare.json
+        );
+    }
+    let list = t.api(Method::GET, "/clients", None).await;
+    let row = list.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workspaceName"] == "No plan")
+        .unwrap()
+        .clone();
+    assert!(row.get("planName").is_some_and(Value::is_null), "{row}");
+}
+
+#[tokio::test]
+async fn pending_onboarding_blocks_suspend_until_a_user_onboards() {
+    let t = switched(gennia_sim::Assumptions {
+        initial_status: gennia_sim::InitialStatus::PendingOnboarding,
+        ..Default::default()
+    })
+    .await;
+    let c = t.active_client("Onboarding").await;
+    assert_eq!(c["subscriptionStatus"], "pending_onboarding");
+    let id = c["publicId"].as_str().unwrap();
+    t.api(Method::POST, &format!("/clients/{id}/suspend"), None)
+        .await
+        .err(400, "CLIENT_NOT_SUSPENDABLE");
+    let r = t
+        .ctl(Method::POST, &format!("/_sim/clients/{id}/onboard"), None)
+        .await;
+    assert_eq!(r.json["subscriptionStatus"], "active");
+    assert_eq!(r.json["users"][0]["completedOnboarding"], true);
+    let r = t
+        .api(Method::POST, &format!("/clients/{id}/suspend"), None)
+        .await;
+    assert_eq!(r.json["subscriptionStatus"], "suspended");
+}
+
+#[tokio::test]
+async fn unique_login_emails_and_seat_limits() {
+    let t = switched(gennia_sim::Assumptions {
+        unique_login_email: true,
+        seats: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let c = t.active_client("First").await;
+    assert_eq!(c["seatsLimit"], 2);
+    let again = t
+        .create(json!({"workspaceName": "Second",
+                       "users": [{"email": "ADA@x.test", "role": "admin"}]}))
+        .await;
+    again.err(400, "EMAIL_TAKEN");
+    let crowd = t
+        .create(json!({"workspaceName": "Crowd", "users": [
+            {"email": "1@y.test", "role": "admin"}, {"email": "2@y.test", "role": "admin"},
+            {"email": "3@y.test", "role": "admin"}]}))
+        .await;
+    crowd.err(400, "SEAT_LIMIT");
+}
+
+#[tokio::test]
+async fn a_stricter_key_format_and_the_billing_plans_list() {
+    let strict = gennia_sim::Assumptions {
+        api_key_min_chars: 10,
+        ..Default::default()
+    };
+    assert!(
+        gennia_sim::spawn(GenniaConfig {
+            api_key: Some("gsk_123456789".into()),
+            assumptions: strict.clone(),
+            ..Default::default()
+        })
+        .await
+        .is_err(),
+        "9 characters after gsk_ are too few for Gennia's CLI rule"
+    );
+    let t = switched(strict).await;
+    t.send(Method::GET, "/clients", Some("gsk_123456789"), None)
+        .await
+        .err(401, "INVALID_API_KEY_FORMAT");
+    let c = t.active_client("Planned").await;
+    let plans = t.api(Method::GET, "/billing/plans", None).await;
+    assert_eq!(plans.status, 200, "{}", plans.json);
+    assert_eq!(plans.json["total"], 1);
+    let p = &plans.json["items"][0];
+    assert_eq!(p["publicId"], c["plan"]["publicId"]);
+    assert_eq!(p["activeSubscriptions"], 1);
+    let one = t
+        .api(
+            Method::GET,
+            &format!("/billing/plans/{}", p["publicId"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(one.json["name"], p["name"]);
+}
+
+#[tokio::test]
+async fn relaxed_rules_accept_whatever_the_schema_allows() {
+    let t = switched(gennia_sim::Assumptions {
+        business_rules: gennia_sim::BusinessRules::Relaxed,
+        ..Default::default()
+    })
+    .await;
+    let body = json!({"workspaceName": "Same", "users": users(true),
+                      "planPublicId": "00000000-0000-4000-8000-000000000000", "inviteToTrial": true});
+    let a = t.create(body.clone()).await;
+    let b = t.create(body).await;
+    assert_eq!((a.status, b.status), (201, 201), "{} {}", a.json, b.json);
+    let id = a.json["publicId"].as_str().unwrap();
+    let r = t
+        .api(Method::POST, &format!("/clients/{id}/reactivate"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let admin = a.json["users"][0]["publicId"].as_str().unwrap();
+    let r = t
+        .api(
+            Method::DELETE,
+            &format!("/clients/{id}/users/{admin}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    // The schema requires only a user's role.
+    let r = t
+        .create(
+            json!({"workspaceName": "Roles only", "users": [{"role": "viewer"}],
+                       "creditsOverride": -5}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+}
+
+#[tokio::test]
+async fn an_integer_written_with_a_zero_fraction_is_an_integer() {
+    let t = T::start().await;
+    let r = t
+        .create(json!({"workspaceName": "Float", "users": users(true), "creditsOverride": 5000.0}))
+        .await;
+    assert_eq!(
+        (r.status, r.json["creditsBalance"].clone()),
+        (201, json!(5000)),
+        "{}",
+        r.json
+    );
+    t.create(json!({"workspaceName": "Half", "users": users(true), "creditsOverride": 1.5}))
+        .await
+        .err(400, "VALIDATION_ERROR");
 }

@@ -1,3 +1,4 @@
+// Over 600 lines: the simulator's whole API surface (routes, rules, faults, assumed switches) in one place, read against the API docs top to bottom.
 //! youhodler-sim: a local, faithful, stateful and fault-injecting simulator of the YouHodler
 //! Business API's clients surface (OAuth client credentials, enterprises, clients with
 //! idempotency keys, weak ETags and `If-Match`), built on `sim-kit`. See
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sim_kit::clock::fmt_secs;
 use sim_kit::{
     ApiRequest, App, ControlError, IdemStore, KitConfig, KitError, Lookup, Rejection, Reply, Route,
-    RunningSim, fingerprint, parse_control_body,
+    RunningSim, Switches, fingerprint, parse_control_body,
 };
 use uuid::Uuid;
 
@@ -87,6 +88,139 @@ pub struct YClient {
     pub last_reason: Option<String>,
     /// Pending approvals / open operations: suspend is not admissible (422).
     pub hold: bool,
+    /// An accepted suspend/reactivate not applied yet (`--lifecycle async:SECONDS`).
+    #[serde(default)]
+    pub pending: Option<PendingTransition>,
+    /// Suspend and reactivate requests this client accepted (applied or pending).
+    #[serde(default)]
+    pub transitions_accepted: u32,
+}
+
+/// A lifecycle change accepted (201) and applied at `due_us` on the simulator clock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingTransition {
+    pub to: String,
+    pub reason: Option<String>,
+    pub due_us: i64,
+}
+
+/// When suspend and reactivate take effect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Inside the 201: the answer shows the new status.
+    #[default]
+    Sync,
+    /// Accepted: the 201 shows the client as it was (seed 003's own example shows
+    /// `status: "active"` after a suspend); applied this many seconds later on the
+    /// simulator clock. Another suspend/reactivate meanwhile is accepted again.
+    Async { seconds: u64 },
+}
+
+impl std::str::FromStr for Lifecycle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Lifecycle, String> {
+        match s.split_once(':') {
+            None if s == "sync" => Ok(Lifecycle::Sync),
+            Some(("async", n)) => n
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .map(|seconds| Lifecycle::Async { seconds })
+                .ok_or_else(|| format!("async:SECONDS needs 1 to 86400 seconds, got {n:?}")),
+            _ => Err(format!(
+                "lifecycle must be sync or async:SECONDS, got {s:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lifecycle::Sync => f.write_str("sync"),
+            Lifecycle::Async { seconds } => write!(f, "async:{seconds}"),
+        }
+    }
+}
+
+impl Serialize for Lifecycle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lifecycle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lifecycle, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an unknown query parameter gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownQuery {
+    /// Ignored (so a page token under a name the API does not read returns page 1 again).
+    #[default]
+    Ignore,
+    /// `400 invalid_request` (`unknown_query_parameter`), like unknown body fields.
+    Reject,
+}
+
+/// How `PATCH /clients/{id}` treats `metadata`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatchMetadata {
+    /// The map sent replaces the whole map.
+    #[default]
+    Replace,
+    /// JSON merge patch (RFC 7396): keys sent are set, a key sent as `null` is removed,
+    /// keys not sent stay.
+    Merge,
+}
+
+/// Which refusal a transition to the state a client is already in gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateConflict {
+    /// `409 state_conflict` (Y14's code for a true state conflict).
+    #[default]
+    Conflict,
+    /// `422 not_admissible` (Y0: "lifecycle precondition").
+    NotAdmissible,
+}
+
+/// Where YouHodler's docs are silent, one plausible answer per switch (README "Assumption
+/// switches"); flags set them at start, `PATCH /_sim/assumptions` at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Assumptions {
+    pub lifecycle: Lifecycle,
+    /// The one query parameter carrying a page token; `None` = `page_token` and
+    /// `next_page_token` both.
+    pub page_token_param: Option<String>,
+    /// The largest `page_size` accepted (`400` above it).
+    pub max_page_size: u32,
+    pub unknown_query: UnknownQuery,
+    pub patch_metadata: PatchMetadata,
+    pub state_conflict: StateConflict,
+    /// A second client with an `external_id` in use is refused (`409`).
+    pub unique_external_id: bool,
+}
+
+impl Default for Assumptions {
+    fn default() -> Assumptions {
+        Assumptions {
+            lifecycle: Lifecycle::Sync,
+            page_token_param: None,
+            max_page_size: 100,
+            unknown_query: UnknownQuery::Ignore,
+            patch_metadata: PatchMetadata::Replace,
+            state_conflict: StateConflict::Conflict,
+            unique_external_id: true,
+        }
+    }
 }
 
 impl YClient {
@@ -183,6 +317,7 @@ impl YErr {
 #[derive(Debug)]
 pub struct YouHodler {
     pub token_ttl_secs: u64,
+    pub switches: Switches<Assumptions>,
 }
 
 fn random_string(n: usize) -> String {
@@ -193,6 +328,20 @@ fn random_string(n: usize) -> String {
 }
 
 impl State {
+    /// Applies every accepted lifecycle change that is due (`--lifecycle async:SECONDS`).
+    pub fn settle(&mut self, now_us: i64) {
+        for c in self.clients.values_mut() {
+            if c.pending.as_ref().is_some_and(|p| p.due_us <= now_us)
+                && let Some(p) = c.pending.take()
+            {
+                c.status = p.to;
+                c.last_reason = p.reason;
+                c.version += 1;
+                c.updated_us = now_us;
+            }
+        }
+    }
+
     pub fn fresh(client_id: String, client_secret: String, enterprise_id: Uuid, now: i64) -> State {
         State {
             client_id,
@@ -358,6 +507,8 @@ fn parse_page_token(t: &str) -> Option<u64> {
 
 impl YouHodler {
     fn dispatch(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
+        st.settle(req.now_us);
+        let sw = self.switches.get();
         if req.op == Op::Token {
             return self.token(st, req);
         }
@@ -371,7 +522,7 @@ impl YouHodler {
             .ok_or_else(|| YErr::unauthorized("missing_token"))?;
         st.verify(&bearer, req.now_us)?;
         if req.op == Op::Enterprises {
-            return self.enterprises(st, req);
+            return self.enterprises(st, req, &sw);
         }
         if !st.capability {
             return Err(YErr::new(
@@ -382,13 +533,14 @@ impl YouHodler {
             .reason("missing_capability"));
         }
         match req.op {
-            Op::List => self.list(st, req),
+            Op::List => self.list(st, req, &sw),
             Op::Get => {
+                known_query(req, &[], &sw)?;
                 let c = client(st, req.param(0))?;
                 Ok(client_reply(200, c, st.enterprise_id))
             }
-            Op::Patch => self.patch(st, req),
-            Op::Create | Op::Suspend | Op::Reactivate => self.idempotent(st, req),
+            Op::Patch => self.patch(st, req, &sw),
+            Op::Create | Op::Suspend | Op::Reactivate => self.idempotent(st, req, &sw),
             Op::Token | Op::Enterprises => Err(YErr::not_found()),
         }
     }
@@ -431,8 +583,15 @@ impl YouHodler {
         ))
     }
 
-    fn enterprises(&self, st: &State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
-        page_size(req)?;
+    fn enterprises(
+        &self,
+        st: &State,
+        req: &ApiRequest<'_, Op>,
+        sw: &Assumptions,
+    ) -> Result<Reply, YErr> {
+        page_size(req, sw)?;
+        known_query(req, &["page_size"], sw)?;
+        requested_page(req, sw)?;
         Ok(Reply::json(
             200,
             &json!({
@@ -450,19 +609,12 @@ impl YouHodler {
         ))
     }
 
-    fn list(&self, st: &State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
-        let size = page_size(req)?;
+    fn list(&self, st: &State, req: &ApiRequest<'_, Op>, sw: &Assumptions) -> Result<Reply, YErr> {
+        let size = page_size(req, sw)?;
+        known_query(req, &["page_size", "external_id", "status"], sw)?;
         let q = req.query_pairs();
         let first = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let after = match first("page_token").or_else(|| first("next_page_token")) {
-            None => 0,
-            Some(t) => parse_page_token(&t).ok_or_else(|| {
-                YErr::invalid(
-                    "Invalid request: page_token is not valid.",
-                    "invalid_page_token",
-                )
-            })?,
-        };
+        let after = requested_page(req, sw)?.unwrap_or(0);
         let ext = first("external_id");
         let status = first("status");
         let mut hits: Vec<&YClient> = st
@@ -492,10 +644,20 @@ impl YouHodler {
         ))
     }
 
-    fn patch(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
+    fn patch(
+        &self,
+        st: &mut State,
+        req: &ApiRequest<'_, Op>,
+        sw: &Assumptions,
+    ) -> Result<Reply, YErr> {
         let m = object(req.body, &["display_name", "metadata"])?;
         let name = opt_string(&m, "display_name", 1, 200)?;
-        let meta = metadata(&m)?;
+        let merge = sw.patch_metadata == PatchMetadata::Merge;
+        let meta = if merge {
+            metadata_merge(&m)?
+        } else {
+            metadata(&m)?.map(|md| md.into_iter().map(|(k, v)| (k, Some(v))).collect())
+        };
         if name.is_none() && meta.is_none() {
             return Err(YErr::invalid(
                 "Invalid request: send display_name and/or metadata.",
@@ -519,9 +681,26 @@ impl YouHodler {
             c.display_name = n;
             changed = true;
         }
-        if let Some(md) = meta.filter(|md| *md != c.metadata) {
-            c.metadata = md;
-            changed = true;
+        if let Some(changes) = meta {
+            let next: BTreeMap<String, String> = if merge {
+                let mut next = c.metadata.clone();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => next.insert(k, v),
+                        None => next.remove(&k),
+                    };
+                }
+                next
+            } else {
+                changes
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect()
+            };
+            if next != c.metadata {
+                c.metadata = next;
+                changed = true;
+            }
         }
         if changed {
             c.version += 1;
@@ -532,7 +711,12 @@ impl YouHodler {
 
     /// Create, suspend and reactivate: `Idempotency-Key` honoured (same key + same request →
     /// the stored answer; a different request → 409 `idempotency_conflict`).
-    fn idempotent(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
+    fn idempotent(
+        &self,
+        st: &mut State,
+        req: &ApiRequest<'_, Op>,
+        sw: &Assumptions,
+    ) -> Result<Reply, YErr> {
         let key = match req.header("idempotency-key") {
             Some(k)
                 if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) =>
@@ -571,9 +755,9 @@ impl YouHodler {
             }
         }
         let out = match req.op {
-            Op::Create => self.create(st, req),
-            Op::Suspend => self.transition(st, req, true),
-            _ => self.transition(st, req, false),
+            Op::Create => self.create(st, req, sw),
+            Op::Suspend => self.transition(st, req, true, sw),
+            _ => self.transition(st, req, false, sw),
         };
         let reply = out.unwrap_or_else(|e| e.reply());
         if let Some(k) = store_key
@@ -594,7 +778,12 @@ impl YouHodler {
         Ok(reply)
     }
 
-    fn create(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Result<Reply, YErr> {
+    fn create(
+        &self,
+        st: &mut State,
+        req: &ApiRequest<'_, Op>,
+        sw: &Assumptions,
+    ) -> Result<Reply, YErr> {
         let m = object(
             req.body,
             &["display_name", "external_id", "metadata", "scope_ref"],
@@ -631,6 +820,7 @@ impl YouHodler {
             .reason("scope_not_permitted"));
         }
         if let Some(e) = &ext
+            && sw.unique_external_id
             && st
                 .clients
                 .values()
@@ -657,6 +847,8 @@ impl YouHodler {
             seq: st.seq,
             last_reason: None,
             hold: false,
+            pending: None,
+            transitions_accepted: 0,
         };
         let reply = client_reply(201, &c, st.enterprise_id);
         st.clients.insert(c.id, c);
@@ -668,6 +860,7 @@ impl YouHodler {
         st: &mut State,
         req: &ApiRequest<'_, Op>,
         suspend: bool,
+        sw: &Assumptions,
     ) -> Result<Reply, YErr> {
         let m = object(req.body, &["reason"])?;
         let reason = opt_string(&m, "reason", 0, 500)?;
@@ -688,11 +881,11 @@ impl YouHodler {
             } else {
                 "not_suspended"
             };
-            return Err(YErr::new(
-                409,
-                "state_conflict",
-                format!("The client is {}; cannot move it to {to}.", c.status),
-            )
+            let message = format!("The client is {}; cannot move it to {to}.", c.status);
+            return Err(match sw.state_conflict {
+                StateConflict::Conflict => YErr::new(409, "state_conflict", message),
+                StateConflict::NotAdmissible => YErr::new(422, "not_admissible", message),
+            }
             .reason(reason));
         }
         if suspend && c.hold {
@@ -701,6 +894,17 @@ impl YouHodler {
                     .reason("pending_approvals"),
             );
         }
+        c.transitions_accepted += 1;
+        if let Lifecycle::Async { seconds } = sw.lifecycle {
+            // Accepted, applied later: the answer shows the client as it still is.
+            c.pending = Some(PendingTransition {
+                to: to.into(),
+                reason,
+                due_us: req.now_us + i64::try_from(seconds).unwrap_or(86_400) * 1_000_000,
+            });
+            return Ok(client_reply(201, c, enterprise));
+        }
+        c.pending = None;
         c.status = to.into();
         c.last_reason = reason;
         c.version += 1;
@@ -709,21 +913,99 @@ impl YouHodler {
     }
 }
 
-fn page_size(req: &ApiRequest<'_, Op>) -> Result<usize, YErr> {
+fn page_size(req: &ApiRequest<'_, Op>, sw: &Assumptions) -> Result<usize, YErr> {
+    let max = sw.max_page_size.max(1) as usize;
     match req
         .query_pairs()
         .into_iter()
         .find(|(k, _)| k == "page_size")
     {
-        None => Ok(20),
+        None => Ok(20.min(max)),
         Some((_, v)) => match v.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(YErr::invalid(
-                "Invalid request: page_size must be 1 to 100.",
+                format!("Invalid request: page_size must be 1 to {max}."),
                 "invalid_field",
             )),
         },
     }
+}
+
+/// The query parameters that carry a page token (`--page-token-param`).
+fn token_params(sw: &Assumptions) -> Vec<&str> {
+    match &sw.page_token_param {
+        Some(p) => vec![p.as_str()],
+        None => vec!["page_token", "next_page_token"],
+    }
+}
+
+/// The position a page token names, `None` without one.
+fn requested_page(req: &ApiRequest<'_, Op>, sw: &Assumptions) -> Result<Option<u64>, YErr> {
+    let q = req.query_pairs();
+    let names = token_params(sw);
+    match q.iter().find(|(k, _)| names.contains(&k.as_str())) {
+        None => Ok(None),
+        Some((k, t)) => parse_page_token(t).map(Some).ok_or_else(|| {
+            YErr::invalid(
+                format!("Invalid request: {k} is not valid."),
+                "invalid_page_token",
+            )
+        }),
+    }
+}
+
+/// With `--unknown-query reject`, a query parameter the route does not read is a 400.
+fn known_query(req: &ApiRequest<'_, Op>, known: &[&str], sw: &Assumptions) -> Result<(), YErr> {
+    if sw.unknown_query == UnknownQuery::Ignore {
+        return Ok(());
+    }
+    let tokens = token_params(sw);
+    match req
+        .query_pairs()
+        .into_iter()
+        .find(|(k, _)| !known.contains(&k.as_str()) && !tokens.contains(&k.as_str()))
+    {
+        Some((k, _)) => Err(YErr::invalid(
+            format!("Invalid request: unknown query parameter {k}."),
+            "unknown_query_parameter",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `metadata` of a merge PATCH: string values set a key, `null` removes it.
+fn metadata_merge(
+    m: &Map<String, Value>,
+) -> Result<Option<BTreeMap<String, Option<String>>>, YErr> {
+    let Some(v) = m.get("metadata") else {
+        return Ok(None);
+    };
+    let Value::Object(o) = v else {
+        return Err(YErr::invalid(
+            "Invalid request: metadata must be an object of strings.",
+            "invalid_field",
+        ));
+    };
+    let mut strings = Map::new();
+    let mut out = BTreeMap::new();
+    for (k, v) in o {
+        if v.is_null() {
+            out.insert(k.clone(), None);
+        } else {
+            strings.insert(k.clone(), v.clone());
+        }
+    }
+    let checked = metadata(&Map::from_iter([(
+        "metadata".to_string(),
+        Value::Object(strings),
+    )]))?;
+    out.extend(
+        checked
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, Some(v))),
+    );
+    Ok(Some(out))
 }
 
 fn check_if_match(c: &YClient, if_match: &str) -> Result<(), YErr> {
@@ -806,6 +1088,14 @@ impl App for YouHodler {
 
     fn handle(&self, st: &mut State, req: &ApiRequest<'_, Op>) -> Reply {
         self.dispatch(st, req).unwrap_or_else(|e| e.reply())
+    }
+
+    fn assumptions(&self) -> Value {
+        self.switches.view()
+    }
+
+    fn set_assumptions(&self, body: &[u8]) -> Result<Value, ControlError> {
+        self.switches.patch(body)
     }
 
     fn reject(&self, rejection: &Rejection, _rid: &str) -> Reply {
@@ -896,6 +1186,7 @@ impl App for YouHodler {
                 }
                 if let Some(status) = b.status {
                     c.status = status;
+                    c.pending = None;
                 }
                 c.version += 1;
                 c.updated_us = now;
@@ -917,7 +1208,7 @@ impl App for YouHodler {
     }
 
     /// Never includes the client secret, the signing key or tokens.
-    fn state_view(&self, st: &State, _now: i64) -> Vec<u8> {
+    fn state_view(&self, st: &State, now: i64) -> Vec<u8> {
         let mut cs: Vec<&YClient> = st.clients.values().collect();
         cs.sort_by_key(|c| c.seq);
         let clients: Vec<Value> = cs
@@ -926,6 +1217,10 @@ impl App for YouHodler {
                 let mut v = c.json(st.enterprise_id);
                 v["last_reason"] = json!(c.last_reason);
                 v["hold"] = json!(c.hold);
+                v["pending_transition"] = json!(c.pending.as_ref().map(|p| json!({
+                    "to": p.to, "due_at": fmt_secs(p.due_us), "due": p.due_us <= now,
+                })));
+                v["transitions_accepted"] = json!(c.transitions_accepted);
                 v
             })
             .collect();
@@ -950,6 +1245,8 @@ pub struct YouHodlerConfig {
     pub client_secret: Option<String>,
     pub enterprise_id: Option<Uuid>,
     pub token_ttl_secs: u64,
+    /// The assumption switches at start.
+    pub assumptions: Assumptions,
 }
 
 impl Default for YouHodlerConfig {
@@ -960,6 +1257,7 @@ impl Default for YouHodlerConfig {
             client_secret: None,
             enterprise_id: None,
             token_ttl_secs: 3600,
+            assumptions: Assumptions::default(),
         }
     }
 }
@@ -1018,6 +1316,7 @@ pub async fn spawn(cfg: YouHodlerConfig) -> Result<Started, KitError> {
     let sim = sim_kit::serve(
         YouHodler {
             token_ttl_secs: cfg.token_ttl_secs,
+            switches: Switches::new(cfg.assumptions),
         },
         st,
         cfg.kit,

@@ -2,7 +2,9 @@
 use clap::{CommandFactory, FromArgMatches, Parser};
 use sim_kit::cli::{CommonArgs, add_common_args, init_tracing, wait_for_signal};
 use uuid::Uuid;
-use youhodler_sim::YouHodlerConfig;
+use youhodler_sim::{
+    Assumptions, Lifecycle, PatchMetadata, StateConflict, UnknownQuery, YouHodlerConfig,
+};
 
 /// A faithful, stateful, fault-injecting simulator of the YouHodler Business API clients surface.
 #[derive(Parser, Debug)]
@@ -20,6 +22,45 @@ struct Args {
     /// Access-token lifetime in seconds.
     #[arg(long, env = "YOUHODLER_SIM_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     token_ttl: u64,
+    /// When suspend/reactivate take effect: sync (inside the 201) or async:SECONDS (the 201
+    /// shows the old status; applied that many simulator-clock seconds later).
+    #[arg(long, env = "YOUHODLER_SIM_LIFECYCLE", default_value = "sync")]
+    lifecycle: Lifecycle,
+    /// The one query parameter carrying a page token (default: page_token and
+    /// next_page_token both).
+    #[arg(long, env = "YOUHODLER_SIM_PAGE_TOKEN_PARAM")]
+    page_token_param: Option<String>,
+    /// The largest page_size accepted.
+    #[arg(long, env = "YOUHODLER_SIM_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_page_size: u32,
+    /// What an unknown query parameter gets: ignore or reject (400).
+    #[arg(
+        long,
+        env = "YOUHODLER_SIM_UNKNOWN_QUERY",
+        value_enum,
+        default_value = "ignore"
+    )]
+    unknown_query: UnknownQuery,
+    /// How PATCH treats metadata: replace the map, or merge (RFC 7396: null removes a key).
+    #[arg(
+        long,
+        env = "YOUHODLER_SIM_PATCH_METADATA",
+        value_enum,
+        default_value = "replace"
+    )]
+    patch_metadata: PatchMetadata,
+    /// What suspending a suspended (or reactivating an active) client gets: conflict (409
+    /// state_conflict) or not-admissible (422).
+    #[arg(
+        long,
+        env = "YOUHODLER_SIM_STATE_CONFLICT",
+        value_enum,
+        default_value = "conflict"
+    )]
+    state_conflict: StateConflict,
+    /// Whether a second client with an external_id in use is refused (409).
+    #[arg(long, env = "YOUHODLER_SIM_UNIQUE_EXTERNAL_ID", default_value_t = true, action = clap::ArgAction::Set)]
+    unique_external_id: bool,
 }
 
 #[tokio::main]
@@ -37,6 +78,15 @@ async fn main() -> std::process::ExitCode {
         client_secret: args.client_secret,
         enterprise_id: args.enterprise_id,
         token_ttl_secs: args.token_ttl,
+        assumptions: Assumptions {
+            lifecycle: args.lifecycle,
+            page_token_param: args.page_token_param,
+            max_page_size: args.max_page_size,
+            unknown_query: args.unknown_query,
+            patch_metadata: args.patch_metadata,
+            state_conflict: args.state_conflict,
+            unique_external_id: args.unique_external_id,
+        },
     };
     let started = match youhodler_sim::spawn(cfg).await {
         Ok(s) => s,

@@ -479,3 +479,183 @@ async fn faults_commit_then_lose_counters_and_state_file() {
     let again = t.create("Lost", Some("lost-1")).await;
     assert!(again.replayed, "idempotency keys persist");
 }
+
+// ---------- assumption switches (issue #28) ----------
+
+async fn switched(assumptions: youhodler_sim::Assumptions) -> T {
+    T::with(YouHodlerConfig {
+        assumptions,
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn async_lifecycle_answers_201_with_the_old_status_and_applies_later() {
+    let t = switched(youhodler_sim::Assumptions {
+        lifecycle: "async:30".parse().unwrap(),
+        ..Default::default()
+    })
+    .await;
+    let c = t.create("Async", Some("k1")).await;
+    let id = c.json["id"].as_str().unwrap();
+    let etag = c.etag.clone().unwrap();
+    let r = t
+        .api(
+            Method::POST,
+            &format!("/clients/{id}/suspend"),
+            Some(json!({"reason": null})),
+            &[("if-match", &etag), ("idempotency-key", "s1")],
+        )
+        .await;
+    assert_eq!((r.status, r.json["status"].clone()), (201, json!("active")));
+    assert_eq!(
+        r.etag.as_deref(),
+        Some(etag.as_str()),
+        "nothing changed yet"
+    );
+    let g = t
+        .api(Method::GET, &format!("/clients/{id}"), None, &[])
+        .await;
+    assert_eq!(g.json["status"], "active");
+    t.ctl(
+        Method::POST,
+        "/_sim/clock",
+        Some(json!({"advanceSeconds": 31})),
+    )
+    .await;
+    let g = t
+        .api(Method::GET, &format!("/clients/{id}"), None, &[])
+        .await;
+    assert_eq!(g.json["status"], "suspended");
+    assert_ne!(g.etag.as_deref(), Some(etag.as_str()));
+    let state = t.ctl(Method::GET, "/_sim/state", None).await;
+    assert_eq!(state.json["clients"][0]["transitions_accepted"], 1);
+    // Runtime switch back to sync, and a bad value refused.
+    let r = t
+        .ctl(
+            Method::PATCH,
+            "/_sim/assumptions",
+            Some(json!({"lifecycle": "sync"})),
+        )
+        .await;
+    assert_eq!(r.json["lifecycle"], "sync");
+    let r = t
+        .ctl(
+            Method::PATCH,
+            "/_sim/assumptions",
+            Some(json!({"lifecycle": "later"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json);
+}
+
+#[tokio::test]
+async fn page_token_spelling_page_size_and_unknown_query_parameters() {
+    let t = switched(youhodler_sim::Assumptions {
+        page_token_param: Some("pageToken".into()),
+        max_page_size: 2,
+        ..Default::default()
+    })
+    .await;
+    for n in ["a", "b", "c"] {
+        assert_eq!(t.create(n, None).await.status, 201);
+    }
+    t.api(Method::GET, "/clients?page_size=3", None, &[])
+        .await
+        .err(400, "invalid_request", Some("invalid_field"));
+    let p1 = t.api(Method::GET, "/clients", None, &[]).await;
+    assert_eq!(
+        p1.json["items"].as_array().unwrap().len(),
+        2,
+        "default 20, capped at 2"
+    );
+    let next = p1.json["next_page_token"].as_str().unwrap().to_string();
+    // The usual spelling is ignored: page 1 again.
+    let again = t
+        .api(
+            Method::GET,
+            &format!("/clients?page_token={next}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(again.json["items"][0]["id"], p1.json["items"][0]["id"]);
+    let p2 = t
+        .api(
+            Method::GET,
+            &format!("/clients?pageToken={next}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(p2.json["items"].as_array().unwrap().len(), 1);
+    assert!(p2.json["next_page_token"].is_null());
+    // Strict about unknown parameters: 400 instead of page 1.
+    t.ctl(
+        Method::PATCH,
+        "/_sim/assumptions",
+        Some(json!({"unknownQuery": "reject"})),
+    )
+    .await;
+    t.api(
+        Method::GET,
+        &format!("/clients?page_token={next}"),
+        None,
+        &[],
+    )
+    .await
+    .err(400, "invalid_request", Some("unknown_query_parameter"));
+}
+
+#[tokio::test]
+async fn merge_patch_metadata_removes_only_null_keys_and_state_conflicts_can_be_422() {
+    let t = switched(youhodler_sim::Assumptions {
+        patch_metadata: youhodler_sim::PatchMetadata::Merge,
+        state_conflict: youhodler_sim::StateConflict::NotAdmissible,
+        unique_external_id: false,
+        ..Default::default()
+    })
+    .await;
+    let c = t.create("Merge", None).await;
+    let id = c.json["id"].as_str().unwrap();
+    let r = t
+        .api(
+            Method::PATCH,
+            &format!("/clients/{id}"),
+            Some(json!({"metadata": {"plan": "x"}})),
+            &[("if-match", c.etag.as_deref().unwrap())],
+        )
+        .await;
+    assert_eq!(
+        r.json["metadata"],
+        json!({"tier": "gold", "plan": "x"}),
+        "merged"
+    );
+    let r = t
+        .api(
+            Method::PATCH,
+            &format!("/clients/{id}"),
+            Some(json!({"metadata": {"tier": null}})),
+            &[("if-match", r.etag.as_deref().unwrap())],
+        )
+        .await;
+    assert_eq!(
+        r.json["metadata"],
+        json!({"plan": "x"}),
+        "null removes a key"
+    );
+    t.api(
+        Method::POST,
+        &format!("/clients/{id}/reactivate"),
+        Some(json!({"reason": null})),
+        &[],
+    )
+    .await
+    .err(422, "not_admissible", Some("not_suspended"));
+    assert_eq!(
+        t.create("Merge", None).await.status,
+        201,
+        "external_id may repeat"
+    );
+}

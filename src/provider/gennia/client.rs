@@ -4,22 +4,17 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Instant;
 
-use rand::Rng;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
-use tracing::{Instrument, field::Empty};
 
 use super::model::*;
 use super::{ClientState, GenniaConfig, GenniaErrorKind, code_from_message, error_kind};
 use crate::provider::error::{ApiFailure, ProviderError};
-use crate::provider::layers::client::{decode, parse_retry_after, transport};
-use crate::provider::layers::retry::RetryPolicy;
-use crate::provider::metrics::ProviderMetrics;
+use crate::provider::http::{
+    self, Envelope, Failed, decode, parse_retry_after, request_span, settings_of,
+};
 use crate::provider::types::Secret;
 
 const API_ROOT: &str = "/public/api/v1";
@@ -41,12 +36,7 @@ pub enum Ensured {
 }
 
 struct Request {
-    method: Method,
-    /// Route template (metrics and logs), e.g. `/public/api/v1/clients/:clientPublicId`.
-    route: &'static str,
-    path: String,
-    query: Vec<(&'static str, String)>,
-    body: Option<Vec<u8>>,
+    http: http::Request,
     /// Safe to re-send: a GET, or a call idempotent by state (suspend, reactivate, PATCH of
     /// absolute values, DELETE). Create and resend-invitation are not.
     retry_safe: bool,
@@ -55,20 +45,12 @@ struct Request {
 impl Request {
     fn new(method: Method, route: &'static str, path: String) -> Request {
         let retry_safe = method == Method::GET || method == Method::DELETE;
-        Request {
-            method,
-            route,
-            path,
-            query: Vec::new(),
-            body: None,
-            retry_safe,
-        }
+        let http = http::Request::new(method, route, path);
+        Request { http, retry_safe }
     }
 
     fn json(mut self, body: &impl Serialize) -> Result<Request, ProviderError> {
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| ProviderError::Invalid(format!("request body of {}: {e}", self.route)))?;
-        self.body = Some(bytes);
+        self.http = self.http.json(body)?;
         Ok(self)
     }
 
@@ -78,25 +60,21 @@ impl Request {
     }
 
     fn query(mut self, name: &'static str, value: impl Into<String>) -> Request {
-        self.query.push((name, value.into()));
+        self.http = self.http.query(name, value);
         self
     }
 }
 
 /// A Gennia client for one hub key. Cheap to share behind an `Arc`.
 pub struct GenniaClient {
-    client: reqwest::Client,
-    base: String,
+    envelope: Envelope,
     api_key: Secret,
-    policy: RetryPolicy,
-    permits: Arc<Semaphore>,
-    metrics: Option<ProviderMetrics>,
 }
 
 impl fmt::Debug for GenniaClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenniaClient")
-            .field("base", &self.base)
+            .field("base", &self.envelope.base())
             .field("api_key", &self.api_key)
             .finish_non_exhaustive()
     }
@@ -104,45 +82,15 @@ impl fmt::Debug for GenniaClient {
 
 impl GenniaClient {
     pub fn new(cfg: GenniaConfig) -> Result<GenniaClient, ProviderError> {
-        let server = cfg.base_url.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&server)
-            .map_err(|e| ProviderError::Invalid(format!("base URL {server:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Invalid(format!(
-                "base URL {server:?} must be http or https"
-            )));
-        }
+        let envelope = Envelope::new(
+            settings_of!(cfg, api_root: API_ROOT, max_concurrency: Some(cfg.max_concurrency)),
+        )?;
         if cfg.api_key.expose().trim().is_empty() {
             return Err(ProviderError::Invalid("the API key is empty".into()));
         }
-        if cfg.max_attempts == 0 {
-            return Err(ProviderError::Invalid(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
-        if cfg.max_concurrency == 0 {
-            return Err(ProviderError::Invalid(
-                "max_concurrency must be at least 1".into(),
-            ));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("orgops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Invalid(format!("HTTP client: {e}")))?;
         Ok(GenniaClient {
-            client,
-            base: format!("{server}{API_ROOT}"),
+            envelope,
             api_key: cfg.api_key,
-            policy: RetryPolicy {
-                max_attempts: cfg.max_attempts,
-                max_retry_time: cfg.max_retry_time,
-                base_delay: cfg.retry_base_delay,
-                max_delay: cfg.retry_max_delay,
-            },
-            permits: Arc::new(Semaphore::new(cfg.max_concurrency)),
-            metrics: cfg.metrics,
         })
     }
 
@@ -273,12 +221,19 @@ impl GenniaClient {
             Ok(c) => return Ok((c, Ensured::Created)),
             Err(e) => e,
         };
-        if error_kind(&err) == Some(GenniaErrorKind::NameTaken) {
-            tracing::info!("workspace name already taken in the hub; adopting the existing client");
-            return match self.find_client_by_name(name).await? {
-                Some(c) => Ok((c, Ensured::Found)),
-                None => Err(err),
-            };
+        // Any refusal, not only "duplicate name": Gennia's error codes are not documented
+        // (one VALIDATION_ERROR for everything, or none at all, is as plausible; issue 28).
+        // The name was free at the lookup; a client of that name now is a create that
+        // raced ours, to adopt; none means the refusal was about the request.
+        if err.api_failure().is_some_and(|f| f.status == 400) {
+            if let Some(c) = self.find_client_by_name(name).await? {
+                tracing::info!(
+                    code = err.code(),
+                    "create refused and the workspace name is taken now; adopting the existing client"
+                );
+                return Ok((c, Ensured::Found));
+            }
+            return Err(err);
         }
         if !ambiguous(&err) {
             return Err(err);
@@ -407,8 +362,11 @@ impl GenniaClient {
         }
     }
 
-    /// Sends a state transition; a 400 of kind `refused` is success when a fresh read shows
-    /// the client already in the target state.
+    /// Sends a state transition; a 400 is success when a fresh read shows the client
+    /// already in the target state. Any 400, not only one of kind `refused`: Gennia's
+    /// error codes are not documented, and a dialect without them (one `VALIDATION_ERROR`,
+    /// or Spring's default body) must not turn "already suspended" after a lost answer into
+    /// "edit the spec" (issue 28, row 5). `refused` names the rule for the logs.
     async fn state_change(
         &self,
         client_id: &str,
@@ -420,13 +378,19 @@ impl GenniaClient {
             Ok(c) => return Ok(c),
             Err(e) => e,
         };
-        if error_kind(&err) != Some(refused) {
+        if err.api_failure().is_none_or(|f| f.status != 400) {
             return Err(err);
         }
+        tracing::debug!(
+            route = req.http.route,
+            code = err.code(),
+            expected = ?refused,
+            "state change refused; reading the client"
+        );
         match self.get_client(client_id).await? {
             Some(c) if reached(&c.state()) => {
                 tracing::debug!(
-                    route = req.route,
+                    route = req.http.route,
                     "state error, but the client is already in the target state"
                 );
                 Ok(c)
@@ -439,113 +403,33 @@ impl GenniaClient {
 
     async fn json<T: DeserializeOwned>(&self, req: &Request) -> Result<T, ProviderError> {
         let body = self.send(req).await?;
-        decode(req.route, &body)
+        decode(req.http.route, &body)
     }
 
     /// Sends `req`, re-sending it after transient failures only when that is safe.
     async fn send(&self, req: &Request) -> Result<Vec<u8>, ProviderError> {
-        let started = Instant::now();
-        let mut attempt = 1u32;
-        loop {
-            let span = tracing::info_span!(
-                "gennia_request",
-                method = %req.method,
-                route = req.route,
-                attempt,
-                status = Empty,
-                request_id = Empty,
-            );
-            let err = match self.attempt(req).instrument(span).await {
-                Ok(body) => return Ok(body),
-                Err(err) => err,
-            };
-            let unit: f64 = rand::rng().random();
-            let delay = self.policy.delay(attempt, err.retry_after(), unit);
-            if !self
-                .policy
-                .should_retry(&err, req.retry_safe, attempt, started.elapsed(), delay)
-            {
-                return Err(err);
-            }
-            tracing::debug!(
-                method = %req.method,
-                route = req.route,
-                attempt,
-                code = err.code(),
-                delay_ms = delay.as_millis() as u64,
-                "retrying provider request"
-            );
-            if let Some(m) = &self.metrics {
-                m.retried(req.route);
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let span = request_span!("gennia_request", req.http);
+        let attempt = |_| async {
+            self.attempt(req)
+                .await
+                .map_err(|e| Failed::new(e, req.retry_safe))
+        };
+        self.envelope.retrying(&req.http, span, attempt).await
     }
 
     async fn attempt(&self, req: &Request) -> Result<Vec<u8>, ProviderError> {
-        // Held for the exchange only, not for a backoff sleep.
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ProviderError::Invalid("the client was shut down".into()))?;
-        let mut rb = self
-            .client
-            .request(req.method.clone(), format!("{}{}", self.base, req.path))
+        let rb = self
+            .envelope
+            .request(&req.http)
             .header("X-Api-Key", self.api_key.expose());
-        if !req.query.is_empty() {
-            rb = rb.query(&req.query);
-        }
-        if let Some(body) = &req.body {
-            rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        let start = Instant::now();
-        let outcome = exchange(rb).await;
-        let status_label = match &outcome {
-            Ok((status, _, _)) => status.as_u16().to_string(),
-            Err(_) => "error".to_string(),
-        };
-        if let Some(m) = &self.metrics {
-            m.observe(
-                req.route,
-                req.method.as_str(),
-                &status_label,
-                start.elapsed().as_secs_f64(),
-            );
-        }
-        let span = tracing::Span::current();
-        span.record("status", status_label.as_str());
-        let (status, headers, body) = match outcome {
-            Ok(parts) => parts,
-            Err(err) => {
-                tracing::debug!(code = err.code(), "provider request failed");
-                return Err(err);
-            }
-        };
-        if status.is_success() {
-            tracing::debug!("provider request done");
-            return Ok(body);
-        }
-        let err = map_error(status, &headers, &body);
-        if let Some(id) = err.request_id() {
-            span.record("request_id", id);
-        }
-        tracing::debug!(code = err.code(), "provider request refused");
-        Err(err)
+        let reply = self
+            .envelope
+            .exchange(rb, &req.http, req.http.writes(), |r| {
+                map_error(r.status, &r.headers, &r.body)
+            })
+            .await?;
+        Ok(reply.body)
     }
-}
-
-async fn exchange(
-    rb: reqwest::RequestBuilder,
-) -> Result<(StatusCode, HeaderMap, Vec<u8>), ProviderError> {
-    let resp = rb.send().await.map_err(transport)?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(transport)?;
-    Ok((status, headers, body.to_vec()))
 }
 
 /// The create may have been applied: nothing in the answer says it was not.
@@ -572,10 +456,8 @@ pub(crate) fn map_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) ->
         .map(str::to_string);
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
     let (code, message, body_request_id) = match parsed {
-        Some(mut b) => {
-            if let Some(inner) = b.error.take() {
-                b = *inner;
-            }
+        Some(b) => {
+            let b = b.nested().unwrap_or(b);
             (b.code.filter(|c| !c.is_empty()), b.message, b.request_id)
         }
         // Not JSON (e.g. a proxy's page): keep only the status, never the body.
@@ -644,82 +526,5 @@ fn validate_new(new: &NewClient) -> Result<(), ProviderError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-    use std::time::Duration;
-
-    #[test]
-    fn refusals_map_to_distinguishable_errors() {
-        let h = HeaderMap::new();
-        let e = map_error(
-            StatusCode::BAD_REQUEST,
-            &h,
-            br#"{"code":"WORKSPACE_NAME_TAKEN","message":"Duplicate workspace name"}"#,
-        );
-        assert!(matches!(e, ProviderError::Conflict(_)));
-        assert_eq!(error_kind(&e), Some(GenniaErrorKind::NameTaken));
-        let e = map_error(
-            StatusCode::BAD_REQUEST,
-            &h,
-            br#"{"code":"VALIDATION_ERROR","message":"users: required"}"#,
-        );
-        assert!(matches!(e, ProviderError::Validation(_)) && e.needs_human());
-        // No code in the body: the documented message decides.
-        let e = map_error(
-            StatusCode::BAD_REQUEST,
-            &h,
-            br#"{"message":"Client is not suspended"}"#,
-        );
-        assert_eq!(e.code(), "CLIENT_NOT_SUSPENDED");
-        let e = map_error(
-            StatusCode::UNAUTHORIZED,
-            &h,
-            br#"{"code":"INVALID_API_KEY"}"#,
-        );
-        assert!(e.is_auth() && e.code() == "INVALID_API_KEY");
-        let mut h429 = HeaderMap::new();
-        h429.insert("retry-after", HeaderValue::from_static("2"));
-        let e = map_error(StatusCode::TOO_MANY_REQUESTS, &h429, b"");
-        assert!(e.is_retryable());
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
-        let e = map_error(StatusCode::BAD_GATEWAY, &h, b"<html>gsk_leak</html>");
-        assert!(matches!(e, ProviderError::Server(_)));
-        assert!(!e.to_string().contains("gsk_leak"));
-    }
-
-    #[test]
-    fn ids_and_creates_are_checked_before_sending() {
-        assert!(safe_id("9c3a4d22-1a8d-4b3f-9b1e-7a0f0c4f3e21").is_ok());
-        assert!(safe_id("../x").is_err() && safe_id("").is_err());
-        let admin = NewUser {
-            email: "a@x.test".into(),
-            name: None,
-            role: Role::Admin,
-        };
-        assert!(validate_new(&NewClient::new("Acme", vec![admin.clone()])).is_ok());
-        assert!(validate_new(&NewClient::new("  ", vec![admin.clone()])).is_err());
-        assert!(validate_new(&NewClient::new("x".repeat(151), vec![admin])).is_err());
-        let member = NewUser {
-            email: "m@x.test".into(),
-            name: None,
-            role: Role::Member,
-        };
-        let err = validate_new(&NewClient::new("Acme", vec![member])).unwrap_err();
-        assert!(err.to_string().contains("admin"));
-    }
-
-    #[test]
-    fn only_reads_and_state_calls_are_retry_safe() {
-        assert!(Request::new(Method::GET, "/r", "/r".into()).retry_safe);
-        assert!(Request::new(Method::DELETE, "/r", "/r".into()).retry_safe);
-        assert!(!Request::new(Method::POST, "/r", "/r".into()).retry_safe);
-        assert!(
-            Request::new(Method::POST, "/r", "/r".into())
-                .idempotent_by_state()
-                .retry_safe
-        );
-        assert!(ambiguous(&ProviderError::Timeout));
-        assert!(!ambiguous(&ProviderError::Invalid("x".into())));
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -41,6 +41,9 @@ pub struct GenniaConfig {
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
     pub metrics: Option<ProviderMetrics>,
+    /// The replica's leader fence: every attempt of a write is checked and stamped right
+    /// before it is sent (`crate::fence::stamp`); `None` outside the operator.
+    pub fence: Option<crate::fence::Fence>,
 }
 
 impl GenniaConfig {
@@ -56,6 +59,7 @@ impl GenniaConfig {
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
             metrics: None,
+            fence: None,
         }
     }
 }
@@ -148,10 +152,17 @@ pub enum GenniaErrorKind {
     InvitationNotFound,
 }
 
-/// The Gennia meaning of `err`, from the API code kept in [`ApiFailure::code`](crate::provider::error::ApiFailure).
+/// The Gennia meaning of `err`, from the API code kept in [`ApiFailure::code`](crate::provider::error::ApiFailure);
+/// a generic code (`VALIDATION_ERROR`, or none) is read from the documented messages.
 pub fn error_kind(err: &ProviderError) -> Option<GenniaErrorKind> {
     let f = err.api_failure()?;
-    let kind = match f.code.as_str() {
+    let code = match f.code.as_str() {
+        "VALIDATION_ERROR" | "HTTP_400" => {
+            code_from_message(f.status, &f.message).unwrap_or(f.code.as_str())
+        }
+        c => c,
+    };
+    let kind = match code {
         "WORKSPACE_NAME_TAKEN" => GenniaErrorKind::NameTaken,
         "CLIENT_NOT_SUSPENDABLE" => GenniaErrorKind::NotSuspendable,
         "CLIENT_NOT_SUSPENDED" => GenniaErrorKind::NotSuspended,

@@ -2,7 +2,18 @@
 //! Responses are read leniently (unknown fields ignored, absent ones defaulted); request
 //! bodies are sent exactly as the schema names them, because Gennia rejects unknown fields.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `null` reads like an absent field: Gennia's schema has no nullable types, but a server
+/// that writes every property (Jackson without `NON_NULL`) sends `null` for what is unset
+/// (issue 28, row 6).
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// `PublicClientDTO`: one client workspace of the hub.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -11,8 +22,9 @@ pub struct Client {
     pub public_id: String,
     pub workspace_name: String,
     /// `active`, `past_due`, `canceled`, `trialing`, `pending_onboarding`, `suspended`
-    /// (kept as a string so a new value is reported, not a decode failure); see
-    /// [`Client::state`].
+    /// (kept as a string so a new value is reported, not a decode failure; empty when the
+    /// API sends `null`); see [`Client::state`].
+    #[serde(default, deserialize_with = "nullable")]
     pub subscription_status: String,
     #[serde(default)]
     pub created_at: Option<String>,
@@ -38,9 +50,9 @@ pub struct Client {
     pub seats_limit: Option<i32>,
     #[serde(default)]
     pub users_count: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub users: Vec<UserRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub pending_invitations: Vec<PendingInvitation>,
 }
 
@@ -50,6 +62,7 @@ pub struct Client {
 pub struct ClientListItem {
     pub public_id: String,
     pub workspace_name: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub subscription_status: String,
     #[serde(default)]
     pub created_at: Option<String>,
@@ -139,12 +152,13 @@ pub struct PendingInvitation {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientPage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub items: Vec<ClientListItem>,
+    #[serde(default, deserialize_with = "nullable")]
     pub page: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub total_pages: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub total: u64,
 }
 
@@ -247,7 +261,8 @@ pub struct ListFilter {
 }
 
 /// The error body. Gennia does not document it; the simulator sends `{code, message}`
-/// (README "assumed" #1). A nested `{error: {...}}` is read too.
+/// (README "assumed" #1). A nested `{error: {...}}` is read too, and Spring Boot's default
+/// `{timestamp, status, error: "Bad Request", message, path}` (no code at all).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ErrorBody {
@@ -255,10 +270,21 @@ pub(crate) struct ErrorBody {
     pub code: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// A nested body, or Spring's reason phrase (a string, ignored).
     #[serde(default)]
-    pub error: Option<Box<ErrorBody>>,
+    pub error: Option<serde_json::Value>,
     #[serde(default)]
     pub request_id: Option<String>,
+}
+
+impl ErrorBody {
+    /// The nested `{error: {...}}` body, when there is one.
+    pub(crate) fn nested(&self) -> Option<ErrorBody> {
+        self.error
+            .as_ref()
+            .filter(|e| e.is_object())
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    CancellationReason, Client, ClientState, GenniaClient, NewClient, NewUser, Role, Suspension,
-    UserPatch,
+    CancellationReason, Client, ClientListItem, ClientState, GenniaClient, ListFilter, NewClient,
+    NewUser, Role, Suspension, UserPatch,
 };
 use crate::provider::error::ProviderError;
 use crate::provider::types::*;
-use crate::provider::{Provider, ProviderResult};
+use crate::provider::{Owned, Provider, ProviderResult};
 
 /// What Gennia can do: no metadata, renames, archive, keys, webhooks or ledger; found by
 /// its (unique) workspace name; users.
@@ -71,23 +71,67 @@ fn cancellation(v: &str) -> ProviderResult<CancellationReason> {
     })
 }
 
-/// A client as an org: the workspace name is its name, users and pending invitations its
-/// users, the credit balance its (read-only) balance.
-pub fn org_of(c: Client) -> Org {
-    let (status, billing_note) = match ClientState::from_status(&c.subscription_status) {
+/// The org state a `subscriptionStatus` means, what is worth saying about it, and why a
+/// suspend must wait (Gennia suspends "only from active": any other live state is waited out).
+fn status_of(subscription_status: &str) -> (OrgStatus, Option<String>, Option<String>) {
+    let state = ClientState::from_status(subscription_status);
+    let suspend_blocked = match &state {
+        ClientState::Active { billing_note: None } | ClientState::Suspended => None,
+        ClientState::PendingOnboarding => Some(
+            "Gennia suspends only an active workspace, and this one is pending_onboarding (none of its users has finished onboarding, or it has no plan yet); orgops suspends it once it is active".to_string(),
+        ),
+        ClientState::Active { .. } | ClientState::Terminal | ClientState::Unknown(_) => {
+            Some(format!(
+                "Gennia suspends only an active workspace, and this one is {subscription_status:?}; orgops suspends it once it is active"
+            ))
+        }
+    };
+    let (status, billing_note) = match state {
         ClientState::Active { billing_note } => (OrgStatus::Active, billing_note),
         ClientState::PendingOnboarding => (
             OrgStatus::Active,
-            Some("pending_onboarding: created without a plan".into()),
+            Some("pending_onboarding: no user has finished onboarding, or no plan yet".into()),
         ),
         ClientState::Suspended => (OrgStatus::Suspended, None),
         ClientState::Terminal => (OrgStatus::Archived, Some("canceled".into())),
+        ClientState::Unknown(s) if s.is_empty() => (
+            OrgStatus::Active,
+            Some("no subscription status (the API sent none)".into()),
+        ),
         ClientState::Unknown(s) => (
             OrgStatus::Active,
             Some(format!("subscription status {s:?} is not documented")),
         ),
     };
-    let mut users: Vec<OrgUser> = c
+    (status, billing_note, suspend_blocked)
+}
+
+/// A workspace as an org, before its users and summary: no metadata, no billing email.
+fn bare_org(id: String, workspace_name: String, subscription_status: &str) -> Org {
+    let (status, billing_note, suspend_blocked) = status_of(subscription_status);
+    Org {
+        id,
+        name: workspace_name,
+        status,
+        metadata: BTreeMap::new(),
+        billing_email: None,
+        summary: None,
+        users: Vec::new(),
+        billing_note,
+        suspend_blocked,
+    }
+}
+
+/// A row of the clients list as an org: no users and no summary (read the client for them).
+fn org_of_row(c: ClientListItem) -> Org {
+    bare_org(c.public_id, c.workspace_name, &c.subscription_status)
+}
+
+/// A client as an org: the workspace name is its name, users and pending invitations its
+/// users, the credit balance its (read-only) balance.
+pub fn org_of(c: Client) -> Org {
+    let mut org = bare_org(c.public_id, c.workspace_name, &c.subscription_status);
+    org.users = c
         .users
         .into_iter()
         .map(|u| OrgUser {
@@ -97,29 +141,22 @@ pub fn org_of(c: Client) -> Org {
             role: u.role.unwrap_or_default(),
         })
         .collect();
-    users.extend(c.pending_invitations.into_iter().map(|i| OrgUser {
-        id: None,
-        email: i.email,
-        name: i.name,
-        role: i.role.unwrap_or_default(),
-    }));
+    org.users
+        .extend(c.pending_invitations.into_iter().map(|i| OrgUser {
+            id: None,
+            email: i.email,
+            name: i.name,
+            role: i.role.unwrap_or_default(),
+        }));
     let balance = c.credits_balance.unwrap_or(0.0) + c.extra_credits_balance.unwrap_or(0.0);
     // Whole credits: Gennia reports a float; status shows an integer balance.
     let balance = balance.floor() as i64;
-    Org {
-        id: c.public_id,
-        name: c.workspace_name,
-        status,
-        metadata: BTreeMap::new(),
-        billing_email: None,
-        summary: Some(OrgSummary {
-            balance,
-            available: balance,
-            credit_config: CreditConfig::default(),
-        }),
-        users,
-        billing_note,
-    }
+    org.summary = Some(OrgSummary {
+        balance,
+        available: balance,
+        credit_config: CreditConfig::default(),
+    });
+    org
 }
 
 #[async_trait]
@@ -160,6 +197,16 @@ impl Provider for GenniaProvider {
 
     async fn find_orgs_by_metadata(&self, _: &str, _: &str) -> ProviderResult<Vec<Org>> {
         Ok(Vec::new())
+    }
+
+    /// Every client of the hub (all pages); canceled ones are not live.
+    async fn list_orgs(&self) -> ProviderResult<Vec<Org>> {
+        let all = self.client.list_clients(&ListFilter::default()).await?;
+        Ok(all
+            .into_iter()
+            .map(org_of_row)
+            .filter(|o| o.status != OrgStatus::Archived)
+            .collect())
     }
 
     /// The workspace name is unique per hub: the client of that name, live or suspended.
@@ -204,12 +251,12 @@ impl Provider for GenniaProvider {
         Err(not_here("workspace rename or metadata"))
     }
 
-    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
-        self.suspend_org_with(org_id, &SuspendReason::default())
-            .await
+    async fn suspend_org(&self, org: &Owned) -> ProviderResult<Org> {
+        self.suspend_org_with(org, &SuspendReason::default()).await
     }
 
-    async fn suspend_org_with(&self, org_id: &str, why: &SuspendReason) -> ProviderResult<Org> {
+    async fn suspend_org_with(&self, org: &Owned, why: &SuspendReason) -> ProviderResult<Org> {
+        let org_id = org.org_id();
         let suspension = Suspension {
             reason: why.reason.clone(),
             cancellation_reason: why.cancellation.as_deref().map(cancellation).transpose()?,
@@ -239,7 +286,9 @@ impl Provider for GenniaProvider {
         ))
     }
 
-    async fn remove_user(&self, org_id: &str, user_id: &str) -> ProviderResult<Org> {
-        Ok(org_of(self.client.delete_user(org_id, user_id).await?))
+    async fn remove_user(&self, org: &Owned, user_id: &str) -> ProviderResult<Org> {
+        Ok(org_of(
+            self.client.delete_user(org.org_id(), user_id).await?,
+        ))
     }
 }

@@ -1,33 +1,28 @@
-//! HTTP core: one request with rate limiting, retries, error mapping, metrics and a
-//! tracing span. Never logs headers or bodies (they can hold keys and secrets).
+//! Layers' requests: the bearer key, the organization header, rate limiting by class and
+//! the error envelope, inside the shared HTTP envelope (`provider::http`: send, retry,
+//! metrics, span, fence). Never logs headers or bodies (they can hold keys and secrets).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::Rng;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, field::Empty};
 
 use super::LayersConfig;
 use super::model::{ErrorEnvelope, Page};
 use super::ratelimit::{Buckets, Class};
-use super::retry::RetryPolicy;
 use crate::provider::error::{ApiFailure, ProviderError};
-use crate::provider::metrics::ProviderMetrics;
+pub(crate) use crate::provider::http::decode;
+use crate::provider::http::{
+    self, Envelope, Failed, header_str, parse_retry_after, request_span, settings_of,
+};
 use crate::provider::types::{IdempotencyKey, Secret};
 
 /// Hard stop for a cursor chain that never ends (a server bug must not loop forever).
 const MAX_PAGES: usize = 10_000;
 
 pub(crate) struct Request<'a> {
-    pub method: Method,
-    /// Route template, e.g. `/v1/organizations/:orgId` (metrics and logs).
-    pub route: &'static str,
-    pub path: String,
-    pub query: Vec<(&'static str, String)>,
-    /// Serialised once so every retry sends the same bytes (idempotency fingerprint).
-    pub body: Option<Vec<u8>>,
+    pub http: http::Request,
     pub key: Option<&'a IdempotencyKey>,
     /// Idempotent by method (GET, DELETE) or by state (suspend, resume).
     pub idempotent: bool,
@@ -38,12 +33,9 @@ pub(crate) struct Request<'a> {
 impl<'a> Request<'a> {
     pub fn new(method: Method, route: &'static str, path: String) -> Request<'a> {
         let idempotent = method == Method::GET || method == Method::DELETE;
+        let http = http::Request::new(method, route, path);
         Request {
-            method,
-            route,
-            path,
-            query: Vec::new(),
-            body: None,
+            http,
             key: None,
             idempotent,
             org: None,
@@ -52,7 +44,7 @@ impl<'a> Request<'a> {
 
     pub fn json(mut self, body: &serde_json::Value) -> Request<'a> {
         // Serialising a Value cannot fail.
-        self.body = Some(serde_json::to_vec(body).unwrap_or_default());
+        self.http.body = Some(serde_json::to_vec(body).unwrap_or_default());
         self
     }
 
@@ -67,7 +59,7 @@ impl<'a> Request<'a> {
     }
 
     pub fn query(mut self, name: &'static str, value: impl Into<String>) -> Request<'a> {
-        self.query.push((name, value.into()));
+        self.http.query.push((name, value.into()));
         self
     }
 
@@ -82,99 +74,39 @@ impl<'a> Request<'a> {
 }
 
 pub(crate) struct Http {
-    client: reqwest::Client,
-    base: String,
+    envelope: Envelope,
     api_key: Secret,
     buckets: Arc<Buckets>,
-    policy: RetryPolicy,
-    metrics: Option<ProviderMetrics>,
 }
 
 impl Http {
     pub fn new(cfg: &LayersConfig, buckets: Arc<Buckets>) -> Result<Http, ProviderError> {
-        let base = cfg.base_url.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&base)
-            .map_err(|e| ProviderError::Invalid(format!("base URL {base:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Invalid(format!(
-                "base URL {base:?} must be http or https"
-            )));
-        }
+        let envelope = Envelope::new(settings_of!(cfg, api_root: "", max_concurrency: None))?;
         if cfg.api_key.expose().is_empty() {
             return Err(ProviderError::Invalid("the API key is empty".into()));
         }
-        if cfg.max_attempts == 0 {
-            return Err(ProviderError::Invalid(
-                "max_attempts must be at least 1".into(),
-            ));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("orgops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Invalid(format!("HTTP client: {e}")))?;
         Ok(Http {
-            client,
-            base,
+            envelope,
             api_key: cfg.api_key.clone(),
             buckets,
-            policy: RetryPolicy {
-                max_attempts: cfg.max_attempts,
-                max_retry_time: cfg.max_retry_time,
-                base_delay: cfg.retry_base_delay,
-                max_delay: cfg.retry_max_delay,
-            },
-            metrics: cfg.metrics.clone(),
         })
     }
 
     /// Sends `req`, re-sending it after transient failures only when that is safe.
     pub async fn send(&self, req: &Request<'_>) -> Result<Vec<u8>, ProviderError> {
-        let class = Class::of(&req.method);
-        let started = Instant::now();
-        let mut attempt = 1u32;
-        loop {
-            let span = tracing::info_span!(
-                "layers_request",
-                method = %req.method,
-                route = req.route,
-                attempt,
-                status = Empty,
-                request_id = Empty,
-            );
-            let result = self.attempt(req, class).instrument(span).await;
-            let err = match result {
-                Ok(body) => return Ok(body),
-                Err(err) => err,
-            };
-            if let ProviderError::RateLimited(f) = &err {
-                // Everyone using this class waits, not just this caller.
-                let pause = f.retry_after.unwrap_or(Duration::from_secs(1));
-                self.buckets.pause(class, pause);
-            }
-            let unit: f64 = rand::rng().random();
-            let delay = self.policy.delay(attempt, err.retry_after(), unit);
-            if !self
-                .policy
-                .should_retry(&err, req.retry_safe(), attempt, started.elapsed(), delay)
-            {
-                return Err(err);
-            }
-            tracing::debug!(
-                method = %req.method,
-                route = req.route,
-                attempt,
-                code = err.code(),
-                delay_ms = delay.as_millis() as u64,
-                "retrying provider request"
-            );
-            if let Some(m) = &self.metrics {
-                m.retried(req.route);
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let class = Class::of(&req.http.method);
+        let span = request_span!("layers_request", req.http);
+        let attempt = |_| async move {
+            self.attempt(req, class).await.map_err(|err| {
+                if let ProviderError::RateLimited(f) = &err {
+                    // Everyone using this class waits, not just this caller.
+                    let pause = f.retry_after.unwrap_or(Duration::from_secs(1));
+                    self.buckets.pause(class, pause);
+                }
+                Failed::new(err, req.retry_safe())
+            })
+        };
+        self.envelope.retrying(&req.http, span, attempt).await
     }
 
     async fn attempt(&self, req: &Request<'_>, class: Class) -> Result<Vec<u8>, ProviderError> {
@@ -187,81 +119,43 @@ impl Http {
                 retry_after: Some(left),
             })
         })?;
-        if let Some(m) = &self.metrics {
+        if let Some(m) = self.envelope.metrics() {
             m.rate_limit_wait.observe(waited.as_secs_f64());
         }
         let mut rb = self
-            .client
-            .request(req.method.clone(), format!("{}{}", self.base, req.path))
+            .envelope
+            .request(&req.http)
             .bearer_auth(self.api_key.expose());
-        if !req.query.is_empty() {
-            rb = rb.query(&req.query);
-        }
         if let Some(key) = req.key {
             rb = rb.header("Idempotency-Key", key.as_str());
         }
         if let Some(org) = req.org {
             rb = rb.header("X-Layers-Organization", org);
         }
-        rb = match &req.body {
-            Some(body) => rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone()),
-            None => rb,
-        };
-        let start = Instant::now();
-        let outcome = self.exchange(rb).await;
-        let status_label = match &outcome {
-            Ok((status, _, _)) => status.as_u16().to_string(),
-            Err(_) => "error".to_string(),
-        };
-        if let Some(m) = &self.metrics {
-            m.observe(
-                req.route,
-                req.method.as_str(),
-                &status_label,
-                start.elapsed().as_secs_f64(),
-            );
-        }
-        let span = tracing::Span::current();
-        span.record("status", status_label.as_str());
-        let (status, headers, body) = match outcome {
-            Ok(parts) => parts,
-            Err(err) => {
-                tracing::debug!(code = err.code(), "provider request failed");
-                return Err(err);
+        // The provider's bucket may be empty (its burst may be far smaller than the
+        // tier's limit, or shared with others, issue 28): wait one refill before the next
+        // request of this class instead of meeting a 429.
+        let pace = |headers: &HeaderMap| {
+            if let Some(wait) = bucket_empty_for(headers) {
+                self.buckets.pause(class, wait);
             }
         };
-        let request_id = header_str(&headers, "x-request-id");
-        if let Some(id) = &request_id {
-            span.record("request_id", id.as_str());
-        }
-        if status.is_success() {
-            tracing::debug!("provider request done");
-            return Ok(body);
-        }
-        let err = ProviderError::from_api(api_failure(status, &headers, &body, request_id));
-        if let Some(id) = err.request_id() {
-            span.record("request_id", id);
-        }
-        tracing::debug!(code = err.code(), "provider request refused");
-        Err(err)
-    }
-
-    async fn exchange(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ProviderError> {
-        let resp = rb.send().await.map_err(transport)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
-        Ok((status, headers, body.to_vec()))
+        let reply = self
+            .envelope
+            .exchange(rb, &req.http, req.http.writes(), |reply| {
+                pace(&reply.headers);
+                let request_id = reply.header("x-request-id");
+                let failure = api_failure(reply.status, &reply.headers, &reply.body, request_id);
+                in_flight(ProviderError::from_api(failure), &reply.body)
+            })
+            .await?;
+        pace(&reply.headers);
+        Ok(reply.body)
     }
 
     pub async fn json<T: DeserializeOwned>(&self, req: &Request<'_>) -> Result<T, ProviderError> {
         let body = self.send(req).await?;
-        decode(req.route, &body)
+        decode(req.http.route, &body)
     }
 
     /// Follows `nextCursor` to the end and returns every item.
@@ -285,8 +179,9 @@ impl Http {
     ) -> Result<(), ProviderError> {
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let mut page_req = Request::new(req.method.clone(), req.route, req.path.clone());
-            page_req.query = req.query.clone();
+            let http = &req.http;
+            let mut page_req = Request::new(http.method.clone(), http.route, http.path.clone());
+            page_req.http.query = http.query.clone();
             page_req.org = req.org;
             page_req = page_req.query("limit", limit.to_string());
             if let Some(c) = &cursor {
@@ -297,7 +192,7 @@ impl Http {
             match page.next_cursor.filter(|c| !c.is_empty()) {
                 Some(next) if cursor.as_deref() == Some(next.as_str()) => {
                     return Err(ProviderError::Decode {
-                        route: req.route.to_string(),
+                        route: req.http.route.to_string(),
                         detail: "the API returned the same cursor twice".into(),
                     });
                 }
@@ -306,53 +201,43 @@ impl Http {
             }
         }
         Err(ProviderError::Decode {
-            route: req.route.to_string(),
+            route: req.http.route.to_string(),
             detail: format!("more than {MAX_PAGES} pages"),
         })
     }
 }
 
-/// Decodes a 2xx body. The error names only a position: serde messages can quote values,
-/// and bodies can hold secrets.
-pub(crate) fn decode<T: DeserializeOwned>(route: &str, body: &[u8]) -> Result<T, ProviderError> {
-    serde_json::from_slice(body).map_err(|e| ProviderError::Decode {
-        route: route.to_string(),
-        detail: format!(
-            "{:?} error at line {} column {}",
-            e.classify(),
-            e.line(),
-            e.column()
-        ),
-    })
+/// When a response says the provider's bucket for its class is empty
+/// (`X-RateLimit-Remaining: 0`), the time one token takes to come back
+/// (`60 / X-RateLimit-Limit` seconds).
+fn bucket_empty_for(headers: &HeaderMap) -> Option<Duration> {
+    let remaining: u64 = header_str(headers, "x-ratelimit-remaining")?
+        .trim()
+        .parse()
+        .ok()?;
+    let per_minute: u64 = header_str(headers, "x-ratelimit-limit")?
+        .trim()
+        .parse()
+        .ok()?;
+    (remaining == 0 && per_minute > 0).then(|| Duration::from_secs_f64(60.0 / per_minute as f64))
 }
 
-pub(crate) fn transport(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        return ProviderError::Timeout;
+/// A 409 `IDEMPOTENCY_CONFLICT` with `details.inFlight: true` is not a different body
+/// under the key but the original request still executing (issue 28, row 3): re-sending
+/// the same request later replays it.
+fn in_flight(err: ProviderError, body: &[u8]) -> ProviderError {
+    let ProviderError::IdempotencyConflict(f) = err else {
+        return err;
+    };
+    let still_running = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .and_then(|e| e.error.details)
+        .is_some_and(|d| d["inFlight"] == true);
+    if still_running {
+        ProviderError::InFlight(f)
+    } else {
+        ProviderError::IdempotencyConflict(f)
     }
-    // The cause chain says what failed (refused, reset, DNS); the URL adds nothing.
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    ProviderError::Transport(msg)
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// `Retry-After` in seconds (integer or decimal). HTTP dates are not used by Layers.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
 pub(crate) fn api_failure(
@@ -417,23 +302,28 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_parsing() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    fn an_in_flight_conflict_is_retried_a_body_conflict_is_not() {
+        let h = HeaderMap::new();
+        let body = br#"{"error":{"code":"IDEMPOTENCY_CONFLICT","message":"still in progress","details":{"inFlight":true}}}"#;
+        let f = api_failure(StatusCode::CONFLICT, &h, body, None);
+        let e = in_flight(ProviderError::from_api(f), body);
+        assert!(matches!(e, ProviderError::InFlight(_)));
+        assert!(e.is_retryable() && !e.needs_human());
+        let body = br#"{"error":{"code":"IDEMPOTENCY_CONFLICT","message":"different body"}}"#;
+        let f = api_failure(StatusCode::CONFLICT, &h, body, None);
+        let e = in_flight(ProviderError::from_api(f), body);
+        assert!(matches!(e, ProviderError::IdempotencyConflict(_)) && e.needs_human());
     }
 
     #[test]
-    fn decode_errors_never_quote_the_body() {
-        #[derive(Debug, serde::Deserialize)]
-        #[allow(dead_code)]
-        struct S {
-            n: u64,
-        }
-        let err = decode::<S>("/r", br#"{"n":"whsec_topsecret"}"#).unwrap_err();
-        assert!(!err.to_string().contains("whsec_topsecret"), "{err}");
-        assert_eq!(err.code(), "DECODE");
+    fn an_empty_provider_bucket_waits_one_refill() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", HeaderValue::from_static("60"));
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("3"));
+        assert_eq!(bucket_empty_for(&h), None);
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        assert_eq!(bucket_empty_for(&h), Some(Duration::from_secs(1)));
+        assert_eq!(bucket_empty_for(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub struct LayersConfig {
     /// live child again (this client's own writes keep it current in between). Orgs
     /// created by anyone else become visible to lookups after at most this long.
     pub org_index_max_age: Duration,
+    /// The replica's leader fence: every attempt of a write is checked and stamped right
+    /// before it is sent (`crate::fence::stamp`); `None` outside the operator.
+    pub fence: Option<crate::fence::Fence>,
+    /// Replicas (shards) sharing this parent key's rate budget: each uses 1/N of it.
+    pub rate_shares: u32,
 }
 
 impl LayersConfig {
@@ -118,6 +123,8 @@ impl LayersConfig {
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
             org_index_max_age: Duration::from_secs(30),
+            fence: None,
+            rate_shares: 1,
         }
     }
 }
@@ -133,6 +140,8 @@ impl fmt::Debug for LayersConfig {
             .field("max_attempts", &self.max_attempts)
             .field("max_retry_time", &self.max_retry_time)
             .field("org_index_max_age", &self.org_index_max_age)
+            .field("fence", &self.fence)
+            .field("rate_shares", &self.rate_shares)
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +156,7 @@ pub struct LayersProvider {
 impl LayersProvider {
     pub fn new(cfg: LayersConfig) -> Result<LayersProvider, ProviderError> {
         let buckets = Buckets::shared(&cfg.base_url, &cfg.api_key);
-        buckets.set_tier(cfg.tier.unwrap_or(RateTier::Standard));
+        buckets.set_tier_share(cfg.tier.unwrap_or(RateTier::Standard), cfg.rate_shares);
         let http = Http::new(&cfg, buckets.clone())?;
         Ok(LayersProvider {
             http,

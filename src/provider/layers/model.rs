@@ -53,6 +53,8 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(default)]
     pub request_id: Option<String>,
+    #[serde(default)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// `POST /v1/organizations/migrate` → `201 { projectsMoved, childrenCreated, children }`.
@@ -144,6 +146,17 @@ pub struct TransferWire {
     pub replayed: bool,
 }
 
+/// `GET /v1/credits`: the caller's own wallet (§2.5). Transfers draw on `prepaidBalance`
+/// [P-ALLOC]; `available` is the fallback when a wallet does not break the balance down.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletWire {
+    #[serde(default)]
+    pub prepaid_balance: Option<i64>,
+    #[serde(default)]
+    pub available: i64,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditEventWire {
@@ -153,8 +166,11 @@ pub struct CreditEventWire {
     pub credits: i64,
     #[serde(default)]
     pub event_type: String,
-    #[serde(default, deserialize_with = "nullable")]
-    pub metadata: BTreeMap<String, String>,
+    /// Absent or `null`: the API does not show the transfer's metadata on its events.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +272,7 @@ impl From<OrgWire> for Org {
             }),
             users: Vec::new(),
             billing_note: None,
+            suspend_blocked: None,
         }
     }
 }
@@ -287,6 +304,7 @@ impl From<CreditEventWire> for LedgerAllocation {
             event_id: w.event_id,
             credits: w.credits,
             metadata: w.metadata,
+            created: w.created_at,
         }
     }
 }
@@ -444,9 +462,17 @@ mod tests {
         let a: LedgerAllocation = p.items.into_iter().next().unwrap().into();
         assert_eq!(a.credits, 100);
         assert_eq!(
-            a.metadata.get("orgops.dev/uid").map(String::as_str),
+            a.metadata
+                .as_ref()
+                .and_then(|m| m.get("orgops.dev/uid"))
+                .map(String::as_str),
             Some("u")
         );
+        // An event without metadata (the reference shows none) says so.
+        let bare: CreditEventWire =
+            serde_json::from_str(r#"{"eventId":"e2","credits":5,"eventType":"allocation"}"#)
+                .unwrap();
+        assert_eq!(LedgerAllocation::from(bare).metadata, None);
         let last: Page<WebhookWire> =
             serde_json::from_str(r#"{"items":[],"nextCursor":null}"#).unwrap();
         assert!(last.next_cursor.is_none() && last.items.is_empty());

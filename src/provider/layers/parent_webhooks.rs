@@ -254,8 +254,13 @@ impl LayersProvider {
         self.http.json(&req).await
     }
 
-    /// A 404 counts as done: the endpoint is gone, which is what was asked.
-    pub async fn delete_parent_endpoint(&self, id: &str) -> ProviderResult<()> {
+    /// A 404 counts as done: the endpoint is gone, which is what was asked. Takes the
+    /// proof that a fresh listing showed the endpoint carrying the caller's marker.
+    pub async fn delete_parent_endpoint(
+        &self,
+        endpoint: &crate::provider::owned::OwnedEndpoint,
+    ) -> ProviderResult<()> {
+        let id = endpoint.id();
         let req = Request::new(
             Method::DELETE,
             ENDPOINT,

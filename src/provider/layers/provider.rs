@@ -10,12 +10,13 @@ use super::LayersProvider;
 use super::client::Request;
 use super::model::{
     ApiKeyWire, ArchiveWire, CreatedWebhookWire, CreditConfigEnvelope, CreditEventWire,
-    MigrateWire, MintWire, OrgWire, RotatedSecretWire, TransferWire, WebhookWire, WhoamiWire,
+    MigrateWire, MintWire, OrgWire, RotatedSecretWire, TransferWire, WalletWire, WebhookWire,
+    WhoamiWire,
 };
 use crate::provider::error::ProviderError;
 use crate::provider::org_index::{self, Listing};
 use crate::provider::types::*;
-use crate::provider::{Provider, ProviderResult};
+use crate::provider::{Owned, Provider, ProviderResult};
 
 /// Layers can do everything the controller knows, except find orgs by name and manage users.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -144,6 +145,12 @@ impl Provider for LayersProvider {
         Ok(self.http.json::<WhoamiWire>(&req).await?.into())
     }
 
+    async fn parent_balance(&self) -> ProviderResult<i64> {
+        let req = Request::new(Method::GET, "/v1/credits", "/v1/credits".into());
+        let wallet = self.http.json::<WalletWire>(&req).await?;
+        Ok(wallet.prepaid_balance.unwrap_or(wallet.available))
+    }
+
     async fn get_org(&self, org_id: &str) -> ProviderResult<Option<Org>> {
         let req = Request::new(Method::GET, ORG, org_path(org_id, "")?);
         // A fresh read also refreshes the index entry (e.g. archived by someone else).
@@ -181,6 +188,14 @@ impl Provider for LayersProvider {
         })
         .await?;
         Ok(found)
+    }
+
+    /// `GET /v1/organizations?status=active`, then `suspended`, every page (rows carry no
+    /// summary).
+    async fn list_orgs(&self) -> ProviderResult<Vec<Org>> {
+        let mut orgs = Vec::new();
+        self.each_live_org(|org| orgs.push(org)).await?;
+        Ok(orgs)
     }
 
     async fn create_org(&self, new: &NewOrg, key: &IdempotencyKey) -> ProviderResult<Org> {
@@ -257,8 +272,8 @@ impl Provider for LayersProvider {
         Ok(org)
     }
 
-    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
-        self.transition_org(org_id, "/v1/organizations/:orgId/suspend", "/suspend")
+    async fn suspend_org(&self, org: &Owned) -> ProviderResult<Org> {
+        self.transition_org(org.org_id(), "/v1/organizations/:orgId/suspend", "/suspend")
             .await
     }
 
@@ -267,7 +282,8 @@ impl Provider for LayersProvider {
             .await
     }
 
-    async fn archive_org(&self, org_id: &str) -> ProviderResult<ArchiveResult> {
+    async fn archive_org(&self, org: &Owned) -> ProviderResult<ArchiveResult> {
+        let org_id = org.org_id();
         let req = Request::new(Method::DELETE, ORG, org_path(org_id, "")?);
         let result = self.http.json::<ArchiveWire>(&req).await;
         // Archived or not a child (404): either way no longer a live org.
@@ -384,8 +400,8 @@ impl Provider for LayersProvider {
     }
 
     /// Idempotent by state: revoking a revoked key succeeds.
-    async fn revoke_key(&self, org_id: &str, key_id: &str) -> ProviderResult<()> {
-        let path = org_path(org_id, &format!("/api-keys/{}", seg(key_id)?))?;
+    async fn revoke_key(&self, org: &Owned, key_id: &str) -> ProviderResult<()> {
+        let path = org_path(org.org_id(), &format!("/api-keys/{}", seg(key_id)?))?;
         let req = Request::new(
             Method::DELETE,
             "/v1/organizations/:orgId/api-keys/:keyId",
@@ -457,7 +473,8 @@ impl Provider for LayersProvider {
 
     /// A 404 counts as done: the endpoint is gone, which is what was asked (and what a
     /// retry after a lost response sees).
-    async fn delete_webhook(&self, org_id: &str, endpoint_id: &str) -> ProviderResult<()> {
+    async fn delete_webhook(&self, org: &Owned, endpoint_id: &str) -> ProviderResult<()> {
+        let org_id = org.org_id();
         let req = Request::new(
             Method::DELETE,
             "/v1/webhook-endpoints/:endpointId",

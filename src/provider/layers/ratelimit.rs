@@ -46,6 +46,11 @@ pub fn client_burst(per_minute: u32) -> u32 {
     per_minute.saturating_sub(margin).max(1)
 }
 
+/// This replica's part of a per-minute budget shared by `shares` replicas.
+pub fn share_of(per_minute: u32, shares: u32) -> u32 {
+    (per_minute / shares.max(1)).max(1)
+}
+
 fn limiter(per_minute: u32) -> Option<DefaultDirectRateLimiter> {
     let burst = NonZeroU32::new(client_burst(per_minute))?;
     let quota = Quota::with_period(Duration::from_secs_f64(60.0 / f64::from(per_minute)))?;
@@ -109,7 +114,9 @@ impl ClassBucket {
 pub struct Buckets {
     read: ClassBucket,
     write: ClassBucket,
-    tier: Mutex<Option<RateTier>>,
+    /// The tier in use and this replica's share of its budget (1/N: N shards share the
+    /// parent key, `--rate-shares`).
+    tier: Mutex<Option<(RateTier, u32)>>,
 }
 
 static SHARED: OnceLock<Mutex<HashMap<String, Arc<Buckets>>>> = OnceLock::new();
@@ -136,18 +143,30 @@ impl Buckets {
     }
 
     pub fn set_tier(&self, tier: RateTier) {
+        let shares = self.shares();
+        self.set_tier_share(tier, shares);
+    }
+
+    /// Uses `1/shares` of `tier`'s budget (at least one request a minute per class).
+    pub fn set_tier_share(&self, tier: RateTier, shares: u32) {
+        let shares = shares.max(1);
         let mut current = self.tier.lock().unwrap_or_else(|p| p.into_inner());
-        if *current == Some(tier) {
+        if *current == Some((tier, shares)) {
             return;
         }
         let limits = tier.per_minute();
-        self.read.resize(limits.map(|l| l.0));
-        self.write.resize(limits.map(|l| l.1));
-        *current = Some(tier);
+        self.read.resize(limits.map(|l| share_of(l.0, shares)));
+        self.write.resize(limits.map(|l| share_of(l.1, shares)));
+        *current = Some((tier, shares));
     }
 
     pub fn tier(&self) -> RateTier {
-        (*self.tier.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(RateTier::Standard)
+        (*self.tier.lock().unwrap_or_else(|p| p.into_inner()))
+            .map_or(RateTier::Standard, |(t, _)| t)
+    }
+
+    fn shares(&self) -> u32 {
+        (*self.tier.lock().unwrap_or_else(|p| p.into_inner())).map_or(1, |(_, s)| s)
     }
 
     fn bucket(&self, class: Class) -> &ClassBucket {
@@ -192,6 +211,16 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn shards_sharing_a_key_split_its_budget() {
+        assert_eq!(share_of(600, 1), 600);
+        assert_eq!(share_of(600, 2), 300);
+        assert_eq!(share_of(60, 3), 20);
+        assert_eq!(share_of(1, 4), 1, "never zero");
+        // Two shards' buckets together stay within the server's capacity.
+        assert!(2 * client_burst(share_of(600, 2)) <= 600);
+    }
 
     #[test]
     fn burst_stays_below_the_server_capacity() {

@@ -23,7 +23,7 @@ pub use model::*;
 pub use provider::{CAPABILITIES, YouhodlerProvider};
 
 use crate::provider::error::{ApiFailure, ProviderError};
-use crate::provider::layers::client::parse_retry_after;
+use crate::provider::http::parse_retry_after;
 use crate::provider::metrics::ProviderMetrics;
 use crate::provider::types::Secret;
 
@@ -54,6 +54,9 @@ pub struct YouhodlerConfig {
     pub max_retry_time: Duration,
     /// Requests in flight at once through this client (the docs advise bounded concurrency).
     pub max_concurrency: usize,
+    /// The replica's leader fence: every attempt of a write is checked and stamped right
+    /// before it is sent (`crate::fence::stamp`); `None` outside the operator.
+    pub fence: Option<crate::fence::Fence>,
 }
 
 impl YouhodlerConfig {
@@ -76,6 +79,7 @@ impl YouhodlerConfig {
             max_attempts: 5,
             max_retry_time: Duration::from_secs(60),
             max_concurrency: 4,
+            fence: None,
         }
     }
 }

@@ -88,8 +88,9 @@ pub struct NewClient {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// A change to a client; `None` leaves the field alone. `metadata` replaces the whole map
-/// (simulator assumption 11: there is no per-key merge).
+/// A change to a client; `None` leaves the field alone. `metadata` is the whole map wanted:
+/// sent as it is where PATCH replaces the map (simulator assumption 11), with the keys to
+/// remove as `null` where it merges ([`ClientPatch::to_send`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ClientPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +111,41 @@ impl ClientPatch {
             .as_ref()
             .is_none_or(|n| *n == client.display_name)
             && self.metadata.as_ref().is_none_or(|m| *m == client.metadata)
+    }
+
+    /// After a PATCH, `client` shows the name and every metadata key sent, plus keys that
+    /// were left out to be removed: the API merged the map into the old one.
+    pub fn merged_into(&self, client: &YhClient) -> bool {
+        let Some(m) = &self.metadata else {
+            return false;
+        };
+        self.display_name
+            .as_ref()
+            .is_none_or(|n| *n == client.display_name)
+            && m.iter().all(|(k, v)| client.metadata.get(k) == Some(v))
+            && client.metadata.len() > m.len()
+    }
+
+    /// The body to send given the client as read: with `merges`, every key of `current`
+    /// the map leaves out is sent as `null` (JSON merge patch, RFC 7396).
+    pub fn to_send(&self, current: &YhClient, merges: bool) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        if let Some(n) = &self.display_name {
+            body.insert("display_name".into(), serde_json::Value::String(n.clone()));
+        }
+        if let Some(m) = &self.metadata {
+            let mut map: serde_json::Map<String, serde_json::Value> = m
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            if merges {
+                for k in current.metadata.keys().filter(|k| !m.contains_key(*k)) {
+                    map.insert(k.clone(), serde_json::Value::Null);
+                }
+            }
+            body.insert("metadata".into(), serde_json::Value::Object(map));
+        }
+        serde_json::Value::Object(body)
     }
 }
 

@@ -12,7 +12,7 @@ use super::{ClientPatch, NewClient, YhClient, YhStatus, YouhodlerClient};
 use crate::provider::error::ProviderError;
 use crate::provider::org_index::{self, Listing, OrgIndex};
 use crate::provider::types::*;
-use crate::provider::{Provider, ProviderResult};
+use crate::provider::{Owned, Provider, ProviderResult};
 
 /// What YouHodler can do: metadata (the owner marker), an `external_id` it filters on,
 /// renames and metadata edits, suspend and reactivate with a reason. No archive (offboarding
@@ -111,6 +111,7 @@ pub fn org_of(c: YhClient) -> Org {
         summary: None,
         users: Vec::new(),
         billing_note,
+        suspend_blocked: None,
     }
 }
 
@@ -201,6 +202,20 @@ impl Provider for YouhodlerProvider {
         Ok(found)
     }
 
+    /// `GET /clients`, every page: the rows are whole clients; closed ones are not live.
+    async fn list_orgs(&self) -> ProviderResult<Vec<Org>> {
+        let mut orgs = Vec::new();
+        self.client
+            .each_client(|c| {
+                let org = org_of(c);
+                if org.status != OrgStatus::Archived {
+                    orgs.push(org);
+                }
+            })
+            .await?;
+        Ok(orgs)
+    }
+
     /// `Idempotency-Key` makes a re-sent create replay; `external_id` (unique per
     /// enterprise) is a second guard: "taken" is a conflict the controller resolves by
     /// looking the client up, never a second client.
@@ -214,45 +229,43 @@ impl Provider for YouhodlerProvider {
     }
 
     /// PATCH with `If-Match` (the client re-reads and retries on 412). Metadata is
-    /// replaced as a whole at YouHodler, so the merge is computed here from a fresh read;
+    /// replaced as a whole at YouHodler, so the merge is computed from each read the PATCH
+    /// is sent against (a retry after 412 merges again, from the fresh read);
     /// `external_id` cannot change after creation.
     async fn update_org(&self, org_id: &str, patch: &OrgPatch) -> ProviderResult<Org> {
         if patch.billing_email.is_some() {
             return Err(not_here("billing email"));
         }
-        let metadata = match &patch.metadata {
-            None => None,
-            Some(m) => {
-                let current = self
-                    .client
-                    .get_client(org_id)
-                    .await?
-                    .ok_or_else(|| gone(org_id))?;
-                if let Some(ext) = m.get(org_index::EXTERNAL_ID)
-                    && current.external_id.as_deref() != Some(ext.as_str())
-                {
-                    return Err(ProviderError::Invalid(format!(
-                        "client {org_id}'s external_id {:?} cannot be changed to {ext:?}: YouHodler fixes it at creation; restore spec.externalId",
-                        current.external_id.as_deref().unwrap_or("")
-                    )));
+        let build = |current: &YhClient| {
+            let metadata = match &patch.metadata {
+                None => None,
+                Some(m) => {
+                    if let Some(ext) = m.get(org_index::EXTERNAL_ID)
+                        && current.external_id.as_deref() != Some(ext.as_str())
+                    {
+                        return Err(ProviderError::Invalid(format!(
+                            "client {org_id}'s external_id {:?} cannot be changed to {ext:?}: YouHodler fixes it at creation; restore spec.externalId",
+                            current.external_id.as_deref().unwrap_or("")
+                        )));
+                    }
+                    Some(merged_metadata(&current.metadata, m))
                 }
-                Some(merged_metadata(&current.metadata, m))
-            }
+            };
+            Ok(ClientPatch {
+                display_name: patch.name.clone(),
+                metadata,
+            })
         };
-        let body = ClientPatch {
-            display_name: patch.name.clone(),
-            metadata,
-        };
-        Ok(self.seen(self.client.patch_client(org_id, &body).await?))
+        Ok(self.seen(self.client.patch_client_from(org_id, build).await?))
     }
 
-    async fn suspend_org(&self, org_id: &str) -> ProviderResult<Org> {
-        self.suspend_org_with(org_id, &SuspendReason::default())
-            .await
+    async fn suspend_org(&self, org: &Owned) -> ProviderResult<Org> {
+        self.suspend_org_with(org, &SuspendReason::default()).await
     }
 
     /// `POST …/suspend` answers 201; "already suspended" is success after a re-read.
-    async fn suspend_org_with(&self, org_id: &str, why: &SuspendReason) -> ProviderResult<Org> {
+    async fn suspend_org_with(&self, org: &Owned, why: &SuspendReason) -> ProviderResult<Org> {
+        let org_id = org.org_id();
         let key = Self::lifecycle_key("suspend", org_id);
         let client = self
             .client
@@ -266,16 +279,6 @@ impl Provider for YouhodlerProvider {
         let client = self.client.reactivate_client(org_id, None, &key).await?;
         Ok(self.seen(client))
     }
-}
-
-fn gone(org_id: &str) -> ProviderError {
-    ProviderError::NotFound(crate::provider::error::ApiFailure {
-        status: 404,
-        code: "resource_not_found".into(),
-        message: format!("client {org_id} no longer exists"),
-        request_id: None,
-        retry_after: None,
-    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub(super) fn plan_credits(
         plan_credit_config(corg, org, drift, plan);
     }
     if let Some(ledger) = obs.ledger {
+        plan.notes.extend(obs.ledger_note.clone());
         plan_allocation(corg, org, ledger, plan);
     }
 }

@@ -1,6 +1,10 @@
 //! API keys: mint, replace on a scope/env change, rotate, recover a lost Secret, revoke.
-//! A key is orgops's when a Secret this object controls names it (durable marker) or the
-//! status records its name; removal is decided from both, so a failed revoke is retried.
+//! Keys carry no metadata at the provider, so a key is this object's only when something of
+//! this object's names it: the status records its id, a Secret it controls names its id,
+//! it is the predecessor or successor of such a key in a rotation, or a claim Secret of
+//! this object (written empty before a mint, `secrets::claim`) stands for a mint under its
+//! name whose answer was lost. Any other key, even one under a spec entry's name (minted by
+//! the customer), is left alone: never revoked, replaced or rotated into a Secret.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -82,6 +86,66 @@ fn is_current(k: &ApiKey) -> bool {
     k.status == KeyStatus::Active && k.superseded_by.is_none()
 }
 
+/// The ids of the keys this object can show are its own (see the module comment).
+fn provable(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed) -> BTreeSet<String> {
+    let mut ids: BTreeSet<String> = BTreeSet::new();
+    if let Some(status) = &corg.status {
+        ids.extend(status.api_keys.iter().map(|k| k.id.clone()));
+    }
+    let mut claimed_names: BTreeSet<String> = BTreeSet::new();
+    for owned in &obs.owned {
+        if let OwnedRole::Key { name, id, replaced } = &owned.role {
+            match id {
+                Some(id) => {
+                    ids.insert(id.clone());
+                }
+                None => claimed_names.extend(name.clone()),
+            }
+            ids.extend(replaced.iter().cloned());
+        }
+    }
+    for seen in obs.secrets.values() {
+        if let SecretSeen::Owned { id: Some(id), .. } = seen {
+            ids.insert(id.clone());
+        }
+    }
+    // A Secret the spec names that holds only a claim (no id yet): the claim's name is the
+    // spec entry's, and its mint's answer may have been lost.
+    for spec in &corg.spec.api_keys {
+        if matches!(
+            obs.secrets.get(&key_secret_name(corg, spec)),
+            Some(SecretSeen::Owned { id: None, .. })
+        ) {
+            claimed_names.insert(spec.name.clone());
+        }
+    }
+    ids.retain(|id| !id.is_empty());
+    ids.extend(
+        keys.iter()
+            .filter(|k| claimed_names.contains(&k.name))
+            .map(|k| k.id.clone()),
+    );
+    // Rotation chains: a key superseded by one of ours, or superseding one of ours.
+    loop {
+        let more: Vec<String> = keys
+            .iter()
+            .filter(|k| !ids.contains(&k.id))
+            .filter(|k| {
+                k.superseded_by.as_ref().is_some_and(|s| ids.contains(s))
+                    || keys.iter().any(|o| {
+                        ids.contains(&o.id) && o.superseded_by.as_deref() == Some(k.id.as_str())
+                    })
+            })
+            .map(|k| k.id.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        ids.extend(more);
+    }
+    ids
+}
+
 pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, plan: &mut Plan) {
     let default_status = Default::default();
     let status = corg.status.as_ref().unwrap_or(&default_status);
@@ -90,6 +154,26 @@ pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, pla
     let mut rotation_complete = true;
     let mut kept_ids = BTreeSet::new();
     let mut stale_secrets = Vec::new();
+    let ours = provable(corg, keys, obs);
+    let foreign: Vec<&ApiKey> = keys
+        .iter()
+        .filter(|k| is_current(k) && !ours.contains(&k.id))
+        .filter(|k| corg.spec.api_keys.iter().any(|s| s.name == k.name))
+        .collect();
+    if !foreign.is_empty() {
+        let ids: Vec<&str> = foreign.iter().map(|k| k.id.as_str()).collect();
+        plan.notes.push(format!(
+            "key(s) {} carry a spec.apiKeys name but nothing of this object names them (minted outside orgops?): left alone",
+            ids.join(", ")
+        ));
+    }
+    let keys_all = keys;
+    let keys: Vec<ApiKey> = keys
+        .iter()
+        .filter(|k| ours.contains(&k.id))
+        .cloned()
+        .collect();
+    let keys = keys.as_slice();
     for spec in &corg.spec.api_keys {
         let secret_name = key_secret_name(corg, spec);
         let field = format!("spec.apiKeys[{}]", spec.name);
@@ -103,6 +187,9 @@ pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, pla
         };
         let recorded = status.api_keys.iter().find(|s| s.name == spec.name);
         let named: Vec<&ApiKey> = keys.iter().filter(|k| k.name == spec.name).collect();
+        // Counted over every key of the name, the customer's too: the mint key is the one
+        // an earlier pass that saw the same keys used.
+        let named_all = keys_all.iter().filter(|k| k.name == spec.name).count();
         let current: Vec<&ApiKey> = named.iter().copied().filter(|k| is_current(k)).collect();
         let keep = kept(&current, |k| &k.id, &secret_id, recorded.map(|r| &r.id));
         for extra in current
@@ -117,7 +204,14 @@ pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, pla
         let scopes = sorted(&spec.scopes);
         let env = env_of(spec.env);
         let spec_hash = key_hash(corg, spec);
-        let mint = |plan: &mut Plan| {
+        // A replacement is keyed by the key it replaces: a retry after a lost answer (the
+        // new key then named by nothing of ours yet) replays it instead of minting another.
+        let mint = |plan: &mut Plan, replaces: Option<&str>| {
+            let count = named_all.to_string();
+            let nth = match replaces {
+                Some(old) => format!("replaces {old}"),
+                None => count,
+            };
             plan.actions.push(Action::MintKey {
                 name: spec.name.clone(),
                 new: NewApiKey {
@@ -129,22 +223,27 @@ pub(super) fn plan_keys(corg: &CustomerOrg, keys: &[ApiKey], obs: &Observed, pla
                 spec_hash: spec_hash.clone(),
                 rotation: rotation.clone(),
                 claim: seen == SecretSeen::Missing,
+                replaces: named
+                    .iter()
+                    .filter(|k| k.status == KeyStatus::Active)
+                    .map(|k| k.id.clone())
+                    .collect(),
                 key: derive(&[
                     uid,
                     "mint",
                     &spec.name,
                     &scopes.join(","),
                     &format!("{env:?}"),
-                    &named.len().to_string(),
+                    &nth,
                 ]),
             });
         };
         match keep {
-            None => mint(plan),
+            None => mint(plan, None),
             Some(cur) if sorted(&cur.scopes) != scopes || cur.env != env => {
                 // Scopes and env cannot be edited at the provider: mint a replacement, then revoke.
                 kept_ids.insert(cur.id.clone());
-                mint(plan);
+                mint(plan, Some(&cur.id));
                 plan.actions.push(Action::RevokeKey {
                     name: spec.name.clone(),
                     key_id: cur.id.clone(),
@@ -247,7 +346,7 @@ fn plan_removed(
         }
     }
     for owned in &obs.owned {
-        let OwnedRole::Key { name, id } = &owned.role else {
+        let OwnedRole::Key { name, id, .. } = &owned.role else {
             continue;
         };
         if spec_secrets.contains(&owned.secret_name) {

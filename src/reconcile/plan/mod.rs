@@ -1,3 +1,4 @@
+// Over 600 lines: the Action type (every verb's fields, documented) and the planner's order of steps; each step's logic is in its own file beside it.
 //! The planner: a pure function from the desired CustomerOrg and what was observed to an
 //! ordered list of actions. No I/O here, so every combination is unit-testable.
 //!
@@ -33,6 +34,18 @@ pub use reads::{Reads, reads};
 
 /// Stalled reason for an API rejection (kept until the spec changes).
 pub const REASON_API_REJECTED: &str = "ApiRejected";
+/// Ready=False reason while the provider cannot suspend the org in its present state
+/// (Gennia: only an active workspace), so the suspend waits unsent.
+pub const REASON_NOT_SUSPENDABLE: &str = "NotSuspendable";
+/// Stalled reason when the provider refuses every change to a suspended org but resume and
+/// archive (issue 28): the changes wait for `spec.state: active` (kept until the spec
+/// changes, like [`REASON_API_REJECTED`]).
+pub const REASON_SUSPENDED_READ_ONLY: &str = "SuspendedOrgReadOnly";
+/// Stalled reason when the parent cannot fund a top-up (the provider answered 402): not
+/// gated, retried when the parent's balance rises (`runtime::funds`) or slowly.
+pub const REASON_INSUFFICIENT_CREDITS: &str = "InsufficientCredits";
+/// Stalled reason of a top-up a guardrail of the OrgProvider holds (nothing was sent).
+pub const REASON_CREDITS_HELD: &str = "CreditsHeld";
 /// Ready=False reason under managementPolicy Observe when the org differs from the spec.
 pub const REASON_DRIFTED: &str = "Drifted";
 /// Ready=False reason of a pass whose writes restored out-of-band changes at a generation
@@ -78,10 +91,13 @@ pub enum SecretSeen {
 /// What a Secret controlled by this object holds, from its annotations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnedRole {
-    /// A key Secret: `name` is the spec.apiKeys entry (absent on Secrets written by 0.1).
+    /// A key Secret: `name` is the spec.apiKeys entry (absent on Secrets written by 0.1);
+    /// `replaced`: keys of the entry it replaced whose revoke may still be pending
+    /// (`orgops.dev/replaces`).
     Key {
         name: Option<String>,
         id: Option<String>,
+        replaced: Vec<String>,
     },
     Webhook {
         name: Option<String>,
@@ -103,8 +119,10 @@ pub struct Observed {
     pub found: Found,
     pub keys: Option<Vec<ApiKey>>,
     pub webhooks: Option<Vec<WebhookEndpoint>>,
-    /// Sum of marked allocations in the child's ledger.
+    /// Credits orgops moved into the child, from its ledger ([`attributed`]).
     pub ledger: Option<i64>,
+    /// How `ledger` was found when the ledger could not say (see [`attributed`]).
+    pub ledger_note: Option<String>,
     /// The Secrets named by the spec and the status, read from the API.
     pub secrets: BTreeMap<String, SecretSeen>,
     /// Every Secret this object controls (a cache; may lag a fresh write).
@@ -115,9 +133,60 @@ pub struct Observed {
 /// The sum of orgops-marked allocations (rule 3); refills and usage never count.
 pub fn marked_sum(rows: &[LedgerAllocation]) -> i64 {
     rows.iter()
-        .filter(|r| r.metadata.get(ALLOCATION_MARKER).map(String::as_str) == Some("true"))
+        .filter(|r| {
+            r.metadata
+                .as_ref()
+                .and_then(|m| m.get(ALLOCATION_MARKER))
+                .map(String::as_str)
+                == Some("true")
+        })
         .map(|r| r.credits)
         .sum()
+}
+
+/// The credits orgops moved into the org, and, when the ledger could not say, how that
+/// figure was found (for Ready's message).
+///
+/// Every allocation event carries metadata: the marked sum (rule 3). Some carry none at
+/// all (a provider that does not show a transfer's metadata on its events, issue 28): the
+/// ledger cannot tell orgops' transfers from refills or a person's, so the durable record is
+/// orgops' own: `recorded`, the `status.credits.allocated` its transfers' answers set
+/// (a lost status write leaves it behind, and the next top-up then reuses the idempotency
+/// key of the one it lost, `(org, recorded sum)`, so the provider replays it instead of
+/// moving money again). With no record at all (a rebuilt cluster, or a first look at an
+/// adopted org), every unattributable allocation is counted as orgops': top-ups are then at
+/// most what the spec asks, never more (at worst fewer, when others allocated too).
+pub fn attributed(rows: &[LedgerAllocation], recorded: Option<i64>) -> (i64, Option<String>) {
+    let marked = marked_sum(rows);
+    let bare: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.metadata.as_ref().is_none_or(BTreeMap::is_empty) && r.credits > 0)
+        .map(|r| r.credits)
+        .collect();
+    if bare.is_empty() {
+        return (marked, None);
+    }
+    let total: i64 = bare.iter().sum();
+    let why = format!(
+        "the provider's ledger shows {} allocation(s) of {total} credits without metadata, so it cannot say which orgops made",
+        bare.len()
+    );
+    match recorded {
+        Some(r) => (
+            r.max(marked),
+            Some(format!(
+                "{why}; orgops counts the {} credits its own transfers recorded (status.credits.allocated)",
+                r.max(marked)
+            )),
+        ),
+        None => (
+            marked + total,
+            Some(format!(
+                "{why}, and this object has no record of its transfers (a rebuilt cluster or an adopted org): all {} credits count as moved by orgops, so a top-up never exceeds spec.credits.allocated",
+                marked + total
+            )),
+        ),
+    }
 }
 
 /// One step, executed in order by `apply`.
@@ -163,6 +232,9 @@ pub enum Action {
         spec_hash: String,
         rotation: Option<String>,
         claim: bool,
+        /// This entry's earlier keys still active (replaced, their revoke next): the Secret
+        /// records them, the durable proof they are this object's to revoke.
+        replaces: Vec<String>,
         key: IdempotencyKey,
     },
     /// Rotate `key_id` and write the new secret. `rotation: Some(value)` rotates for the
@@ -234,6 +306,43 @@ impl Action {
     pub fn is_write(&self) -> bool {
         !matches!(self, Action::MarkRotated { .. })
     }
+
+    /// Whether the action destroys something at the provider: it needs a proof that the
+    /// org is this object's (`provider::owned`), read in the same pass.
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            Action::Suspend
+                | Action::Archive
+                | Action::RevokeKey { .. }
+                | Action::DeleteWebhook { .. }
+                | Action::RemoveUser { .. }
+        )
+    }
+
+    /// A provider write sent under an idempotency key: a refusal the provider stores
+    /// under that key is what a retry with it gets back.
+    pub fn is_keyed(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateOrg { .. }
+                | Action::MigrateProjects { .. }
+                | Action::Allocate { .. }
+                | Action::MintKey { .. }
+                | Action::RotateKey { .. }
+                | Action::CreateWebhook { .. }
+                | Action::RotateWebhookSecret { .. }
+        )
+    }
+
+    /// A provider write other than a lifecycle change (resume, suspend, archive).
+    pub fn changes_the_org(&self) -> bool {
+        self.is_write()
+            && !matches!(
+                self,
+                Action::Resume | Action::Suspend | Action::Archive | Action::DeleteSecret { .. }
+            )
+    }
 }
 
 /// The planner's answer.
@@ -246,6 +355,10 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Why a human is needed (reason, message); the first one wins.
     pub stalled: Option<(String, String)>,
+    /// Something the spec asks that the provider cannot do in the org's present state
+    /// (reason, message): nothing is sent for it, the object says so and looks again at
+    /// its next resync.
+    pub waiting: Option<(String, String)>,
     /// Things worth saying that do not block readiness.
     pub notes: Vec<String>,
     /// Out-of-band changes being corrected (for the DriftCorrected event).
@@ -283,7 +396,7 @@ pub fn gate(corg: &CustomerOrg) -> Option<Gate> {
     let status = corg.status.as_ref()?;
     let stalled = conditions::find(&status.conditions, STALLED)?;
     (stalled.status == "True"
-        && stalled.reason == REASON_API_REJECTED
+        && (stalled.reason == REASON_API_REJECTED || stalled.reason == REASON_SUSPENDED_READ_ONLY)
         && stalled.observed_generation == corg.metadata.generation)
         .then_some(Gate::Rejected)
 }
@@ -510,6 +623,9 @@ fn converge(corg: &CustomerOrg, org: &Org, obs: &Observed, drift: bool, plan: &m
     if let Some(hooks) = &obs.webhooks {
         webhooks::plan_webhooks(corg, hooks, obs, drift, plan);
     }
+    if caps.org_update {
+        org::unkeyed_first_while_suspended(corg, org, plan);
+    }
     org::lifecycle_last(corg, org, drift, plan);
 }
 
@@ -559,12 +675,14 @@ fn fresh_org(corg: &CustomerOrg, obs: &Observed, plan: &Plan) -> Option<(Org, Ob
         }),
         users,
         billing_note: None,
+        suspend_blocked: None,
     };
     let fresh = Observed {
         found: Found::Tracked(Some(org.clone())),
         keys: caps.child_api_keys.then(Vec::new),
         webhooks: caps.webhooks.then(Vec::new),
         ledger: caps.allocation_ledger.then_some(0),
+        ledger_note: None,
         secrets: obs.secrets.clone(),
         owned: Vec::new(),
         capabilities: caps,

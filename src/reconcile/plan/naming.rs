@@ -16,6 +16,40 @@ pub const EXTERNAL_ID_KEY: &str = "externalId";
 pub const ALLOCATION_MARKER: &str = "orgops.dev/allocation";
 /// Webhook endpoint metadata naming the spec.webhooks entry.
 pub const WEBHOOK_MARKER: &str = "orgops.dev/webhook";
+/// On a transfer (both ledgers): its idempotency key, so a ledger row names the change-log
+/// records of its transfer (docs/changelog.md).
+pub const TRANSFER_KEY: &str = "orgops.dev/transfer-key";
+/// On a transfer: the orgops-marked ledger sum it topped up from, and to.
+pub const ALLOCATED_FROM: &str = "orgops.dev/allocated-from";
+pub const ALLOCATED_TO: &str = "orgops.dev/allocated-to";
+
+/// On a transfer a person approved past guardrails: the generation the approval named,
+/// and the guardrails it crossed (comma-separated).
+pub const APPROVED_GENERATION: &str = "orgops.dev/approved-generation";
+pub const GUARDRAILS_CROSSED: &str = "orgops.dev/guardrails";
+
+/// The metadata of a top-up from `ledger` to `target` sent with `key`: the orgops marker
+/// (rule 3, `marked_sum`), the key and the two sums, so the provider's ledger itself says
+/// which top-up each row was; and, when an approval let it past guardrails
+/// (`(generation, guardrails)`), that too.
+pub fn allocation_metadata(
+    key: &crate::provider::IdempotencyKey,
+    ledger: i64,
+    target: i64,
+    approved: Option<(i64, &[String])>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::from([
+        (ALLOCATION_MARKER.to_string(), "true".to_string()),
+        (TRANSFER_KEY.to_string(), key.as_str().to_string()),
+        (ALLOCATED_FROM.to_string(), ledger.to_string()),
+        (ALLOCATED_TO.to_string(), target.to_string()),
+    ]);
+    if let Some((generation, crossed)) = approved.filter(|(_, c)| !c.is_empty()) {
+        m.insert(APPROVED_GENERATION.to_string(), generation.to_string());
+        m.insert(GUARDRAILS_CROSSED.to_string(), crossed.join(","));
+    }
+    m
+}
 
 /// What a suspend sends where the API takes it: spec.suspendReason (or, when offboarding
 /// without one, a note saying so) and Gennia's cancellation reason.

@@ -247,9 +247,41 @@ pub(super) fn lifecycle_first(corg: &CustomerOrg, org: &Org, drift: bool, plan: 
     true
 }
 
+/// A provider may refuse every change to a suspended org but resume and archive (seed 000:
+/// the parent can manage a suspended child, "that's how you resume or archive it";
+/// issue 28). Such a refusal must not burn an idempotency key: a provider that stores 4xx
+/// outcomes would replay it after the resume. So the first write to an org that is and
+/// stays suspended is an unkeyed one: the name PATCH the plan has anyway, or else the org's
+/// own name sent again (a no-op where such writes are allowed). A refusal of it stops the
+/// pass before any keyed write (`SuspendedOrgReadOnly`).
+pub(super) fn unkeyed_first_while_suspended(corg: &CustomerOrg, org: &Org, plan: &mut Plan) {
+    if org.status != OrgStatus::Suspended || wants(corg) != DesiredState::Suspended {
+        return;
+    }
+    let first = plan.actions.iter().find(|a| a.changes_the_org());
+    if first.is_some_and(Action::is_keyed) {
+        plan.actions.insert(
+            0,
+            Action::UpdateOrg {
+                patch: OrgPatch {
+                    name: Some(org.name.clone()),
+                    ..Default::default()
+                },
+            },
+        );
+    }
+}
+
 /// Suspend goes last, so a suspended org still gets its spec applied first.
 pub(super) fn lifecycle_last(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut Plan) {
     if org.status == OrgStatus::Active && wants(corg) == DesiredState::Suspended {
+        if let Some(why) = &org.suspend_blocked {
+            plan.waiting.get_or_insert((
+                super::REASON_NOT_SUSPENDABLE.to_string(),
+                format!("org {}: {why}", org.id),
+            ));
+            return;
+        }
         plan.actions.push(Action::Suspend);
         if drift {
             plan.drift.push("state (active -> suspended)".into());

@@ -1,6 +1,8 @@
-//! Users of the org, for providers that manage them (Gennia: `spec.gennia.users`). Roles
-//! and names are kept in line, users missing from the spec are removed — never the last
-//! admin. A user added after creation cannot be created through the API: said, not looped.
+//! Users of the org, for providers that manage them (Gennia: `spec.gennia.users`). The spec
+//! is the complete list: roles and names are kept in line, users missing from it are
+//! removed — never the last admin. A user added after creation cannot be created through
+//! the API: said, not looped; invited in Gennia, they must be in the spec before they
+//! accept, or they are removed then (docs/providers/gennia.md).
 
 use crate::api::CustomerOrg;
 use crate::provider::{Org, OrgUser};
@@ -95,7 +97,7 @@ pub(super) fn plan_users(corg: &CustomerOrg, org: &Org, drift: bool, plan: &mut 
     }
     if !missing.is_empty() {
         plan.notes.push(format!(
-            "spec.gennia.users {} cannot be added after the workspace was created (Gennia's API has no user create): invite them in Gennia",
+            "spec.gennia.users {} cannot be added after the workspace was created (Gennia's API has no user create): invite them in Gennia (spec.gennia.users is the complete list: a user not in it is removed once they accept)",
             missing.join(", ")
         ));
     }

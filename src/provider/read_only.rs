@@ -1,6 +1,6 @@
-//! The provider as `orgops plan` uses it: every read passes through (with the same
-//! rate-limited client the operator uses), every write is refused before it is sent.
-//! The planner never calls a write; this makes "plan never writes" structural.
+//! The provider as `orgops plan` and `orgops import` use it: every read passes through
+//! (with the same rate-limited client the operator uses), every write is refused before it
+//! is sent. Neither command calls a write; this makes "they never write" structural.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ pub struct ReadOnly(pub Arc<dyn Provider>);
 
 fn refused<T>(what: &str) -> ProviderResult<T> {
     Err(ProviderError::Invalid(format!(
-        "orgops plan never writes to the provider ({what} refused)"
+        "a read-only command never writes to the provider ({what} refused)"
     )))
 }
 
@@ -41,17 +41,20 @@ impl Provider for ReadOnly {
     async fn find_orgs_by_name(&self, name: &str) -> ProviderResult<Vec<Org>> {
         self.0.find_orgs_by_name(name).await
     }
-    async fn suspend_org_with(&self, _: &str, _: &SuspendReason) -> ProviderResult<Org> {
+    async fn suspend_org_with(&self, _: &Owned, _: &SuspendReason) -> ProviderResult<Org> {
         refused("suspend")
     }
     async fn update_user(&self, _: &str, _: &str, _: Option<&str>, _: &str) -> ProviderResult<Org> {
         refused("update user")
     }
-    async fn remove_user(&self, _: &str, _: &str) -> ProviderResult<Org> {
+    async fn remove_user(&self, _: &Owned, _: &str) -> ProviderResult<Org> {
         refused("remove user")
     }
     async fn find_orgs_by_metadata(&self, key: &str, value: &str) -> ProviderResult<Vec<Org>> {
         self.0.find_orgs_by_metadata(key, value).await
+    }
+    async fn list_orgs(&self) -> ProviderResult<Vec<Org>> {
+        self.0.list_orgs().await
     }
     async fn create_org(&self, _: &NewOrg, _: &IdempotencyKey) -> ProviderResult<Org> {
         refused("create org")
@@ -67,13 +70,13 @@ impl Provider for ReadOnly {
     async fn update_org(&self, _: &str, _: &OrgPatch) -> ProviderResult<Org> {
         refused("update org")
     }
-    async fn suspend_org(&self, _: &str) -> ProviderResult<Org> {
+    async fn suspend_org(&self, _: &Owned) -> ProviderResult<Org> {
         refused("suspend")
     }
     async fn resume_org(&self, _: &str) -> ProviderResult<Org> {
         refused("resume")
     }
-    async fn archive_org(&self, _: &str) -> ProviderResult<ArchiveResult> {
+    async fn archive_org(&self, _: &Owned) -> ProviderResult<ArchiveResult> {
         refused("archive")
     }
     async fn get_credit_config(&self, org_id: &str) -> ProviderResult<CreditConfig> {
@@ -94,6 +97,9 @@ impl Provider for ReadOnly {
     async fn list_allocations(&self, org_id: &str) -> ProviderResult<Vec<LedgerAllocation>> {
         self.0.list_allocations(org_id).await
     }
+    async fn parent_balance(&self) -> ProviderResult<i64> {
+        self.0.parent_balance().await
+    }
     async fn mint_key(
         &self,
         _: &str,
@@ -108,7 +114,7 @@ impl Provider for ReadOnly {
     async fn rotate_key(&self, _: &str, _: &str, _: &IdempotencyKey) -> ProviderResult<MintedKey> {
         refused("rotate key")
     }
-    async fn revoke_key(&self, _: &str, _: &str) -> ProviderResult<()> {
+    async fn revoke_key(&self, _: &Owned, _: &str) -> ProviderResult<()> {
         refused("revoke key")
     }
     async fn list_webhooks(&self, org_id: &str) -> ProviderResult<Vec<WebhookEndpoint>> {
@@ -130,7 +136,7 @@ impl Provider for ReadOnly {
     ) -> ProviderResult<WebhookEndpoint> {
         refused("update webhook")
     }
-    async fn delete_webhook(&self, _: &str, _: &str) -> ProviderResult<()> {
+    async fn delete_webhook(&self, _: &Owned, _: &str) -> ProviderResult<()> {
         refused("delete webhook")
     }
     async fn rotate_webhook_secret(

@@ -1,6 +1,7 @@
 //! The pure planner of a `ParentWebhook`: from what is wanted and what was observed (the
 //! endpoint at the API, the Secret in the cluster) to the ordered actions that converge them.
-//! No I/O here; [`super::parent_webhook_controller`] observes, applies and writes status.
+//! No I/O here; [`super`] observes and applies it through the engine
+//! (`reconcile::engine`); `runtime::parent_webhook_controller` writes the status.
 
 use std::collections::BTreeMap;
 
