@@ -12,12 +12,10 @@ use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
 
 use orgops::api::conditions::{READY, find};
-use orgops::api::{CustomerOrg, OrgProvider, OrgProviderSpec, PAUSED_ANNOTATION, ProviderType};
-use orgops::provider::build::{Credentials, credentials};
+use orgops::api::{CustomerOrg, OrgProvider, OrgProviderSpec, PAUSED_ANNOTATION};
+use orgops::provider::build::{ClientOptions, Credentials, build, credentials};
 use orgops::provider::error::ProviderError;
-use orgops::provider::gennia::{GenniaClient, GenniaConfig, GenniaProvider};
 use orgops::provider::layers::{LayersConfig, LayersProvider};
-use orgops::provider::youhodler::{YouhodlerClient, YouhodlerConfig, YouhodlerProvider};
 use orgops::provider::{KeyStatus, Provider, Secret};
 use orgops::reconcile::plan::{ALLOCATION_MARKER, key_secret_name, webhook_secret_name};
 use orgops::reconcile::secrets::{KEY_ID_ANNOTATION, WEBHOOK_ID_ANNOTATION};
@@ -332,37 +330,15 @@ fn interactive_client(
     spec: &OrgProviderSpec,
     creds: Credentials,
 ) -> Result<Arc<dyn Provider>, CliError> {
-    let cannot = |e: ProviderError| CliError::Live(format!("cannot build a client: {e}"));
-    Ok(match (spec.provider_type, creds) {
-        (ProviderType::Layers, Credentials::ApiKey(key)) => {
-            Arc::new(layers(&spec.base_url, key)?) as Arc<dyn Provider>
-        }
-        (ProviderType::Gennia, Credentials::ApiKey(key)) => {
-            let mut cfg = GenniaConfig::new(spec.base_url.clone(), key);
-            cfg.max_attempts = ATTEMPTS;
-            cfg.max_retry_time = RETRY_TIME;
-            cfg.request_timeout = REQUEST_TIMEOUT;
-            Arc::new(GenniaProvider::new(GenniaClient::new(cfg).map_err(cannot)?))
-        }
-        (ProviderType::Youhodler, Credentials::Client { id, secret }) => {
-            let mut cfg = YouhodlerConfig::new(spec.base_url.clone(), id, secret);
-            cfg.enterprise_id = spec
-                .youhodler
-                .as_ref()
-                .and_then(|y| y.enterprise_id.clone());
-            cfg.max_attempts = ATTEMPTS;
-            cfg.max_retry_time = RETRY_TIME;
-            cfg.request_timeout = REQUEST_TIMEOUT;
-            Arc::new(YouhodlerProvider::new(
-                YouhodlerClient::new(cfg).map_err(cannot)?,
-            ))
-        }
-        (t, _) => {
-            return Err(CliError::Live(format!(
-                "the credentials do not fit an OrgProvider of type {t:?}"
-            )));
-        }
-    })
+    let opts = ClientOptions {
+        request_timeout: Some(REQUEST_TIMEOUT),
+        max_attempts: Some(ATTEMPTS),
+        max_retry_time: Some(RETRY_TIME),
+        ..ClientOptions::default()
+    };
+    let built = build(spec, &creds, None, &opts)
+        .map_err(|e| CliError::Live(format!("cannot build a client: {}", e.message())))?;
+    Ok(built.provider())
 }
 
 fn layers(base_url: &str, key: Secret) -> Result<LayersProvider, CliError> {

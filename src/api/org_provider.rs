@@ -122,6 +122,16 @@ fn default_offboardings_per_hour() -> u32 {
     DEFAULT_OFFBOARDINGS_PER_HOUR
 }
 
+/// The fields a client is built from: a change to any of them makes the operator build a
+/// new client (`orgops plan` says so). A provider's own section (`spec.<type>`) belongs
+/// here when its client reads it.
+pub const CLIENT_FIELDS: &[&str] = &[
+    "spec.type",
+    "spec.baseUrl",
+    "spec.credentialsSecretRef",
+    "spec.youhodler",
+];
+
 /// Partner API type.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]

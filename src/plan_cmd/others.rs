@@ -124,14 +124,9 @@ pub async fn plan_provider(client: &Client, doc: &Doc, cluster_only: bool) -> Ob
                 .filter(|c| c.spec.provider_ref.name == name)
                 .count();
             let client_changes = changes.iter().any(|c| {
-                [
-                    "spec.type",
-                    "spec.baseUrl",
-                    "spec.credentialsSecretRef",
-                    "spec.youhodler",
-                ]
-                .iter()
-                .any(|f| c.starts_with(&format!("{f}:")))
+                crate::api::org_provider::CLIENT_FIELDS
+                    .iter()
+                    .any(|f| c.starts_with(&format!("{f}:")))
             });
             if client_changes {
                 p.notes.push(format!(

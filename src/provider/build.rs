@@ -120,6 +120,10 @@ pub struct ClientOptions {
     pub request_timeout: Option<std::time::Duration>,
     /// Shards sharing each parent key's rate budget (`--rate-shares`): each uses 1/N.
     pub rate_shares: u32,
+    /// Attempts per request and the time retries may take; `None`: the client's default
+    /// (an interactive tool sets both low: fail fast rather than retry for a minute).
+    pub max_attempts: Option<u32>,
+    pub max_retry_time: Option<std::time::Duration>,
 }
 
 /// Builds the client for `spec` with its credentials.
@@ -144,6 +148,8 @@ pub fn build(
             cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
             cfg.tier = fixed_tier(spec.rate_limit.tier);
             cfg.rate_shares = opts.rate_shares;
+            cfg.max_attempts = opts.max_attempts.unwrap_or(cfg.max_attempts);
+            cfg.max_retry_time = opts.max_retry_time.unwrap_or(cfg.max_retry_time);
             Built::Layers(Arc::new(LayersProvider::new(cfg)?))
         }
         (ProviderType::Gennia, Credentials::ApiKey(key)) => {
@@ -151,6 +157,8 @@ pub fn build(
             cfg.metrics = metrics;
             cfg.fence = fence;
             cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
+            cfg.max_attempts = opts.max_attempts.unwrap_or(cfg.max_attempts);
+            cfg.max_retry_time = opts.max_retry_time.unwrap_or(cfg.max_retry_time);
             Built::Gennia(Arc::new(GenniaProvider::new(GenniaClient::new(cfg)?)))
         }
         (ProviderType::Youhodler, Credentials::Client { id, secret }) => {
@@ -162,6 +170,8 @@ pub fn build(
             cfg.metrics = metrics;
             cfg.fence = fence;
             cfg.request_timeout = opts.request_timeout.unwrap_or(cfg.request_timeout);
+            cfg.max_attempts = opts.max_attempts.unwrap_or(cfg.max_attempts);
+            cfg.max_retry_time = opts.max_retry_time.unwrap_or(cfg.max_retry_time);
             Built::Youhodler(Arc::new(YouhodlerProvider::new(YouhodlerClient::new(cfg)?)))
         }
         _ => return Err(mismatch()),

@@ -54,6 +54,15 @@ pub(super) fn pause_message(ctx: &Context, pause: &Pause) -> (String, Retry) {
     (message, retry)
 }
 
+/// Whether a deleting object shows an offboarding held for a person (the guard's window,
+/// an unproven org): a pass that cannot reach the provider (a restart, a provider briefly
+/// unready) must leave that status alone, or the next pass would take it for a new episode
+/// and publish its Warning again.
+pub fn held_for_person(corg: &CustomerOrg) -> bool {
+    corg.metadata.deletion_timestamp.is_some()
+        && (stalled_with(corg, OFFBOARDING_PAUSED) || stalled_with(corg, OWNERSHIP_UNPROVEN))
+}
+
 /// Whether the object already shows Stalled with `reason` (its Warning was published).
 fn stalled_with(corg: &CustomerOrg, reason: &str) -> bool {
     corg.status
@@ -333,4 +342,31 @@ pub async fn offboard(ctx: &Context, corg: &CustomerOrg) -> Result<Offboard, Rec
         paused: None,
         waiting,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deleting(with: Option<&str>) -> CustomerOrg {
+        let spec = serde_json::json!({"displayName": "Acme", "providerRef": {"name": "p"}});
+        let mut c = CustomerOrg::new("a", serde_json::from_value(spec).expect("spec"));
+        c.metadata.namespace = Some("ns".into());
+        if let Some(reason) = with {
+            c.status = Some(status::unavailable(&c, reason, "held"));
+        }
+        c.metadata.deletion_timestamp = Some(crate::api::conditions::now());
+        c
+    }
+
+    #[test]
+    fn a_held_offboarding_is_kept_by_a_pass_that_cannot_reach_the_provider() {
+        assert!(held_for_person(&deleting(Some(OFFBOARDING_PAUSED))));
+        assert!(held_for_person(&deleting(Some(OWNERSHIP_UNPROVEN))));
+        assert!(!held_for_person(&deleting(Some("ProviderNotFound"))));
+        assert!(!held_for_person(&deleting(None)));
+        let mut live = deleting(Some(OFFBOARDING_PAUSED));
+        live.metadata.deletion_timestamp = None;
+        assert!(!held_for_person(&live), "only while deleting");
+    }
 }

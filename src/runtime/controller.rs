@@ -624,6 +624,15 @@ async fn reconcile_org(
             if reason == super::registry::NOT_CHECKED && corg.status.is_some() {
                 return Ok((Retry::Backoff, paused, None));
             }
+            // A held offboarding keeps its status (and so its one Warning per episode).
+            if reconcile::offboard::held_for_person(corg) {
+                let retry = if transient {
+                    Retry::Backoff
+                } else {
+                    Retry::Slow
+                };
+                return Ok((retry, paused, None));
+            }
             // A provider not checked yet (e.g. right after a restart) or briefly
             // unreachable is no reason to wait minutes: back off from a second.
             let (status, retry) = if transient {

@@ -186,6 +186,7 @@ async fn run_controllers(
             fence: Some(fence.clone()),
             request_timeout: args.provider_request_timeout,
             rate_shares: args.rate_shares,
+            ..Default::default()
         },
         funds: funds.clone(),
         funds_interval: args.funds_check_interval,

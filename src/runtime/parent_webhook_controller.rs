@@ -127,6 +127,7 @@ async fn reconcile(pwh: Arc<ParentWebhook>, ctx: Arc<PwhCtx>) -> Result<Requeue,
         let next = reconcile_one(&pwh, &ctx).await?;
         let delay = match next {
             Next::Backoff => ctx.backoff.failed(oref),
+            Next::Soon => requeue::SOON,
             Next::Resync => {
                 ctx.backoff.succeeded(&oref);
                 requeue::jitter(ctx.resync)
@@ -249,6 +250,10 @@ async fn reconcile_one(pwh: &ParentWebhook, ctx: &PwhCtx) -> Result<Next, PwhErr
             return Err(PwhError::NotLeader);
         }
         patch_finalizer(&api, pwh, true, ctx).await?;
+        // The finalizer's own watch event starts the pass that calls the provider: going
+        // on here made that event a second pass that asked again (two creates for one
+        // refusal). The requeue is the fallback should the event be missed.
+        return Ok(Next::Soon);
     }
     let outcome = pass::converge(pwh, &provider, &ctx.client, &ctx.fence).await;
     let events = match &outcome {

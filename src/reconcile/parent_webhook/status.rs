@@ -10,6 +10,8 @@ use crate::provider::layers::parent_webhooks::ParentEndpoint;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
     Resync,
+    /// Look again in a moment (the pass only added the finalizer).
+    Soon,
     Backoff,
     Slow,
 }
