@@ -10,6 +10,7 @@ mod machine;
 mod naive;
 mod procs;
 mod scenarios;
+mod shards;
 mod simapi;
 
 use std::path::PathBuf;
@@ -103,6 +104,14 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         edits: usize,
     },
+    /// Shards: `orgs` new customers under one replica, then `orgs` under two shards;
+    /// prints each process's peak RSS, the time to Ready and the 429s.
+    Shards {
+        #[arg(long, default_value_t = 20_000)]
+        orgs: usize,
+        #[arg(long, default_value = "unlimited")]
+        tier: String,
+    },
     /// Only the naive six-call sequence against a fresh simulator.
     Naive {
         #[arg(long, default_value_t = 1000)]
@@ -160,6 +169,7 @@ async fn main() -> std::process::ExitCode {
             backlog,
             edits,
         } => edits::run(&common, warm, backlog, edits).await,
+        Cmd::Shards { orgs, tier } => shards::run(&common, orgs, &tier).await,
         Cmd::Naive { orgs, latency_ms } => scenarios::naive_only(orgs, latency_ms).await,
     };
     match result {
