@@ -26,11 +26,15 @@ use support::{
     kubectl, kubectl_ok, log_dir, workspace_root, write_token_kubeconfig,
 };
 
-/// Long enough for the full role to converge on a busy 2-core machine; the cases where
-/// nothing should happen wait this long too.
+/// Long enough for the full role to converge on a busy 2-core machine: the most any wait
+/// of a case takes (each ends on its condition).
 const READY_WAIT: Duration = Duration::from_secs(45);
 /// Time the full role gets to delete the Secret of a removed key.
 const DELETE_WAIT: Duration = Duration::from_secs(20);
+/// A case the operator's refusal stopped: after the refusal is logged, nothing the scenario
+/// looks at (both objects, the namespace's Secrets, the provider's state) changes for this
+/// long. Longer than the operator's first retries (1, 2, 4 s), which change nothing.
+const QUIET: Duration = Duration::from_secs(10);
 const LEASE_NS: &str = "orgops-system";
 
 /// What one run of the scenario showed.
@@ -323,6 +327,63 @@ fn is_ready(v: &Value) -> bool {
     })
 }
 
+/// How many refusals (`forbidden`) the operator has logged so far.
+fn refusals(op: &Running) -> usize {
+    std::fs::read_to_string(&op.log_path)
+        .unwrap_or_default()
+        .matches("forbidden")
+        .count()
+}
+
+/// Everything a case's operator can change that the scenario looks at (the provider's
+/// state without its clock and the keys' `lastUsedAt`, which every read moves).
+async fn snapshot(env: &TestEnv, sim: &Sim) -> String {
+    fn unstamped(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("lastUsedAt");
+                map.remove("clock");
+                map.values_mut().for_each(unstamped);
+            }
+            Value::Array(items) => items.iter_mut().for_each(unstamped),
+            _ => {}
+        }
+    }
+    let version = |v: Value| v["metadata"]["resourceVersion"].to_string();
+    let secrets = env.kubectl(&["get", "secrets", "-o", "name"]);
+    let mut state = sim.state().await;
+    unstamped(&mut state);
+    format!(
+        "{} {} {} {state}",
+        version(corg(env)),
+        version(pwh(env)),
+        String::from_utf8_lossy(&secrets.stdout),
+    )
+}
+
+/// Waits until the CustomerOrg and the ParentWebhook are both Ready, or the operator has
+/// logged a refusal and nothing changed for `QUIET` since (the refusal stopped it),
+/// `READY_WAIT` at most. Returns whether each is Ready.
+async fn settle(env: &TestEnv, sim: &Sim, op: &Running) -> (bool, bool) {
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut since = Instant::now();
+    loop {
+        let ready = (is_ready(&corg(env)), is_ready(&pwh(env)));
+        if ready == (true, true) || start.elapsed() >= READY_WAIT {
+            return ready;
+        }
+        let now = snapshot(env, sim).await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if refusals(op) > 0 && since.elapsed() >= QUIET {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn poll(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
@@ -470,13 +531,13 @@ async fn run_case(case: &Case) -> Seen {
     apply_yaml_ok(&corg_yaml(&ns, &provider, &["k1", "k2"]));
     apply_yaml_ok(&pwh_yaml(&ns, &provider));
 
-    let started = Instant::now();
-    let ready = poll(READY_WAIT, || is_ready(&corg(&env))).await;
-    // Within the same budget: cases where it never gets Ready cost no extra time.
-    let left = READY_WAIT
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_secs(5));
-    let pwh_ready = poll(left, || is_ready(&pwh(&env))).await;
+    let case_started = Instant::now();
+    let (ready, pwh_ready) = settle(&env, &sim, &op).await;
+    eprintln!(
+        "rbac case {}: settled in {:.0}s (Ready {ready}, ParentWebhook Ready {pwh_ready})",
+        case.name,
+        case_started.elapsed().as_secs_f64()
+    );
     let mut seen = Seen {
         ready,
         pwh_ready,
@@ -518,9 +579,14 @@ async fn run_case(case: &Case) -> Seen {
         .and_then(|e| e["items"].as_array().map(Vec::len))
         .unwrap_or(0);
     if ready && exists(&env, &["get", "secret", "acme-k2"]) {
+        let before = refusals(&op);
         apply_yaml_ok(&corg_yaml(&ns, &provider, &["k1"]));
-        seen.removed_key_secret_deleted =
-            poll(DELETE_WAIT, || !exists(&env, &["get", "secret", "acme-k2"])).await;
+        // Gone, or refused (then it stays).
+        poll(DELETE_WAIT, || {
+            !exists(&env, &["get", "secret", "acme-k2"]) || refusals(&op) > before
+        })
+        .await;
+        seen.removed_key_secret_deleted = !exists(&env, &["get", "secret", "acme-k2"]);
     }
     if ready {
         // Claims: made before the create (externalId), released with the object.
@@ -542,11 +608,14 @@ async fn run_case(case: &Case) -> Seen {
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         seen.claim_made = !claims().is_empty();
+        let before = refusals(&op);
         let _ = env.kubectl(&["delete", "customerorg", "acme", "--wait=false"]);
-        let gone = poll(DELETE_WAIT, || {
-            !exists(&env, &["get", "customerorg", "acme"])
+        // Gone, or refused (the claims or the finalizer then stay).
+        poll(DELETE_WAIT, || {
+            !exists(&env, &["get", "customerorg", "acme"]) || refusals(&op) > before
         })
         .await;
+        let gone = !exists(&env, &["get", "customerorg", "acme"]);
         seen.claim_released = gone && claims().is_empty();
     }
     seen.log = std::fs::read_to_string(&op.log_path).unwrap_or_default();
