@@ -77,7 +77,7 @@ async fn phase(common: &Common, tier: &str, orgs: usize, shards: u32) -> Result<
         Ok(())
     })
     .await?;
-    let procs = ops
+    let procs: Vec<(Option<f64>, Option<f64>)> = ops
         .iter()
         .map(|op| {
             let pid = op.pid();
@@ -91,6 +91,16 @@ async fn phase(common: &Common, tier: &str, orgs: usize, shards: u32) -> Result<
     for op in ops.iter_mut() {
         op.kill();
     }
+    // Printed now: the teardown of a large run takes minutes.
+    println!(
+        "{shards} process(es): all {orgs} Ready in {:.1}s; peak RSS {}",
+        wall.as_secs_f64(),
+        procs
+            .iter()
+            .map(|p: &(Option<f64>, Option<f64>)| mib(p.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !common.keep {
         let _ = cluster::delete_namespace(&client, &ns).await;
         let _ = cluster::delete_provider(&client, &ns).await;
