@@ -4,7 +4,7 @@
 #   docker build -t ghcr.io/orgops/orgops:0.2.0 .       # or podman build / buildah build
 # No shell, no libc, no CA bundle: the provider client trusts the Mozilla roots compiled into
 # the binary (webpki-roots) and the API server's CA comes from the ServiceAccount mount.
-# The build context is only that binary (.dockerignore). hack/test.d/60-image.sh builds this
+# The build context is only that binary (.dockerignore). hack/test.d/77-image.sh builds this
 # file with buildah and inspects the result.
 FROM scratch
 COPY target/release-static/orgops /usr/local/bin/orgops

@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 if ! command -v buildah >/dev/null; then
-  echo "60-image: installing buildah" >&2
+  echo "77-image: installing buildah" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
 fi
@@ -20,7 +20,7 @@ if ! command -v musl-gcc >/dev/null; then
 fi
 version=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
 bin=$(hack/release-build | tail -n1)
-[ "$bin" = "$root/target/release-static/orgops" ] || { echo "60-image: hack/release-build wrote $bin, the Dockerfile copies target/release-static/orgops" >&2; exit 1; }
+[ "$bin" = "$root/target/release-static/orgops" ] || { echo "77-image: hack/release-build wrote $bin, the Dockerfile copies target/release-static/orgops" >&2; exit 1; }
 
 store="$root/target/image/$$"
 tag="localhost/orgops:test-$$"
@@ -32,7 +32,7 @@ cleanup() {
   rm -rf "$store"
 }
 trap cleanup EXIT
-fail() { echo "60-image: $*" >&2; exit 1; }
+fail() { echo "77-image: $*" >&2; exit 1; }
 
 start=$SECONDS
 b build --quiet --isolation chroot --pull-never -f Dockerfile -t "$tag" . >/dev/null
@@ -58,4 +58,4 @@ cmp -s "$store/orgops-from-image" "$bin" || fail "the binary in the image differ
 got=$("$store/orgops-from-image" --version)
 [ "$got" = "orgops $version" ] || fail "orgops --version from the image says '$got', want 'orgops $version'"
 size=$(b images --format '{{.Size}}' "$tag")
-echo "60-image: PASS (buildah build in ${build_s}s; user 65532:65532, entrypoint $entrypoint $cmd, one file and no shell, size $size, '$got')"
+echo "77-image: PASS (buildah build in ${build_s}s; user 65532:65532, entrypoint $entrypoint $cmd, one file and no shell, size $size, '$got')"
