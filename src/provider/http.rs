@@ -236,10 +236,16 @@ impl Envelope {
             Some(p) => p.acquire().await.ok(),
             None => None,
         };
-        let rb = if write {
-            crate::fence::stamp(self.fence.as_ref(), rb)?
-        } else {
-            rb
+        let rb = match (write, &self.fence, &req.body) {
+            // The body checks the fence again when the connection asks for it, right before
+            // its bytes go out: a replica frozen between the check above and the send (a GC
+            // pause, SIGSTOP) sends nothing once it wakes past its window, only headers the
+            // server discards with the aborted request.
+            (true, Some(fence), Some(body)) => crate::fence::stamp(Some(fence), rb)?
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(fenced_body(body.clone(), fence.clone())),
+            (true, _, _) => crate::fence::stamp(self.fence.as_ref(), rb)?,
+            (false, _, _) => rb,
         };
         let start = Instant::now();
         let received = receive(rb).await;
@@ -315,6 +321,17 @@ impl Envelope {
             n += 1;
         }
     }
+}
+
+/// A write's body that yields its bytes only while the fence is open (see `exchange`).
+fn fenced_body(bytes: Vec<u8>, fence: crate::fence::Fence) -> reqwest::Body {
+    let once = futures::stream::once(async move {
+        fence
+            .check()
+            .map(|_| bytes)
+            .map_err(|closed| std::io::Error::other(closed.to_string()))
+    });
+    reqwest::Body::wrap_stream(once)
 }
 
 async fn receive(rb: RequestBuilder) -> Result<Reply, ProviderError> {
